@@ -1,0 +1,1 @@
+"""`pose-ros` subcommands, one module each (auto-discovered)."""

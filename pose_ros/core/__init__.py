@@ -1,0 +1,1 @@
+"""Camera model, rigid transforms, object models, image/depth utilities."""

@@ -1,0 +1,1 @@
+"""Evaluation: BOP I/O and metrics, COCO OKS/AP, retargeting metrics, benchmarks."""

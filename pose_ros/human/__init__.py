@@ -1,0 +1,1 @@
+"""Human keypoints, 3D lifting, filtering, robot kinematics, retargeting, safety."""

@@ -1,0 +1,1 @@
+"""Thin rclpy nodes: parameters, topics, QoS, conversions. No algorithms here."""

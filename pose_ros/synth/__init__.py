@@ -1,0 +1,1 @@
+"""Synthetic RGB-D: Open3D ray-casting renderer, scene sampler, sensor noise."""
