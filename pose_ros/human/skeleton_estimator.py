@@ -1,0 +1,132 @@
+"""Per-frame human pipeline: rgb + aligned depth + camera -> 3D skeletons.
+
+backend (2D + model 3D) -> depth lifting -> operator tracking -> One-Euro smoothing per track.
+The ROS node, the CLI and the benchmarks all call `SkeletonEstimator.process`, so what is
+measured offline is what runs on the robot.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from pose_ros.core.camera import PinholeCamera
+from pose_ros.human.conventions import (BLAZEPOSE33, BLAZEPOSE33_NAMES, COCO17, COCO17_NAMES,
+                                        CONVENTIONS, SOURCE_DEPTH, SOURCE_NONE, blazepose_to_coco17)
+from pose_ros.human.keypoint_backend import KeypointBackend, validate_rgb
+from pose_ros.human.lifting import DepthImageError, LiftingConfig, lift_keypoints
+from pose_ros.human.one_euro import OneEuroConfig, OneEuroFilter
+from pose_ros.human.operator_tracking import OperatorTracker, TrackerConfig
+
+
+class CameraMismatchError(ValueError):
+    """camera_info size differs from the image size."""
+
+
+@dataclass
+class Skeleton3D:
+    """One person in one frame, in `convention` order. positions_cam_m NaN where source==NONE."""
+
+    names: tuple[str, ...]
+    positions_cam_m: np.ndarray   # (N, 3) camera optical frame
+    uv_px: np.ndarray             # (N, 2)
+    confidence: np.ndarray        # (N,)
+    source: np.ndarray            # (N,) int8 SOURCE_*
+    track_id: int
+    is_operator: bool
+    convention: str = BLAZEPOSE33
+
+    @property
+    def score(self) -> float:
+        return float(np.mean(self.confidence)) if len(self.confidence) else 0.0
+
+    def to_convention(self, convention: str) -> "Skeleton3D":
+        """Same skeleton in another convention (only blazepose33 -> coco17 loses information)."""
+        if convention == self.convention:
+            return self
+        if self.convention == BLAZEPOSE33 and convention == COCO17:
+            return replace(self, names=COCO17_NAMES, convention=COCO17,
+                           positions_cam_m=blazepose_to_coco17(self.positions_cam_m),
+                           uv_px=blazepose_to_coco17(self.uv_px),
+                           confidence=blazepose_to_coco17(self.confidence),
+                           source=blazepose_to_coco17(self.source))
+        raise ValueError(f"cannot convert a {self.convention} skeleton to {convention}: "
+                         f"convert from {BLAZEPOSE33}, which is a superset")
+
+
+@dataclass
+class SkeletonEstimatorConfig:
+    convention: str = BLAZEPOSE33         # output convention: blazepose33 | coco17
+    operator_only: bool = False           # drop everyone but the operator
+    min_score: float = 0.3                # detections with lower mean confidence are dropped
+    filter_enabled: bool = True
+    lifting: LiftingConfig = field(default_factory=LiftingConfig)
+    tracking: TrackerConfig = field(default_factory=TrackerConfig)
+    filter: OneEuroConfig = field(default_factory=OneEuroConfig)
+
+    def __post_init__(self) -> None:
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"SkeletonEstimatorConfig.convention={self.convention!r}: use one of {CONVENTIONS}")
+
+
+class SkeletonEstimator:
+    """Holds the backend, tracker and filters; call `process` once per frame."""
+
+    def __init__(self, backend: KeypointBackend, config: SkeletonEstimatorConfig | None = None) -> None:
+        self.backend = backend
+        self.config = config or SkeletonEstimatorConfig()
+        self.tracker = OperatorTracker(self.config.tracking)
+        self._filters: dict[int, OneEuroFilter] = {}
+        self.last_operator_lost = False
+
+    def reset(self) -> None:
+        """Forget tracks and filter state (e.g. after a camera change)."""
+        self.tracker.reset()
+        self._filters.clear()
+
+    def process(self, rgb: np.ndarray, depth_m: np.ndarray | None, camera: PinholeCamera,
+                stamp_s: float) -> list[Skeleton3D]:
+        """Skeletons of the people in this frame (operator first), in config.convention."""
+        rgb = validate_rgb(rgb)
+        height, width = rgb.shape[:2]
+        if (camera.width, camera.height) != (width, height):
+            raise CameraMismatchError(
+                f"camera is {camera.width}x{camera.height} but the image is {width}x{height}: "
+                "use the colour camera_info (or camera.with_size()) for this image")
+        if depth_m is not None and np.shape(depth_m) != (height, width):
+            raise DepthImageError(
+                f"depth {np.shape(depth_m)} != colour (H,W)=({height},{width}): "
+                "subscribe to aligned_depth_to_color")
+
+        detections = [d for d in self.backend.detect(rgb) if d.score >= self.config.min_score]
+        lifted = [lift_keypoints(d.uv_px, d.confidence, d.world_m, depth_m, camera, self.config.lifting)
+                  for d in detections]
+        depths = np.array([np.nanmedian(l.points_cam_m[:, 2]) if np.any(l.source != SOURCE_NONE)
+                           else np.nan for l in lifted])
+        update = self.tracker.update(np.array([d.bbox_xyxy_px for d in detections]).reshape(-1, 4),
+                                     (width, height), depths)
+        self.last_operator_lost = update.operator_lost
+        for tid in update.lost_ids:
+            self._filters.pop(tid, None)
+
+        skeletons = []
+        for i, (det, lift) in enumerate(zip(detections, lifted)):
+            is_op = update.operator_index == i
+            if self.config.operator_only and not is_op:
+                continue
+            tid = update.track_ids[i]
+            pos = lift.points_cam_m
+            if self.config.filter_enabled:
+                filt = self._filters.setdefault(tid, OneEuroFilter(self.config.filter))
+                pos = filt.filter(pos, stamp_s)
+            skel = Skeleton3D(names=BLAZEPOSE33_NAMES, positions_cam_m=pos, uv_px=det.uv_px.copy(),
+                              confidence=det.confidence.copy(), source=lift.source.copy(),
+                              track_id=tid, is_operator=is_op, convention=BLAZEPOSE33)
+            skeletons.append(skel.to_convention(self.config.convention))
+        skeletons.sort(key=lambda s: not s.is_operator)
+        return skeletons
+
+
+def depth_fraction(skeleton: Skeleton3D) -> float:
+    """Share of keypoints whose 3D came from depth (a quick health number for logs)."""
+    return float(np.mean(skeleton.source == SOURCE_DEPTH)) if len(skeleton.source) else 0.0
