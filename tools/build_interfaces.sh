@@ -12,7 +12,7 @@ PYVER="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1
 # stays importable from the checkout and extends its __path__ to the generated part.
 GEN_PY="$VENV/pose_ros_interfaces"
 STAMP="$GEN_PY/.stamp"
-if [[ -f "$STAMP" ]] && [[ -z "$(find "$ROOT/msg" "$ROOT/srv" "$ROOT/CMakeLists.txt" -newer "$STAMP" -print -quit)" ]]; then
+if [[ -f "$STAMP" ]] && [[ -f "$GEN_PY/pose_ros/msg/__init__.py" ]] && [[ -z "$(find "$ROOT/msg" "$ROOT/srv" "$ROOT/CMakeLists.txt" -newer "$STAMP" -print -quit)" ]]; then
   echo "[interfaces] up to date ($GEN_PY)"
   exit 0
 fi
