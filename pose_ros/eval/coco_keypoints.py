@@ -97,6 +97,7 @@ class CocoKeypointReport:
     per_keypoint_oks: dict[str, float]        # mean OKS term per COCO keypoint
     per_keypoint_acc: dict[str, float]        # share of labelled keypoints with term >= 0.5
     person_oks: list[float]                   # per evaluated GT person (0 when missed)
+    person_ann_ids: list[int]                 # COCO annotation id of each person_oks entry
     num_people: int
     num_detected: int
     num_images: int
@@ -156,7 +157,7 @@ def evaluate_backend(coco_gt, images_dir: Path, backend: KeypointBackend, margin
     for a in anns:
         by_image.setdefault(a["image_id"], []).append(a)
 
-    results, terms_all = [], []
+    results, terms_all, ann_ids = [], [], []
     detected, crop_time, crops = 0, 0.0, 0
     bar = tqdm(total=len(anns), desc="people", unit="crop", disable=not progress)
     for img_id in img_ids:
@@ -179,6 +180,7 @@ def evaluate_backend(coco_gt, images_dir: Path, backend: KeypointBackend, margin
                 results.append(coco_result(det, img_id))
                 uv17 = blazepose_to_coco17(det.uv_px)
             terms_all.append(keypoint_oks_terms(ann["keypoints"], ann["area"], uv17))
+            ann_ids.append(int(ann["id"]))
             bar.update(1)
     bar.close()
 
@@ -202,7 +204,7 @@ def evaluate_backend(coco_gt, images_dir: Path, backend: KeypointBackend, margin
         stats=coco_eval_stats(gt_eval, results),
         per_keypoint_oks={n: float(v) for n, v in zip(COCO17_NAMES, mean_oks)},
         per_keypoint_acc={n: float(v) for n, v in zip(COCO17_NAMES, acc)},
-        person_oks=[person_oks(t) for t in terms],
+        person_oks=[person_oks(t) for t in terms], person_ann_ids=ann_ids,
         num_people=len(terms_all), num_detected=detected, num_images=len(by_image),
         results=results, seconds_per_crop=crop_time / max(crops, 1))
 
