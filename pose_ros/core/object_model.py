@@ -298,16 +298,40 @@ class ObjectModel:
                 f"symmetric={self.is_symmetric})")
 
 
+class _RecordCatcher(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            msg += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+        self.messages.append(msg)
+
+
 def _load_mesh(path: Path) -> trimesh.Trimesh:
     if not path.exists():
         raise MeshLoadError(f"mesh file not found: {path}")
     if path.suffix.lower() not in SUPPORTED_MESH_EXTENSIONS:
         raise MeshLoadError(f"unsupported mesh format {path.suffix!r} for {path}; use one of {SUPPORTED_MESH_EXTENSIONS}")
+    # trimesh logs a full traceback when a referenced texture image is missing (BOP ycbv PLYs
+    # name one that is not shipped); collect those records and report one line instead.
+    tm_log = logging.getLogger("trimesh")
+    catcher = _RecordCatcher()
+    old_propagate = tm_log.propagate
+    tm_log.addHandler(catcher)
+    tm_log.propagate = False
     try:
         # process=False keeps vertex order/colours/UVs exactly as authored (renderer needs them).
         mesh = trimesh.load(str(path), force="mesh", process=False)
     except Exception as exc:  # trimesh raises many types for corrupt files
         raise MeshLoadError(f"could not read mesh {path}: {exc}") from exc
+    finally:
+        tm_log.removeHandler(catcher)
+        tm_log.propagate = old_propagate
+    if catcher.messages:
+        log.warning("mesh %s: trimesh reported: %s", path.name, "; ".join(sorted(set(catcher.messages)))[:300])
     if isinstance(mesh, trimesh.Scene):  # older trimesh may still hand back a Scene
         geoms = [g for g in mesh.geometry.values() if isinstance(g, trimesh.Trimesh)]
         mesh = trimesh.util.concatenate(geoms) if geoms else trimesh.Trimesh()
@@ -364,11 +388,21 @@ def load_object_model(path: str | Path, units: str = "m", name: str | None = Non
 def load_bop_models(models_dir: str | Path, obj_ids: Iterable[int] | None = None, **kwargs: Any) -> list[ObjectModel]:
     """Load BOP ``obj_XXXXXX.ply`` (mm) with symmetries from ``models_info.json`` in the same folder.
 
+    ``obj_ids=None`` loads every listed object whose PLY exists (missing files are logged, since
+    subsets of BOP datasets often ship fewer meshes than models_info lists); explicit ids must exist.
     Extra keyword arguments go to :func:`load_object_model` (num_points, num_keypoints, seed).
     """
     models_dir = Path(models_dir)
     info = load_models_info(models_dir / "models_info.json")
-    ids = sorted(info) if obj_ids is None else [int(i) for i in obj_ids]
+    if obj_ids is None:
+        ids = [i for i in sorted(info) if (models_dir / f"obj_{i:06d}.ply").is_file()]
+        missing = sorted(set(info) - set(ids))
+        if missing:
+            log.info("%s: no PLY for obj ids %s listed in models_info.json; skipped", models_dir, missing)
+        if not ids:
+            raise MeshLoadError(f"{models_dir}: none of the models in models_info.json has an obj_XXXXXX.ply file")
+    else:
+        ids = [int(i) for i in obj_ids]
     models = []
     for oid in ids:
         if oid not in info:
