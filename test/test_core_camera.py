@@ -125,3 +125,47 @@ def test_invalid_distortion():
         PinholeCamera(K_LMO, 640, 480, np.zeros(5), "kannala")
     # ROS camera_info with an empty D is valid: no distortion.
     assert not PinholeCamera(K_LMO, 640, 480, np.array([])).has_distortion
+
+
+# --------------------------------------------------------------------------- core.depth utilities
+from pose_ros.core import depth as dp  # noqa: E402
+
+
+def test_depth_validity_and_uint16_round_trip():
+    depth_m = np.array([[0.0, np.nan, 1.2345], [np.inf, -1.0, 70.0]], np.float32)
+    np.testing.assert_array_equal(dp.valid_depth_mask(depth_m), [[False, False, True], [False, False, True]])
+    np.testing.assert_array_equal(dp.valid_depth_mask(depth_m, max_m=10.0), [[False, False, True], [False, False, False]])
+    raw, dropped = dp.depth_raw_from_m(depth_m, 0.001)
+    assert raw.dtype == np.uint16 and dropped == 1
+    assert raw[0, 2] in (1234, 1235) and raw[1, 2] == 0 and raw[0, 0] == 0
+    np.testing.assert_allclose(dp.depth_m_from_raw(raw, 0.001)[0, 2], 1.2345, atol=5e-4)
+    assert dp.depth_m_from_raw(raw)[1, 2] == 0.0
+
+
+def test_depth_sampling_on_plane_and_edges():
+    # A tilted plane: z = 1 + 0.001 u; bilinear sampling reproduces it exactly at sub-pixels.
+    vv, uu = np.mgrid[0:40, 0:50]
+    depth_m = (1.0 + 0.001 * uu + 0.0005 * vv).astype(np.float64)
+    uv = np.array([[10.25, 5.75], [0.0, 0.0], [49.0, 39.0], [60.0, 5.0], [np.nan, 1.0]])
+    z = dp.sample_depth_bilinear(depth_m, uv)
+    np.testing.assert_allclose(z[:3], 1.0 + 0.001 * uv[:3, 0] + 0.0005 * uv[:3, 1], atol=1e-12)
+    assert np.isnan(z[3:]).all()
+    # Invalid neighbour gets zero weight (no pull towards 0).
+    holes = depth_m.copy()
+    holes[5, 10] = 0.0
+    assert abs(dp.sample_depth_bilinear(holes, np.array([[10.5, 5.5]]))[0] - 1.0135) < 0.002
+    # Occlusion edge: returns a real surface, never a value in between.
+    step = np.where(uu < 20, 0.5, 2.0)
+    z_edge = dp.sample_depth_bilinear(step, np.array([[19.5, 10.0]]))[0]
+    assert z_edge in (0.5, 2.0)
+    np.testing.assert_allclose(dp.sample_depth_nearest(depth_m, uv[:1]), depth_m[6, 10])
+
+
+def test_median_depth_in_window_ignores_holes():
+    depth_m = np.full((30, 30), 0.8)
+    depth_m[10:13, 10:13] = 0.0          # hole under the keypoint
+    depth_m[14, 14] = 5.0                 # outlier
+    med = dp.median_depth_in_window(depth_m, np.array([[11.0, 11.0], [0.0, 0.0], [100.0, 3.0]]), radius=3)
+    np.testing.assert_allclose(med[:2], 0.8)
+    assert np.isnan(med[2])
+    assert np.isnan(dp.median_depth_in_window(depth_m, np.array([[11.0, 11.0]]), radius=1)[0])
