@@ -1,0 +1,251 @@
+"""Record live topics into a ROS 2 MCAP bag and play bags back, without rosbag2.
+
+Recording subscribes in *raw* mode, so the CDR bytes go to the file untouched (no decode /
+re-encode), with the receive time as log time and the publisher's source timestamp as publish
+time, like ``ros2 bag record``. The subscription QoS adapts to the publishers (best effort if
+any publisher is best effort), so nothing is silently left unmatched. Playback publishes the
+stored bytes with the recorded spacing divided by ``rate``.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable
+
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from pose_ros.sensors.bag import BagReader, BagWriter, message_class, qos_to_yaml
+
+__all__ = ["BagRecorder", "BagPlayer", "record", "play", "DEFAULT_EXCLUDED"]
+
+DEFAULT_EXCLUDED = ("/rosout", "/parameter_events")
+
+
+def _adapted_qos(publisher_qos: list[QoSProfile], depth: int = 100) -> QoSProfile:
+    """Subscription QoS that matches every publisher (what rosbag2 does)."""
+    reliable = bool(publisher_qos) and all(q.reliability == ReliabilityPolicy.RELIABLE for q in publisher_qos)
+    latched = bool(publisher_qos) and all(q.durability == DurabilityPolicy.TRANSIENT_LOCAL for q in publisher_qos)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
+class BagRecorder:
+    """Subscribe (raw) to ``topics`` on ``node`` and write every message into ``writer``.
+
+    ``topics=None`` records every topic except DEFAULT_EXCLUDED. Topics that appear later are
+    picked up by a discovery timer; topics named but never seen are reported by ``missing``.
+    """
+
+    def __init__(self, node: Node, writer: BagWriter, topics: list[str] | None = None,
+                 discovery_period_s: float = 0.2) -> None:
+        if topics is not None:
+            bad = [t for t in topics if not t.startswith("/")]
+            if bad:
+                raise ValueError(f"topics must be absolute names starting with '/': {bad}")
+        self.node = node
+        self.writer = writer
+        self.topics = list(topics) if topics is not None else None
+        self.counts: Counter[str] = Counter()
+        self.errors = 0
+        self._subs: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._timer = node.create_timer(discovery_period_s, self.discover)
+        self.discover()
+
+    @property
+    def missing(self) -> list[str]:
+        return [t for t in (self.topics or []) if t not in self._subs]
+
+    @property
+    def message_count(self) -> int:
+        return sum(self.counts.values())
+
+    def discover(self) -> None:
+        for name, types in self.node.get_topic_names_and_types():
+            if name in self._subs:
+                continue
+            if self.topics is None and name in DEFAULT_EXCLUDED:
+                continue
+            if self.topics is not None and name not in self.topics:
+                continue
+            if len(types) != 1:
+                self.node.get_logger().warning(f"topic {name} has several types {types}; not recorded")
+                continue
+            pubs = self.node.get_publishers_info_by_topic(name)
+            if not pubs:
+                continue
+            pub_qos = [p.qos_profile for p in pubs]
+            try:
+                cls = message_class(types[0])
+                self.writer.add_topic(name, types[0], qos_to_yaml(pub_qos))
+            except ValueError as exc:
+                self.node.get_logger().error(f"cannot record {name}: {exc}")
+                self._subs[name] = None
+                continue
+            self._subs[name] = self.node.create_subscription(
+                cls, name, self._callback_for(name), _adapted_qos(pub_qos), raw=True)
+            self.node.get_logger().info(f"recording {name} [{types[0]}]")
+
+    def _callback_for(self, topic: str) -> Callable[[bytes, Any], None]:
+        def on_message(data: bytes, info: Any) -> None:
+            recv_ns = int(info.get("received_timestamp", 0)) or time.time_ns()
+            src_ns = int(info.get("source_timestamp", 0)) or recv_ns
+            with self._lock:
+                if self._closed:
+                    return
+                try:
+                    self.writer.write(topic, data, recv_ns, src_ns)
+                    self.counts[topic] += 1
+                except ValueError as exc:
+                    self.errors += 1
+                    self.node.get_logger().error(f"dropped a message on {topic}: {exc}")
+        return on_message
+
+    def close(self) -> None:
+        """Stop recording and finalise the bag (metadata.yaml)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._timer.cancel()
+            for sub in self._subs.values():
+                if sub is not None:
+                    self.node.destroy_subscription(sub)
+            self.writer.close()
+
+
+class BagPlayer:
+    """Publish a bag's messages on ``node`` from a thread, keeping the recorded timing / ``rate``."""
+
+    def __init__(self, node: Node, reader: BagReader, rate: float = 1.0, loop: bool = False,
+                 topics: list[str] | None = None, qos: QoSProfile | None = None,
+                 start_delay_s: float = 0.0) -> None:
+        if not rate > 0:
+            raise ValueError(f"rate must be > 0 (1.0 = recorded speed); got {rate}")
+        self.node, self.reader, self.rate, self.loop = node, reader, float(rate), bool(loop)
+        self.topics = topics
+        chosen = topics or list(reader.topics)
+        qos = qos or QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                                reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        self._pubs = {t: node.create_publisher(message_class(reader.topics[t].type), t, qos) for t in chosen
+                      if t in reader.topics}
+        missing = [t for t in chosen if t not in reader.topics]
+        if missing:
+            raise ValueError(f"topics {missing} are not in the bag; it has {sorted(reader.topics)}")
+        self.start_delay_s = start_delay_s
+        self.published = 0
+        self.loops_done = 0
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bag-player", daemon=True)
+
+    def start(self) -> "BagPlayer":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        if self.start_delay_s > 0 and self._stop.wait(self.start_delay_s):
+            return
+        try:
+            while not self._stop.is_set():
+                t_bag0 = None
+                t_wall0 = time.monotonic()
+                for m in self.reader.messages(list(self._pubs)):
+                    if t_bag0 is None:
+                        t_bag0 = m.log_time_ns
+                    due = t_wall0 + (m.log_time_ns - t_bag0) / 1e9 / self.rate
+                    wait = due - time.monotonic()
+                    if wait > 0 and self._stop.wait(wait):
+                        return
+                    self._pubs[m.topic].publish(m.data)
+                    self.published += 1
+                self.loops_done += 1
+                if not self.loop:
+                    break
+        finally:
+            self.done.set()
+
+
+def record(out: str, topics: list[str] | None = None, duration_s: float = 0.0, overwrite: bool = False,
+           progress: bool = True, args: list[str] | None = None) -> int:
+    """Record until ``duration_s`` elapses (0 = until Ctrl-C); returns an exit code."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from tqdm import tqdm
+
+    rclpy.init(args=args)
+    node = rclpy.create_node("pose_ros_bag_recorder")
+    writer = BagWriter(out, overwrite=overwrite)
+    recorder = BagRecorder(node, writer, topics)
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    t0 = time.monotonic()
+    bar = tqdm(total=duration_s if duration_s > 0 else None, unit="s" if duration_s > 0 else "msg",
+               desc=f"recording {out}", disable=not progress)
+    try:
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+            elapsed = time.monotonic() - t0
+            if duration_s > 0:
+                bar.n = min(elapsed, duration_s)
+            else:
+                bar.n = recorder.message_count
+            bar.set_postfix(messages=recorder.message_count, refresh=False)
+            bar.refresh()
+            if duration_s > 0 and elapsed >= duration_s:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bar.close()
+        recorder.close()
+        missing = recorder.missing
+        node.get_logger().info(f"wrote {recorder.message_count} messages on {len(recorder.counts)} topics to {out}")
+        if missing:
+            node.get_logger().warning(f"never saw publishers on {missing}")
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+def play(bag: str, rate: float = 1.0, loop: bool = False, topics: list[str] | None = None,
+         progress: bool = True, start_delay_s: float = 0.5, args: list[str] | None = None) -> int:
+    """Publish a bag (once, or looping until Ctrl-C); returns an exit code."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from tqdm import tqdm
+
+    reader = BagReader(bag)
+    rclpy.init(args=args)
+    node = rclpy.create_node("pose_ros_bag_player")
+    player = BagPlayer(node, reader, rate=rate, loop=loop, topics=topics, start_delay_s=start_delay_s)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    total = sum(reader.topics[t].message_count for t in (topics or reader.topics))
+    bar = tqdm(total=None if loop else total, unit="msg", desc=f"playing {bag}", disable=not progress)
+    player.start()
+    try:
+        while rclpy.ok() and not player.done.is_set():
+            executor.spin_once(timeout_sec=0.1)
+            bar.n = player.published
+            bar.refresh()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        player.stop()
+        bar.n = player.published
+        bar.close()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
