@@ -169,3 +169,12 @@ def test_median_depth_in_window_ignores_holes():
     np.testing.assert_allclose(med[:2], 0.8)
     assert np.isnan(med[2])
     assert np.isnan(dp.median_depth_in_window(depth_m, np.array([[11.0, 11.0]]), radius=1)[0])
+
+
+def test_depth_to_points_with_distortion_matches_backproject():
+    cam = PinholeCamera(np.array([[60.0, 0, 31.5], [0, 61.0, 23.5], [0, 0, 1]]), 64, 48,
+                        np.array([0.1, -0.05, 0.001, 0.0005, 0.01]))
+    depth_m = np.random.default_rng(7).uniform(0.5, 1.5, (48, 64))
+    pts, uv = cam.depth_to_points(depth_m, stride=3)
+    np.testing.assert_allclose(pts, cam.backproject(uv.astype(float), depth_m[uv[:, 1], uv[:, 0]]), atol=1e-12)
+    np.testing.assert_allclose(cam.project(pts), uv, atol=1e-6)

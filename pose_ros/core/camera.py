@@ -195,27 +195,43 @@ class PinholeCamera:
         stride = int(stride)
         if stride < 1:
             raise ValueError(f"stride must be >= 1; got {stride}")
-        d = depth[::stride, ::stride].astype(np.float64, copy=False)
-        valid = np.isfinite(d) & (d > 0)
+        d = depth[::stride, ::stride]
+        with np.errstate(invalid="ignore"):
+            valid = d > 0  # False for NaN; inf filtered below
+        valid &= np.isfinite(d)
         if mask is not None:
             m = np.asarray(mask)
             if m.shape != depth.shape:
                 raise ValueError(f"mask shape {m.shape} does not match depth shape {depth.shape}")
             valid &= m[::stride, ::stride].astype(bool)
-        vs, us = np.nonzero(valid)
-        us = us * stride
-        vs = vs * stride
-        z = d[valid]
+        flat = np.flatnonzero(valid)
+        cols = d.shape[1]
+        vs = (flat // cols) * stride
+        us = (flat % cols) * stride
         uv = np.stack([us, vs], axis=1).astype(np.int64)
-        if uv.shape[0] == 0:
+        if flat.size == 0:
             return np.zeros((0, 3)), uv
-        if not self.has_distortion:
-            y = (vs - self.cy) / self.fy
-            x = (us - self.cx - self.K[0, 1] * y) / self.fx
-            pts = np.stack([x * z, y * z, z], axis=1)
-        else:
-            pts = self.backproject(uv.astype(np.float64), z)
+        z = d.ravel()[flat].astype(np.float64)
+        rays = self._ray_grid(stride).reshape(-1, 2)[flat]  # cached undistorted (x/z, y/z) per pixel
+        pts = np.empty((flat.size, 3))
+        pts[:, 0] = rays[:, 0] * z
+        pts[:, 1] = rays[:, 1] * z
+        pts[:, 2] = z
         return pts, uv
+
+    def _ray_grid(self, stride: int) -> np.ndarray:
+        """(H',W',2) normalised rays of the strided pixel grid, cached per (K, distortion, stride)."""
+        key = (stride, self.width, self.height, self.K.tobytes(), self.dist_coeffs.tobytes(), self.distortion_model)
+        cache = self.__dict__.setdefault("_ray_cache", {})
+        grid = cache.get(key)
+        if grid is None:
+            vs, us = np.mgrid[0:self.height:stride, 0:self.width:stride]
+            uv = np.stack([us.ravel(), vs.ravel()], axis=1).astype(np.float64)
+            grid = self.normalized_rays(uv).reshape(us.shape[0], us.shape[1], 2)
+            if len(cache) > 4:
+                cache.clear()
+            cache[key] = grid
+        return grid
 
     def in_image(self, uv: np.ndarray, margin: float = 0.0) -> np.ndarray:
         """(N,) bool: uv finite and inside the image (pixel centres 0..W-1, 0..H-1) with margin."""
