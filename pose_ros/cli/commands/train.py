@@ -1,0 +1,80 @@
+"""`pose-ros train`: train the keypoint network on synthetic renders of your meshes."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train the object keypoint network on synthetic RGB-D renders",
+        description="Pre-renders synthetic scenes once (into --data-dir, reusable), then trains with a progress "
+                    "bar and a per-epoch validation on held-out scenes. Checkpoints go into --out itself; "
+                    "re-run with --resume after an interruption.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--meshes", type=Path, help="meshes/ folder with <name>/object.yaml per object")
+    src.add_argument("--bop-models", type=Path, help="BOP models folder (obj_XXXXXX.ply in mm + models_info.json)")
+    p.add_argument("--obj-ids", type=int, nargs="+", help="with --bop-models: only these obj_ids")
+    p.add_argument("--out", type=Path, required=True, help="model file to write (e.g. models/my_objects.pt)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="where rendered training data is cached (default: <out>.data/)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--images", type=int, default=2000, help="training scenes to render")
+    p.add_argument("--val-images", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-depth", action="store_true", help="RGB-only network (no depth input channel)")
+    p.add_argument("--input-size", default="320x240", help="network input WxH (multiples of 8)")
+    p.add_argument("--time-budget-min", type=float, default=None,
+                   help="stop (checkpointed, resumable) after this many minutes")
+    p.add_argument("--resume", action="store_true", help="continue the training stored in --out")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from pose_ros.core.object_model import load_bop_models, load_object_dir
+    from pose_ros.objects.train import TrainConfig, train
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        w, h = (int(v) for v in args.input_size.lower().split("x"))
+    except ValueError:
+        print(f"error: --input-size must look like 320x240; got {args.input_size!r}", file=sys.stderr)
+        return 2
+    try:
+        if args.meshes is not None:
+            models = load_object_dir(args.meshes)
+            for m in models:
+                m.source = str(args.meshes / m.name)
+        else:
+            models = load_bop_models(args.bop_models, args.obj_ids)
+            for m in models:
+                m.source = str(args.bop_models / f"obj_{m.obj_id:06d}.ply")
+        if not models:
+            print("error: no objects found", file=sys.stderr)
+            return 2
+        cfg = TrainConfig(epochs=args.epochs, images=args.images, val_images=args.val_images,
+                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, workers=args.workers,
+                          device=args.device, use_depth=not args.no_depth, input_width=w, input_height=h,
+                          threads=args.threads,
+                          time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min)
+        data_dir = args.data_dir or args.out.with_name(args.out.name + ".data")
+        command = "pose-ros " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        res = train(models, args.out, cfg, data_dir, resume=args.resume, command=command)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    prog = res["progress"]
+    last = res["metrics"][-1] if res["metrics"] else {}
+    state = "finished" if prog["finished"] else "stopped (resume with --resume)"
+    print(f"{state}: epoch {prog['epoch']}/{cfg.epochs}, step {prog['step']}, {prog['train_time_s'] / 60:.1f} min; "
+          f"last val: {last}; model: {res['path']}")
+    return 0

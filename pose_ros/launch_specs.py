@@ -1,0 +1,123 @@
+"""What each system (`object_pose`, `teleop`, `demo`, ...) runs: one declarative description.
+
+Both `launch/*.launch.py` (real ROS 2 installs, `ros2 launch pose_ros ...`) and
+`pose-ros launch <system>` (plain venvs, where `launch` is not on PyPI) build their processes
+from these specs, so the two cannot drift apart. Plain Python: no ROS imports.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node process."""
+    executable: str                    # console script / `ros2 run pose_ros <executable>`
+    module: str                        # pose_ros.nodes.<module> (for `python -m` in a venv)
+    name: str                          # node name (parameter file section)
+    params_file: str | None = None     # relative to the package's config/ dir
+    # Launch arguments that become parameters of this node: {argument: parameter}.
+    arg_params: dict[str, str] = field(default_factory=dict)
+    # Fixed parameter overrides, {parameter: value}.
+    params: dict[str, object] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+    # Only started when this launch argument is true ("" = always).
+    condition: str = ""
+
+
+@dataclass(frozen=True)
+class LaunchArg:
+    name: str
+    default: str
+    description: str
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    name: str
+    description: str
+    args: tuple[LaunchArg, ...]
+    nodes: tuple[NodeSpec, ...]
+
+
+_CAMERA_ARGS = (
+    LaunchArg("camera", "synthetic", "camera source: synthetic | dataset | realsense | none"),
+    LaunchArg("dataset", "", "BOP or YCB-Video scene folder replayed when camera:=dataset"),
+    LaunchArg("rate", "10.0", "camera rate in Hz (synthetic and dataset cameras)"),
+)
+
+
+def _camera_nodes() -> tuple[NodeSpec, ...]:
+    return (
+        NodeSpec("synthetic_camera", "synthetic_camera_node", "synthetic_camera", "synthetic_camera.yaml",
+                 arg_params={"rate": "rate_hz"}, condition="camera==synthetic"),
+        NodeSpec("dataset_camera", "dataset_camera_node", "dataset_camera", "dataset_camera.yaml",
+                 arg_params={"rate": "rate_hz", "dataset": "dataset_path"}, condition="camera==dataset"),
+        NodeSpec("realsense_camera", "realsense_camera_node", "realsense_camera", "realsense_camera.yaml",
+                 condition="camera==realsense"),
+    )
+
+
+SYSTEMS: dict[str, SystemSpec] = {
+    "camera": SystemSpec(
+        "camera", "A camera (synthetic by default) and a monitor printing what arrives.",
+        _CAMERA_ARGS,
+        _camera_nodes() + (NodeSpec("topic_monitor", "topic_monitor_node", "topic_monitor", "topic_monitor.yaml"),),
+    ),
+    "object_pose": SystemSpec(
+        "object_pose", "Object 6DoF pose: camera -> object_pose node (poses, TF, markers, debug image).",
+        _CAMERA_ARGS + (
+            LaunchArg("model", "models/demo_objects.pt", "trained model file (pose-ros train)"),
+            LaunchArg("monitor", "true", "print pose error against ground truth, rate and latency"),
+        ),
+        _camera_nodes() + (
+            NodeSpec("object_pose", "object_pose_node", "object_pose", "object_pose.yaml",
+                     arg_params={"model": "model_file"}),
+            NodeSpec("topic_monitor", "topic_monitor_node", "topic_monitor", "topic_monitor.yaml",
+                     params={"object_poses_topic": "/object_pose/poses"}, condition="monitor==true"),
+        ),
+    ),
+    "teleop": SystemSpec(
+        "teleop", "Humanoid teleoperation: camera -> human_pose -> retarget (safety layer) -> joint commands.",
+        (
+            LaunchArg("camera", "replay", "skeleton source: replay (BVH mocap, no camera) | realsense | none"),
+            LaunchArg("robot", "config/robots/pose_ros_humanoid.urdf", "humanoid URDF"),
+            LaunchArg("mapping", "config/robots/pose_ros_humanoid.yaml", "retargeting mapping YAML for that robot"),
+            LaunchArg("bvh", "", "BVH file replayed when camera:=replay (default: CMU 131 walk if present)"),
+        ),
+        (
+            NodeSpec("realsense_camera", "realsense_camera_node", "realsense_camera", "realsense_camera.yaml",
+                     condition="camera==realsense"),
+            NodeSpec("human_pose", "human_pose_node", "human_pose", "human_pose.yaml",
+                     condition="camera==realsense"),
+            NodeSpec("skeleton_replay", "skeleton_replay_node", "skeleton_replay", "skeleton_replay.yaml",
+                     arg_params={"bvh": "bvh_file"}, remappings=(("skeletons", "/human_pose/skeletons"),),
+                     condition="camera==replay"),
+            NodeSpec("retarget", "retarget_node", "retarget", "retarget.yaml",
+                     arg_params={"robot": "robot_urdf", "mapping": "mapping_file"},
+                     remappings=(("skeletons", "/human_pose/skeletons"),)),
+        ),
+    ),
+}
+SYSTEMS["demo"] = SystemSpec(
+    "demo", "All-in-one demo on synthetic data: camera -> object pose -> live error/rate/latency monitor.",
+    SYSTEMS["object_pose"].args, SYSTEMS["object_pose"].nodes,
+)
+
+
+def condition_holds(condition: str, args: dict[str, str]) -> bool:
+    """Evaluate a `name==value` condition against launch argument values."""
+    if not condition:
+        return True
+    name, _, expected = condition.partition("==")
+    return str(args.get(name, "")).strip().lower() == expected.strip().lower()
+
+
+def resolve_args(system: SystemSpec, overrides: dict[str, str]) -> dict[str, str]:
+    """Defaults of `system` with user overrides; unknown names are an error."""
+    known = {a.name: a.default for a in system.args}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(f"unknown launch argument(s) {unknown} for '{system.name}'; "
+                         f"valid: {', '.join(sorted(known))}")
+    return {**known, **overrides}

@@ -1,0 +1,75 @@
+"""Publishing one RGB-D frame (+ ground truth) the way realsense-ros does, for replay cameras.
+
+Shared by the synthetic and dataset camera nodes so both look exactly like a RealSense to the
+rest of the graph: same topic names, encodings, frame id and one stamp for all three images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from pose_ros.core.camera import PinholeCamera
+from pose_ros.msg import ObjectPose, ObjectPoseArray
+from pose_ros.nodes.image_conversions import camera_to_camera_info, depth_m_to_image, numpy_to_image
+from pose_ros.nodes.params import ParamSpec
+from pose_ros.nodes.qos import camera_publisher_qos, result_qos
+from pose_ros.nodes.ros_conversions import T_to_pose
+from pose_ros.nodes.topics import COLOR_OPTICAL_FRAME, COLOR_TOPIC, DEPTH_TOPIC, GROUND_TRUTH_TOPIC, INFO_TOPIC
+
+
+@dataclass
+class GroundTruthInstance:
+    """A ground-truth object in the published frame; `visible_fraction` goes into `score`."""
+    name: str
+    obj_id: int
+    T_cam_obj: np.ndarray
+    visible_fraction: float = 1.0
+
+
+CAMERA_OUTPUT_PARAMS = [
+    ParamSpec("color_topic", COLOR_TOPIC, "colour image topic (realsense-ros name)"),
+    ParamSpec("depth_topic", DEPTH_TOPIC, "depth aligned to colour (realsense-ros name)"),
+    ParamSpec("info_topic", INFO_TOPIC, "colour camera_info topic (realsense-ros name)"),
+    ParamSpec("ground_truth_topic", GROUND_TRUTH_TOPIC,
+              "ground-truth object poses (pose_ros/ObjectPoseArray; score = visible fraction)"),
+    ParamSpec("frame_id", COLOR_OPTICAL_FRAME, "optical frame id stamped on every message"),
+    ParamSpec("color_encoding", "rgb8", "rgb8 or bgr8"),
+    ParamSpec("depth_encoding", "16UC1", "16UC1 (millimetres, like realsense-ros) or 32FC1 (metres)"),
+    ParamSpec("reliable", True, "reliable publishers (like realsense-ros); false = best effort"),
+]
+
+
+class RgbdPublisher:
+    def __init__(self, node: Node, params: dict) -> None:
+        if params["color_encoding"] not in ("rgb8", "bgr8"):
+            raise ValueError(f"color_encoding must be rgb8 or bgr8, got '{params['color_encoding']}'")
+        if params["depth_encoding"] not in ("16UC1", "32FC1"):
+            raise ValueError(f"depth_encoding must be 16UC1 or 32FC1, got '{params['depth_encoding']}'")
+        self._p = params
+        qos = camera_publisher_qos(reliable=bool(params["reliable"]))
+        self.color_pub = node.create_publisher(Image, params["color_topic"], qos)
+        self.depth_pub = node.create_publisher(Image, params["depth_topic"], qos)
+        self.info_pub = node.create_publisher(CameraInfo, params["info_topic"], qos)
+        self.gt_pub = node.create_publisher(ObjectPoseArray, params["ground_truth_topic"], result_qos())
+        self.published = 0
+
+    def publish(self, stamp, rgb: np.ndarray, depth_m: np.ndarray, camera: PinholeCamera,
+                ground_truth: Sequence[GroundTruthInstance] = ()) -> None:
+        header = Header(stamp=stamp, frame_id=self._p["frame_id"])
+        colour = rgb if self._p["color_encoding"] == "rgb8" else np.ascontiguousarray(rgb[:, :, ::-1])
+        self.color_pub.publish(numpy_to_image(colour, self._p["color_encoding"], header))
+        self.depth_pub.publish(depth_m_to_image(depth_m, self._p["depth_encoding"], header))
+        self.info_pub.publish(camera_to_camera_info(camera, header))
+        gt = ObjectPoseArray(header=header)
+        for i, inst in enumerate(ground_truth):
+            msg = ObjectPose(class_name=inst.name, class_id=int(inst.obj_id), instance_id=i,
+                             score=float(inst.visible_fraction))
+            msg.pose.pose = T_to_pose(inst.T_cam_obj)
+            gt.objects.append(msg)
+        self.gt_pub.publish(gt)
+        self.published += 1

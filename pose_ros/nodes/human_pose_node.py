@@ -1,0 +1,273 @@
+"""Human pose node: colour + aligned depth + camera_info in, 3D skeletons out.
+
+Thin: all perception is `pose_ros.human.skeleton_estimator.SkeletonEstimator`. The node pairs
+colour and depth with the approximate-time synchroniser, keeps the newest camera_info, and hands
+the newest pair to one worker thread. It never blocks the subscription callbacks: when the worker
+is busy, a newer pair replaces the waiting one (newest frame wins) and the replaced one is
+counted as dropped. Bad input (unsupported encoding, size mismatch, no camera_info yet) drops
+the frame; each kind is logged the first time and its count is repeated in the periodic status.
+
+Publishes ~/skeletons (pose_ros/HumanSkeletonArray, header = colour stamp and frame),
+~/markers (LINE_LIST bones + SPHERE_LIST joints per person, deleted when the person leaves) and
+~/debug_image (overlay, only while someone subscribes).
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+from geometry_msgs.msg import Point
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from pose_ros.msg import HumanKeypoint, HumanSkeleton, HumanSkeletonArray
+from pose_ros.nodes.image_conversions import (camera_info_to_camera, image_to_depth_m, image_to_rgb,
+                                              numpy_to_image, stamp_to_ns)
+from pose_ros.nodes.params import ParamSpec, declare_parameters
+from pose_ros.nodes.qos import camera_publisher_qos, result_qos, sensor_qos
+from pose_ros.nodes.runner import run_node
+from pose_ros.nodes.sync import ApproximateTimeSync
+from pose_ros.nodes.topics import COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC
+
+PARAMETERS = [
+    ParamSpec("color_topic", COLOR_TOPIC, "colour image topic (rgb8/bgr8)"),
+    ParamSpec("depth_topic", DEPTH_TOPIC, "depth aligned to colour (16UC1 mm or 32FC1 m)"),
+    ParamSpec("info_topic", INFO_TOPIC, "colour camera_info topic"),
+    ParamSpec("use_depth", True, "lift keypoints with depth; false = colour only (model landmarks placed by PnP)"),
+    ParamSpec("depth_scale_m", 0.001, "metres per 16UC1 depth unit (RealSense: 0.001)", min=1e-6, max=1.0),
+    ParamSpec("sync_slop_s", 0.03, "max colour/depth stamp difference to pair them", min=0.0, max=1.0),
+    ParamSpec("max_rate_hz", 30.0, "process at most this many frames per second (0 = as fast as possible)",
+              min=0.0, max=1000.0),
+    ParamSpec("convention", "blazepose33", "output keypoint convention: blazepose33 or coco17"),
+    ParamSpec("operator_only", False, "publish only the operator's skeleton"),
+    ParamSpec("operator_selection", "largest", "how to choose the operator: largest, closest or roi"),
+    ParamSpec("operator_roi", [0.0, 0.0, 1.0, 1.0],
+              "x0, y0, x1, y1 normalised image rectangle for operator_selection=roi"),
+    ParamSpec("max_missed_frames", 5, "frames without the operator before the track is declared lost",
+              min=0, max=1000),
+    ParamSpec("min_detection_confidence", 0.5, "MediaPipe person detection threshold", min=0.0, max=1.0),
+    ParamSpec("min_tracking_confidence", 0.5, "MediaPipe landmark tracking threshold", min=0.0, max=1.0),
+    ParamSpec("min_score", 0.3, "drop people whose mean keypoint confidence is below this", min=0.0, max=1.0),
+    ParamSpec("filter_enabled", True, "One-Euro smoothing of 3D keypoints per track"),
+    ParamSpec("filter_min_cutoff", 1.0, "One-Euro min cutoff (Hz): lower = smoother at rest", min=1e-3, max=100.0),
+    ParamSpec("filter_beta", 0.5, "One-Euro speed coefficient: higher = less lag when moving", min=0.0, max=100.0),
+    ParamSpec("filter_d_cutoff", 1.0, "One-Euro derivative cutoff (Hz)", min=1e-3, max=100.0),
+    ParamSpec("body_extent_m", 1.0, "reject keypoint depths farther than this from the torso depth",
+              min=0.05, max=5.0),
+    ParamSpec("model_depth_tolerance_m", 0.4,
+              "reject keypoint depths disagreeing with the model's relative depth by more", min=0.01, max=5.0),
+    ParamSpec("joint_depth_offset_m", 0.0, "added to depth-lifted keypoints (skin surface -> joint centre)",
+              min=-0.2, max=0.2),
+    ParamSpec("marker_joint_size_m", 0.04, "joint sphere diameter in ~/markers", min=0.001, max=1.0),
+    ParamSpec("status_period_s", 10.0, "period of the status log line (rate, latency, drops)", min=0.5, max=3600.0),
+]
+
+
+class HumanPoseNode(Node):
+    def __init__(self) -> None:
+        super().__init__("human_pose")
+        self.p = declare_parameters(self, PARAMETERS)
+        from pose_ros.human.keypoint_backend import MediaPipePoseBackend
+        from pose_ros.human.lifting import LiftingConfig
+        from pose_ros.human.one_euro import OneEuroConfig
+        from pose_ros.human.operator_tracking import TrackerConfig
+        from pose_ros.human.skeleton_estimator import SkeletonEstimator, SkeletonEstimatorConfig
+
+        p = self.p
+        config = SkeletonEstimatorConfig(
+            convention=str(p["convention"]), operator_only=bool(p["operator_only"]),
+            min_score=float(p["min_score"]), filter_enabled=bool(p["filter_enabled"]),
+            lifting=LiftingConfig(body_extent_m=float(p["body_extent_m"]),
+                                  model_depth_tolerance_m=float(p["model_depth_tolerance_m"]),
+                                  joint_depth_offset_m=float(p["joint_depth_offset_m"])),
+            tracking=TrackerConfig(selection=str(p["operator_selection"]),
+                                   roi=tuple(float(v) for v in p["operator_roi"]),
+                                   max_missed_frames=int(p["max_missed_frames"])),
+            filter=OneEuroConfig(min_cutoff=float(p["filter_min_cutoff"]), beta=float(p["filter_beta"]),
+                                 d_cutoff=float(p["filter_d_cutoff"])),
+        )
+        backend = MediaPipePoseBackend(min_detection_confidence=float(p["min_detection_confidence"]),
+                                       min_tracking_confidence=float(p["min_tracking_confidence"]),
+                                       static_image_mode=False)
+        self.estimator = SkeletonEstimator(backend, config)
+
+        self.skeleton_pub = self.create_publisher(HumanSkeletonArray, "~/skeletons", result_qos())
+        self.marker_pub = self.create_publisher(MarkerArray, "~/markers", result_qos())
+        self.debug_pub = self.create_publisher(Image, "~/debug_image", camera_publisher_qos(depth=1))
+
+        self._camera_info: CameraInfo | None = None
+        self._pending: tuple[Image, Image | None] | None = None
+        self._cond = threading.Condition()
+        self._running = True
+        self.drops: Counter[str] = Counter()
+        self._logged_kinds: set[str] = set()
+        self.processed = 0
+        self._proc_ms: list[float] = []
+        self._last_marker_ids: set[int] = set()
+        self._last_frame_id = ""
+
+        qos = sensor_qos()
+        self.create_subscription(CameraInfo, p["info_topic"], self._on_info, qos)
+        if p["use_depth"]:
+            self._sync = ApproximateTimeSync(2, int(float(p["sync_slop_s"]) * 1e9), self._on_pair, queue_size=5)
+            self.create_subscription(Image, p["color_topic"],
+                                     lambda m: self._sync.add(0, stamp_to_ns(m.header.stamp), m), qos)
+            self.create_subscription(Image, p["depth_topic"],
+                                     lambda m: self._sync.add(1, stamp_to_ns(m.header.stamp), m), qos)
+        else:
+            self._sync = None
+            self.create_subscription(Image, p["color_topic"], lambda m: self._on_pair(m, None), qos)
+
+        self._worker = threading.Thread(target=self._work, name="human_pose_worker", daemon=True)
+        self._worker.start()
+        self.create_timer(float(p["status_period_s"]), self._status)
+        self.get_logger().info(
+            f"human pose: {p['color_topic']} + {p['depth_topic'] if p['use_depth'] else '(no depth)'} -> "
+            f"{self.skeleton_pub.topic_name} ({p['convention']}, operator: {p['operator_selection']})")
+
+    # ------------------------------------------------------------------ callbacks (never block)
+    def _on_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_pair(self, color: Image, depth: Image | None) -> None:
+        with self._cond:
+            if self._pending is not None:
+                self.drops["overrun (newest frame wins)"] += 1
+            self._pending = (color, depth)
+            self._cond.notify()
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        min_period = 1.0 / float(self.p["max_rate_hz"]) if float(self.p["max_rate_hz"]) > 0 else 0.0
+        last_start = 0.0
+        while True:
+            with self._cond:
+                while self._running and self._pending is None:
+                    self._cond.wait(timeout=0.5)
+                if not self._running:
+                    return
+            wait = last_start + min_period - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # newer frames may replace the pending one meanwhile
+            with self._cond:
+                pair, self._pending = self._pending, None
+            if pair is None:
+                continue
+            last_start = time.monotonic()
+            try:
+                self._process(*pair)
+            except ValueError as exc:  # bad input: every library error is a ValueError subclass
+                self._drop(type(exc).__name__, str(exc))
+            except Exception as exc:  # never let the worker die silently
+                self._drop(f"unexpected {type(exc).__name__}", str(exc))
+
+    def _drop(self, kind: str, detail: str) -> None:
+        self.drops[kind] += 1
+        if kind not in self._logged_kinds:
+            self._logged_kinds.add(kind)
+            self.get_logger().warning(f"dropping frame ({kind}): {detail} (counted; totals in the status line)")
+
+    def _process(self, color: Image, depth: Image | None) -> None:
+        t0 = time.perf_counter()
+        info = self._camera_info
+        if info is None:
+            self._drop("no camera_info", f"nothing received on {self.p['info_topic']} yet")
+            return
+        camera = camera_info_to_camera(info)
+        rgb = image_to_rgb(color)
+        depth_m = None
+        if depth is not None:
+            depth_m = image_to_depth_m(depth, float(self.p["depth_scale_m"]))
+            if depth_m.shape != rgb.shape[:2]:
+                self._drop("depth size mismatch",
+                           f"depth {depth_m.shape[1]}x{depth_m.shape[0]} vs colour {rgb.shape[1]}x{rgb.shape[0]}: "
+                           "subscribe to the depth aligned to colour")
+                return
+        stamp_s = stamp_to_ns(color.header.stamp) * 1e-9
+        skeletons = self.estimator.process(rgb, depth_m, camera, stamp_s)
+        self.processed += 1
+        self._proc_ms.append((time.perf_counter() - t0) * 1e3)
+        self._publish(color.header, skeletons)
+        if self.debug_pub.get_subscription_count() > 0:
+            from pose_ros.human.skeleton_estimator import draw_skeletons
+
+            self.debug_pub.publish(numpy_to_image(draw_skeletons(rgb, skeletons), "rgb8", color.header))
+
+    # ------------------------------------------------------------------ output
+    def _publish(self, header: Header, skeletons: list) -> None:
+        out = HumanSkeletonArray(header=header)
+        for s in skeletons:
+            msg = HumanSkeleton(track_id=int(s.track_id), convention=s.convention, is_operator=bool(s.is_operator),
+                                score=float(s.score))
+            for i, name in enumerate(s.names):
+                kp = HumanKeypoint(name=name, confidence=float(s.confidence[i]), source=int(s.source[i]))
+                x, y, z = (float(v) for v in s.positions_cam_m[i])
+                kp.position = Point(x=x, y=y, z=z)
+                kp.u, kp.v = float(s.uv_px[i, 0]), float(s.uv_px[i, 1])
+                msg.keypoints.append(kp)
+            out.skeletons.append(msg)
+        self.skeleton_pub.publish(out)
+        self.marker_pub.publish(self._markers(header, skeletons))
+
+    def _markers(self, header: Header, skeletons: list) -> MarkerArray:
+        from pose_ros.human.conventions import edges_for
+
+        arr = MarkerArray()
+        size = float(self.p["marker_joint_size_m"])
+        ids = set()
+        for s in skeletons:
+            colour = ColorRGBA(r=0.1, g=0.9, b=0.1, a=1.0) if s.is_operator else ColorRGBA(r=1.0, g=0.55, b=0.0, a=1.0)
+            ok = np.isfinite(s.positions_cam_m).all(axis=1)
+            pts = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in s.positions_cam_m]
+            bones = Marker(header=header, ns="bones", id=int(s.track_id), type=Marker.LINE_LIST, action=Marker.ADD)
+            bones.scale.x = size / 2
+            bones.color = colour
+            bones.pose.orientation.w = 1.0
+            for a, b in edges_for(s.convention):
+                if ok[a] and ok[b]:
+                    bones.points += [pts[a], pts[b]]
+            joints = Marker(header=header, ns="joints", id=int(s.track_id), type=Marker.SPHERE_LIST,
+                            action=Marker.ADD)
+            joints.scale.x = joints.scale.y = joints.scale.z = size
+            joints.color = colour
+            joints.pose.orientation.w = 1.0
+            joints.points = [pts[i] for i in np.flatnonzero(ok)]
+            arr.markers += [bones, joints]
+            ids.add(int(s.track_id))
+        for gone in sorted(self._last_marker_ids - ids):  # the person left: remove their markers
+            for ns in ("bones", "joints"):
+                arr.markers.append(Marker(header=header, ns=ns, id=gone, action=Marker.DELETE))
+        self._last_marker_ids = ids
+        return arr
+
+    def _status(self) -> None:
+        ms = sorted(self._proc_ms)
+        self._proc_ms.clear()
+        timing = f"{len(ms)} frames, p50 {ms[len(ms) // 2]:.1f} ms, max {ms[-1]:.1f} ms" if ms else "no frames"
+        drops = ", ".join(f"{k}: {v}" for k, v in sorted(self.drops.items())) or "none"
+        sync = ""
+        if self._sync is not None:
+            st = self._sync.stats
+            sync = f"; sync matched {st.matched_sets}, unmatched {st.dropped_unmatched}"
+        self.get_logger().info(f"processed {self.processed} ({timing}); drops: {drops}{sync}")
+
+    def destroy_node(self) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        if self._worker.is_alive():
+            self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(HumanPoseNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Live monitor: what is arriving, how fast, how late, and how right.
+
+Subscribes to the camera topics, the ground truth and (when present) the object poses, and
+prints a compact report every few seconds: rates, frame sizes/encodings, objects in view,
+pose error against ground truth (translation, rotation, ADD(-S) / diameter) and end-to-end
+latency (receive time - input stamp). With `summary_file` it also writes the totals as JSON on
+exit, which is what the latency benchmark and the tests read.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import defaultdict, deque
+from pathlib import Path
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+
+from pose_ros.msg import ObjectPoseArray
+from pose_ros.nodes.image_conversions import stamp_to_ns
+from pose_ros.nodes.params import ParamSpec, declare_parameters
+from pose_ros.nodes.qos import result_qos, sensor_qos
+from pose_ros.nodes.ros_conversions import pose_to_T
+from pose_ros.nodes.runner import run_node
+from pose_ros.nodes.topics import COLOR_TOPIC, DEPTH_TOPIC, GROUND_TRUTH_TOPIC, INFO_TOPIC
+
+PARAMETERS = [
+    ParamSpec("color_topic", COLOR_TOPIC, "colour image topic"),
+    ParamSpec("depth_topic", DEPTH_TOPIC, "aligned depth topic"),
+    ParamSpec("info_topic", INFO_TOPIC, "camera_info topic"),
+    ParamSpec("ground_truth_topic", GROUND_TRUTH_TOPIC, "ground-truth poses (pose_ros/ObjectPoseArray)"),
+    ParamSpec("object_poses_topic", "", "estimated poses to score (pose_ros/ObjectPoseArray); empty = none"),
+    ParamSpec("meshes_dir", "", "object meshes for ADD(-S); empty = demo objects; missing = translation/rotation only"),
+    ParamSpec("report_period_s", 5.0, "seconds between printed reports", min=0.5, max=3600.0),
+    ParamSpec("summary_file", "", "write totals as JSON here on exit (and at each report)"),
+    ParamSpec("image_qos", "reliable", "camera subscription reliability: reliable | best_effort"),
+]
+
+
+class _Rate:
+    """Messages per second over a sliding window of arrival times."""
+
+    def __init__(self, window: int = 100) -> None:
+        self.times: deque[float] = deque(maxlen=window)
+        self.count = 0
+
+    def tick(self) -> None:
+        self.times.append(time.monotonic())
+        self.count += 1
+
+    def hz(self) -> float:
+        if len(self.times) < 2 or self.times[-1] == self.times[0]:
+            return 0.0
+        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+
+
+class TopicMonitorNode(Node):
+    def __init__(self) -> None:
+        super().__init__("topic_monitor")
+        self.p = declare_parameters(self, PARAMETERS)
+        self.rates: dict[str, _Rate] = defaultdict(_Rate)
+        self.last_image: dict[str, str] = {}
+        self.objects_in_view: list[str] = []
+        self.gt_by_stamp: dict[int, ObjectPoseArray] = {}
+        self.latencies_ms: list[float] = []
+        self.errors: list[dict] = []
+        self.unmatched_gt = 0
+        self.points_by_class = self._load_points()
+        qos = sensor_qos(reliability=self.p["image_qos"])
+        self.create_subscription(Image, self.p["color_topic"], lambda m: self._on_image("color", m), qos)
+        self.create_subscription(Image, self.p["depth_topic"], lambda m: self._on_image("depth", m), qos)
+        self.create_subscription(CameraInfo, self.p["info_topic"], lambda m: self.rates["camera_info"].tick(), qos)
+        self.create_subscription(ObjectPoseArray, self.p["ground_truth_topic"], self._on_gt, result_qos())
+        if self.p["object_poses_topic"]:
+            self.create_subscription(ObjectPoseArray, self.p["object_poses_topic"], self._on_poses, result_qos())
+        self.create_timer(float(self.p["report_period_s"]), self.report)
+
+    def _load_points(self) -> dict[str, tuple[np.ndarray, float, bool]]:
+        """{class name: (model points m, diameter m, symmetric)} for ADD(-S), if meshes load."""
+        try:
+            from pose_ros.core.object_model import load_object_dir
+            from pose_ros.resources import meshes_dir
+            root = Path(self.p["meshes_dir"]) if self.p["meshes_dir"] else meshes_dir()
+            return {m.name: (m.points_m, m.diameter_m, m.is_symmetric) for m in load_object_dir(root)}
+        except Exception as exc:  # ADD needs meshes; without them translation/rotation still work
+            self.get_logger().warn(f"no meshes for ADD(-S) ({exc}); reporting translation/rotation error only")
+            return {}
+
+    def _on_image(self, kind: str, msg: Image) -> None:
+        self.rates[kind].tick()
+        self.last_image[kind] = f"{msg.width}x{msg.height} {msg.encoding}"
+
+    def _on_gt(self, msg: ObjectPoseArray) -> None:
+        self.rates["ground_truth"].tick()
+        self.objects_in_view = [f"{o.class_name}({o.score:.0%} visible)" for o in msg.objects]
+        self.gt_by_stamp[stamp_to_ns(msg.header.stamp)] = msg
+        while len(self.gt_by_stamp) > 200:
+            self.gt_by_stamp.pop(next(iter(self.gt_by_stamp)))
+
+    def _on_poses(self, msg: ObjectPoseArray) -> None:
+        self.rates["object_poses"].tick()
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        self.latencies_ms.append((self.get_clock().now().nanoseconds - stamp_ns) / 1e6)
+        gt = self.gt_by_stamp.get(stamp_ns)
+        if gt is None:
+            return
+        for g in gt.objects:
+            if g.score < 0.3:  # mostly hidden objects are not expected to be found
+                continue
+            T_gt = pose_to_T(g.pose.pose)
+            cands = [o for o in msg.objects if o.class_name == g.class_name]
+            if not cands:
+                self.unmatched_gt += 1
+                self.errors.append({"class": g.class_name, "found": False})
+                continue
+            best = min(cands, key=lambda o: np.linalg.norm(pose_to_T(o.pose.pose)[:3, 3] - T_gt[:3, 3]))
+            self.errors.append({"class": g.class_name, "found": True, **self._error(g.class_name, pose_to_T(best.pose.pose), T_gt)})
+
+    def _error(self, name: str, T_est: np.ndarray, T_gt: np.ndarray) -> dict:
+        t_err = float(np.linalg.norm(T_est[:3, 3] - T_gt[:3, 3]))
+        R_rel = T_est[:3, :3] @ T_gt[:3, :3].T
+        r_err = float(np.degrees(np.arccos(np.clip((np.trace(R_rel) - 1) / 2, -1, 1))))
+        out = {"t_err_m": t_err, "r_err_deg": r_err}
+        if name in self.points_by_class:
+            pts, diameter, symmetric = self.points_by_class[name]
+            est = pts @ T_est[:3, :3].T + T_est[:3, 3]
+            ref = pts @ T_gt[:3, :3].T + T_gt[:3, 3]
+            if symmetric:
+                from scipy.spatial import cKDTree
+                add = float(cKDTree(est).query(ref)[0].mean())
+            else:
+                add = float(np.linalg.norm(est - ref, axis=1).mean())
+            out["add_over_d"] = add / diameter
+        return out
+
+    def summary(self) -> dict:
+        lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.inf])
+        found = [e for e in self.errors if e.get("found")]
+        add = [e["add_over_d"] for e in found if "add_over_d" in e]
+        return {
+            "rates_hz": {k: round(v.hz(), 2) for k, v in self.rates.items()},
+            "counts": {k: v.count for k, v in self.rates.items()},
+            "images": dict(self.last_image),
+            "objects_in_view": self.objects_in_view,
+            "latency_ms": {"p50": float(np.percentile(lat, 50)) if self.latencies_ms else None,
+                           "p95": float(np.percentile(lat, 95)) if self.latencies_ms else None,
+                           "n": len(self.latencies_ms)},
+            "gt_instances_scored": len(self.errors),
+            "gt_instances_found": len(found),
+            "add_s_recall_0.1d": float(np.mean(np.array(add) < 0.1)) if add else None,
+            "median_t_err_m": float(np.median([e["t_err_m"] for e in found])) if found else None,
+            "median_r_err_deg": float(np.median([e["r_err_deg"] for e in found])) if found else None,
+        }
+
+    def report(self) -> None:
+        s = self.summary()
+        rates = ", ".join(f"{k} {v:.1f} Hz" for k, v in s["rates_hz"].items()) or "nothing received yet"
+        lines = [f"rates: {rates}"]
+        if s["images"]:
+            lines.append("frames: " + ", ".join(f"{k} {v}" for k, v in s["images"].items()))
+        lines.append(f"objects in view: {', '.join(s['objects_in_view']) or 'none'}")
+        if self.p["object_poses_topic"]:
+            lat = s["latency_ms"]
+            rec = s["add_s_recall_0.1d"]
+            lat_text = f"p50 {lat['p50']:.0f} ms p95 {lat['p95']:.0f} ms" if lat["n"] else "n/a"
+            lines.append(
+                f"poses: latency {lat_text}; found {s['gt_instances_found']}/"
+                f"{s['gt_instances_scored']} GT instances; ADD(-S)<0.1d {('%.0f%%' % (100 * rec)) if rec is not None else 'n/a'}; "
+                f"median error {s['median_t_err_m'] * 100 if s['median_t_err_m'] is not None else float('nan'):.1f} cm / "
+                f"{s['median_r_err_deg'] if s['median_r_err_deg'] is not None else float('nan'):.1f} deg")
+        self.get_logger().info(" | ".join(lines))
+        self.write_summary(s)
+
+    def write_summary(self, s: dict | None = None) -> None:
+        if self.p["summary_file"]:
+            Path(self.p["summary_file"]).write_text(json.dumps(s or self.summary(), indent=2))
+
+    def destroy_node(self) -> None:
+        try:
+            self.write_summary()
+        finally:
+            super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(TopicMonitorNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
