@@ -130,3 +130,31 @@ class SkeletonEstimator:
 def depth_fraction(skeleton: Skeleton3D) -> float:
     """Share of keypoints whose 3D came from depth (a quick health number for logs)."""
     return float(np.mean(skeleton.source == SOURCE_DEPTH)) if len(skeleton.source) else 0.0
+
+
+def draw_skeletons(rgb: np.ndarray, skeletons: list[Skeleton3D], min_confidence: float = 0.3) -> np.ndarray:
+    """Copy of rgb with bones and joints drawn (operator green, others orange), for debug images.
+
+    Joint colour encodes the 3D source: white = depth, yellow = model fallback, red = none.
+    """
+    import cv2
+
+    from pose_ros.human.conventions import edges_for
+
+    out = np.ascontiguousarray(rgb.copy())
+    source_colour = {SOURCE_DEPTH: (255, 255, 255), SOURCE_NONE: (255, 0, 0)}
+    for s in skeletons:
+        bone = (0, 220, 0) if s.is_operator else (255, 140, 0)
+        ok = np.isfinite(s.uv_px).all(axis=1) & (s.confidence >= min_confidence)
+        for a, b in edges_for(s.convention):
+            if ok[a] and ok[b]:
+                cv2.line(out, tuple(int(round(v)) for v in s.uv_px[a]), tuple(int(round(v)) for v in s.uv_px[b]),
+                         bone, 2, cv2.LINE_AA)
+        for i in np.flatnonzero(ok):
+            colour = source_colour.get(int(s.source[i]), (255, 255, 0))
+            cv2.circle(out, tuple(int(round(v)) for v in s.uv_px[i]), 3, colour, -1, cv2.LINE_AA)
+        if np.any(ok):
+            x, y = s.uv_px[ok].min(axis=0)
+            cv2.putText(out, f"id {s.track_id}{' OP' if s.is_operator else ''}", (int(x), max(12, int(y) - 6)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, bone, 1, cv2.LINE_AA)
+    return out
