@@ -185,7 +185,7 @@ def test_writer_real_frame_round_trip_and_bbox_from_model(ycbv_root, ycbv_models
 def test_writer_validation_and_depth_overflow(tmp_path):
     rng = np.random.default_rng(1)
     f = _synthetic_frame(rng, 0)
-    w = BopSceneWriter(tmp_path / "a", depth_scale=0.1)
+    w = BopSceneWriter(tmp_path / "a", depth_scale=0.1, flush_every=1)
     bad = BopFrame(0, 1, f.rgb[:, :100], f.depth_m, f.camera, [])
     with pytest.raises(ValueError, match="rgb must be"):
         w.add(bad)
@@ -194,6 +194,8 @@ def test_writer_validation_and_depth_overflow(tmp_path):
     assert w.dropped_depth_px == 1
     with pytest.raises(ValueError, match="already added"):
         w.add(f)
+    # Flushed after each frame: readable before close() (a crashed generator keeps its frames).
+    assert BopSceneReader(tmp_path / "a").im_ids == [0]
     w.close()
     assert BopSceneReader(tmp_path / "a").frame(0).depth_m[100, 100] == 0.0
     with pytest.raises(ValueError, match="depth_scale"):

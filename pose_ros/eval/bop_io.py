@@ -257,11 +257,12 @@ class BopSceneWriter:
     Depth is stored as uint16 with ``depth_scale`` mm per unit (0.1 -> 0.1 mm steps, max 6.55 m);
     depths beyond that range are written as 0 (invalid) and counted in ``dropped_depth_px``.
     ``models`` ({obj_id: ObjectModel}) lets the writer compute bbox_obj by projecting model points
-    when an instance has no ``mask_full``. JSON files are written on ``close()`` (or ``with``).
+    when an instance has no ``mask_full``. JSON files are rewritten every ``flush_every`` frames
+    (so a crashed long generation run keeps what it made) and on ``close()`` (or ``with``).
     """
 
     def __init__(self, scene_dir: str | Path, depth_scale: float = 0.1, rgb_ext: str = "png",
-                 models: Mapping[int, Any] | None = None, overwrite: bool = False) -> None:
+                 models: Mapping[int, Any] | None = None, overwrite: bool = False, flush_every: int = 50) -> None:
         if not depth_scale > 0:
             raise ValueError(f"depth_scale must be > 0 (mm per depth unit); got {depth_scale}")
         if rgb_ext not in ("png", "jpg"):
@@ -278,6 +279,7 @@ class BopSceneWriter:
         self._gt: dict[str, Any] = {}
         self._info: dict[str, Any] = {}
         self.dropped_depth_px = 0
+        self.flush_every = max(1, int(flush_every))
         self._closed = False
 
     def __enter__(self) -> "BopSceneWriter":
@@ -329,6 +331,8 @@ class BopSceneWriter:
             infos.append(self._instance_info(g, cam, valid_depth, im_id, inst))
         self._gt[str(im_id)] = gts
         self._info[str(im_id)] = infos
+        if len(self._cam) % self.flush_every == 0:
+            self.flush()
 
     def _instance_info(self, g: GtInstance, cam: PinholeCamera, valid_depth: np.ndarray, im_id: int,
                        inst: int) -> dict[str, Any]:
@@ -368,14 +372,20 @@ class BopSceneWriter:
             info["visib_fract"] = -1.0
         return info
 
-    def close(self) -> None:
-        """Write scene_camera.json, scene_gt.json, scene_gt_info.json (sorted by im_id)."""
-        if self._closed:
-            return
+    def flush(self) -> None:
+        """(Re)write scene_camera.json, scene_gt.json, scene_gt_info.json, sorted by im_id."""
         for name, data in (("scene_camera.json", self._cam), ("scene_gt.json", self._gt),
                            ("scene_gt_info.json", self._info)):
             ordered = {k: data[k] for k in sorted(data, key=int)}
-            (self.scene_dir / name).write_text(json.dumps(ordered, indent=1))
+            tmp = self.scene_dir / (name + ".tmp")
+            tmp.write_text(json.dumps(ordered, indent=1))
+            tmp.replace(self.scene_dir / name)  # atomic: readers never see a half-written file
+
+    def close(self) -> None:
+        """Flush the JSON files; further add() calls raise."""
+        if self._closed:
+            return
+        self.flush()
         self._closed = True
 
 
