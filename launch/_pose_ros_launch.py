@@ -1,0 +1,46 @@
+"""Builds a `ros2 launch` description from pose_ros.launch_specs (shared with `pose-ros launch`)."""
+from __future__ import annotations
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from pose_ros.launch_specs import SYSTEMS, condition_holds
+
+
+def _resolve(value: str, share: str) -> str:
+    if value and not os.path.isabs(value) and os.path.exists(os.path.join(share, value)):
+        return os.path.join(share, value)
+    return value
+
+
+def generate(system_name: str) -> LaunchDescription:
+    system = SYSTEMS[system_name]
+    share = get_package_share_directory("pose_ros")
+
+    def nodes(context):
+        args = {a.name: LaunchConfiguration(a.name).perform(context) for a in system.args}
+        actions = []
+        for spec in system.nodes:
+            if not condition_holds(spec.condition, args):
+                continue
+            params = []
+            if spec.params_file:
+                params.append(os.path.join(share, "config", spec.params_file))
+            overrides = dict(spec.params)
+            for arg_name, param in spec.arg_params.items():
+                if args.get(arg_name, "") != "":
+                    overrides[param] = _resolve(args[arg_name], share)
+            if overrides:
+                params.append(overrides)
+            actions.append(Node(package="pose_ros", executable=spec.executable, name=spec.name,
+                                parameters=params, remappings=list(spec.remappings), output="screen"))
+        return actions
+
+    return LaunchDescription(
+        [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description) for a in system.args]
+        + [OpaqueFunction(function=nodes)])

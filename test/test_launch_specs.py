@@ -1,0 +1,80 @@
+"""Launch files and `pose-ros launch` name only nodes, executables, files and parameters that exist.
+
+Checked without the `launch` package (not on PyPI): the launch files are thin wrappers over
+pose_ros.launch_specs, so checking the specs checks them, and the wrappers are compiled here.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+from pose_ros.launch_specs import SYSTEMS, condition_holds, resolve_args
+from pose_ros.nodes.params import ParamSpec, parameters_in_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_NODES = sorted({(n.module, n.executable, n.name, n.params_file) for s in SYSTEMS.values() for n in s.nodes})
+
+
+def _console_scripts() -> dict[str, str]:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values):
+                if isinstance(k, ast.Constant) and k.value == "console_scripts":
+                    return dict(re.match(r"\s*(\S+)\s*=\s*(\S+)", e.value).groups() for e in v.elts)
+    raise AssertionError("no console_scripts in setup.py")
+
+
+def _cmake_executables() -> set[str]:
+    text = (ROOT / "CMakeLists.txt").read_text()
+    block = re.search(r"set\(_nodes(.*?)\)", text, re.S).group(1)
+    return set(block.split())
+
+
+@pytest.mark.parametrize("module,executable,name,params_file", ALL_NODES)
+def test_node_exists_and_declares_every_configured_parameter(module, executable, name, params_file):
+    scripts = _console_scripts()
+    assert scripts.get(executable) == f"pose_ros.nodes.{module}:main", f"setup.py lacks console script {executable}"
+    assert executable in _cmake_executables(), f"CMakeLists.txt does not install {executable} for ros2 run"
+    mod = importlib.import_module(f"pose_ros.nodes.{module}")
+    assert callable(getattr(mod, "main", None))
+    declared = {p.name for p in mod.PARAMETERS}
+    assert all(isinstance(p, ParamSpec) and p.description for p in mod.PARAMETERS), "every parameter needs a description"
+    assert params_file, f"node {name} has no parameter file"
+    sections = parameters_in_yaml(ROOT / "config" / params_file)
+    assert name in sections, f"config/{params_file} has no section for node '{name}'"
+    unknown = set(sections[name]) - declared
+    assert not unknown, f"config/{params_file} sets parameters {sorted(unknown)} that {module} does not declare"
+    for system in SYSTEMS.values():
+        for spec in system.nodes:
+            if spec.module == module:
+                named = set(spec.arg_params.values()) | set(spec.params)
+                assert named <= declared, f"{system.name} sets undeclared parameters {sorted(named - declared)} on {name}"
+
+
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
+def test_launch_file_exists_and_compiles(system):
+    path = ROOT / "launch" / f"{system}.launch.py"
+    assert path.is_file()
+    compile(path.read_text(), str(path), "exec")
+    assert f'generate("{system}")' in path.read_text()
+
+
+def test_default_launch_arguments_start_something_and_unknown_arguments_are_refused():
+    for system in SYSTEMS.values():
+        args = resolve_args(system, {})
+        assert any(condition_holds(n.condition, args) for n in system.nodes), system.name
+    with pytest.raises(ValueError, match="unknown launch argument"):
+        resolve_args(SYSTEMS["object_pose"], {"modle": "x.pt"})
+
+
+def test_pose_ros_launch_show_prints_the_node_commands(capsys):
+    from pose_ros.cli import main
+    assert main(["launch", "object_pose", "camera:=dataset", "dataset:=/tmp/scene", "--show"]) == 0
+    out = capsys.readouterr().out
+    assert "pose_ros.nodes.dataset_camera_node" in out and "dataset_path:=/tmp/scene" in out
+    assert "synthetic_camera_node" not in out
