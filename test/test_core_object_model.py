@@ -210,3 +210,19 @@ def test_repo_demo_meshes_load(repo_root):
     assert len({m.obj_id for m in models}) == len(models) >= 1
     for m in models:
         assert 0.005 <= m.diameter_m <= 3.0 and m.keypoints_m.shape == (9, 3)
+
+
+def test_ycbv_symmetries_with_translation_in_mm():
+    """YCB-V wood block (16, 7 discrete) and clamp (20, translation ~19 mm): the mm->m conversion
+    of the symmetry translation matters; dropping it moves the clamp off its own surface."""
+    models = load_bop_models(shared_data_path("ycbv_real", "models_bop_ycbv"), obj_ids=[16, 20], num_points=800)
+    for model in models:
+        Ts = model.symmetry.transforms()
+        assert len(Ts) == {16: 8, 20: 2}[model.obj_id]
+        for S in Ts[1:]:
+            dist = _surface_distance_m(model.mesh, transform_points(S, model.points_m))
+            assert np.median(dist) < 0.005 * model.diameter_m, (model.obj_id, np.median(dist))
+    clamp = models[1]
+    S = clamp.symmetry.transforms()[1].copy()
+    S[:3, 3] = 0.0
+    assert np.median(_surface_distance_m(clamp.mesh, transform_points(S, clamp.points_m))) > 0.015 * clamp.diameter_m
