@@ -67,8 +67,8 @@ class _MeshEntry:
     mesh: Any                 # keeps the mesh alive so the id() key stays unique
     scene: Any                # o3d.t.geometry.RaycastingScene in the model frame
     faces: np.ndarray         # (F,3) int64
-    colors: np.ndarray        # (V,3) float32 in [0,1]
-    vnormals: np.ndarray      # (V,3) float32
+    face_colors: np.ndarray   # (F,3,3) float32 in [0,1]: colour of each corner of each face
+    face_vnormals: np.ndarray  # (F,3,3) float32: vertex normal at each corner of each face
     fnormals: np.ndarray      # (F,3) float32
     corners_m: np.ndarray     # (8,3) model-frame AABB corners
 
@@ -111,7 +111,10 @@ def _build_entry(mesh: Any) -> _MeshEntry:
         vn = np.zeros_like(verts)
     lo, hi = verts.min(0), verts.max(0)
     corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-    return _MeshEntry(mesh, scene, faces, _mesh_colors(mesh), vn, fn.astype(np.float32), corners)
+    # Per-face corner tables make barycentric interpolation one contiguous gather + einsum.
+    fc = np.ascontiguousarray(_mesh_colors(mesh)[faces], dtype=np.float32)
+    fvn = np.ascontiguousarray(vn[faces], dtype=np.float32)
+    return _MeshEntry(mesh, scene, faces, fc, fvn, fn.astype(np.float32), corners)
 
 
 def wood_texture(seed: int = 0) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -292,13 +295,14 @@ class RgbdRenderer:
             vv += v0
             uu += u0
             pid = prim[vv, uu]
-            f = e.faces[pid]
             b = bary[vv, uu]
-            w = np.stack([1.0 - b[:, 0] - b[:, 1], b[:, 0], b[:, 1]], axis=1)[:, :, None]
-            col = (e.colors[f] * w).sum(1)
+            w = np.empty((len(pid), 3), np.float32)
+            w[:, 1:] = b
+            w[:, 0] = 1.0 - b[:, 0] - b[:, 1]
+            col = np.einsum("nkc,nk->nc", e.face_colors[pid], w)
             R = T[:3, :3].astype(np.float32)
             n_geo = e.fnormals[pid] @ R.T
-            n_s = (e.vnormals[f] * w).sum(1) @ R.T
+            n_s = np.einsum("nkc,nk->nc", e.face_vnormals[pid], w) @ R.T
             n_s /= np.maximum(np.linalg.norm(n_s, axis=1, keepdims=True), 1e-9)
             view = self._dirs_cam[vv, uu]
             flip = np.where(np.einsum("ij,ij->i", n_geo, view) > 0, -1.0, 1.0).astype(np.float32)[:, None]
@@ -359,8 +363,8 @@ class RgbdRenderer:
         idx = np.flatnonzero(ok)
         flat_depth[idx] = t[idx]
         inst.reshape(-1)[idx] = -1
-        col = self._table_colors(table, x[idx], y[idx])
         n_cam = R[:, 2] if float(R[:, 2] @ p0) < 0 else -R[:, 2]  # the side facing the camera
-        lam = max(0.0, float(n_cam @ light))
-        rgb.reshape(-1, 3)[idx] = np.clip(col * (ambient + (1 - ambient) * lam) * 255 + 0.5, 0, 255).astype(np.uint8)
-        normals.reshape(-1, 3)[idx] = n_cam
+        shade = np.float32(255.0 * (ambient + (1 - ambient) * max(0.0, float(n_cam @ light))))
+        col = self._table_colors(table, x[idx], y[idx]) * shade + np.float32(0.5)
+        rgb.reshape(-1, 3)[idx] = np.minimum(col, 255.0).astype(np.uint8)
+        np.copyto(normals, n_cam.astype(np.float32), where=ok.reshape(depth.shape)[..., None])
