@@ -1,0 +1,416 @@
+"""Object 6DoF pose node: RGB-D in, poses a grasp planner can consume out.
+
+Colour + aligned depth + camera_info are paired by the approximate-time synchroniser; the newest
+complete frame is handed to one worker thread running the library's PoseEstimator (keypoint
+network -> PnP-RANSAC -> ICP -> scoring). The executor never blocks: while the worker is busy,
+newer frames replace the pending one and the replaced ones are counted as dropped.
+
+Outputs (all stamped with the colour image's stamp and frame):
+  ~/poses          pose_ros/ObjectPoseArray   class, instance, score, pose+covariance, stage stats
+  ~/pose_array     geometry_msgs/PoseArray    all poses, for generic tools
+  ~/<class>/pose   geometry_msgs/PoseStamped  best instance of each class
+  ~/markers        visualization_msgs/MarkerArray  mesh + label per instance, deleted when gone
+  ~/debug_image    sensor_msgs/Image          colour with model contours and axes
+  /diagnostics     diagnostic_msgs/DiagnosticArray  rates, drops by reason, stage times
+  TF               <frame_prefix><class>_<instance>, where tf2_ros is installed
+Services: ~/reset_tracking (std_srvs/Trigger), ~/set_object_enabled (pose_ros/SetObjectEnabled).
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter, deque
+from pathlib import Path
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseArray, PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import Marker, MarkerArray
+
+from pose_ros.msg import ObjectPose, ObjectPoseArray, PoseRefinementStats
+from pose_ros.nodes.image_conversions import (CameraInfoError, ImageConversionError, camera_info_to_camera,
+                                              image_to_depth_m, image_to_rgb, numpy_to_image, stamp_to_ns)
+from pose_ros.nodes.params import ParamSpec, declare_parameters
+from pose_ros.nodes.qos import result_qos, sensor_qos
+from pose_ros.nodes.ros_conversions import T_to_pose, T_to_transform
+from pose_ros.nodes.runner import run_node
+from pose_ros.nodes.sync import ApproximateTimeSync
+from pose_ros.nodes.topics import COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC
+from pose_ros.srv import SetObjectEnabled
+
+PARAMETERS = [
+    ParamSpec("model_file", "models/demo_objects.pt", "trained model file (pose-ros train); relative = package share"),
+    ParamSpec("meshes_dir", "", "meshes for ICP/markers; empty = the mesh paths recorded in the model file"),
+    ParamSpec("enabled_objects", [], "object names to estimate; empty = all objects in the model"),
+    ParamSpec("score_threshold", 0.3, "poses scoring below this are not published", min=0.0, max=1.0),
+    ParamSpec("use_icp", True, "refine poses with ICP on the depth image"),
+    ParamSpec("icp_max_correspondence_m", 0.02, "coarsest ICP correspondence distance", min=0.001, max=0.2),
+    ParamSpec("tracking", True, "refine from the previous poses (skip detection while tracks hold)"),
+    ParamSpec("max_rate_hz", 30.0, "upper bound on processed frames per second", min=0.1, max=1000.0),
+    ParamSpec("device", "auto", "network device: auto | cpu | cuda"),
+    ParamSpec("frame_prefix", "", "prefix of the TF child frames <prefix><class>_<instance>"),
+    ParamSpec("color_topic", COLOR_TOPIC, "colour image (rgb8/bgr8)"),
+    ParamSpec("depth_topic", DEPTH_TOPIC, "depth aligned to colour (16UC1 mm or 32FC1 m)"),
+    ParamSpec("info_topic", INFO_TOPIC, "colour camera_info"),
+    ParamSpec("image_qos", "reliable", "camera subscription reliability: reliable | best_effort"),
+    ParamSpec("sync_slop_s", 0.02, "max stamp difference between colour, depth and camera_info", min=0.0, max=1.0),
+    ParamSpec("sync_queue_size", 5, "per-topic synchroniser queue length", min=1, max=100),
+    ParamSpec("publish_markers", True, "publish ~/markers (mesh + label per instance)"),
+    ParamSpec("publish_debug_image", True, "publish ~/debug_image (contours and axes)"),
+    ParamSpec("marker_mesh_scheme", "file", "mesh marker resource scheme: file (absolute path) | package"),
+]
+
+CLASS_COLOURS = [(0.9, 0.3, 0.2), (0.2, 0.7, 0.3), (0.2, 0.4, 0.9), (0.9, 0.8, 0.2), (0.7, 0.3, 0.8),
+                 (0.2, 0.8, 0.8), (0.9, 0.5, 0.1), (0.5, 0.5, 0.5)]
+
+
+class ObjectPoseNode(Node):
+    def __init__(self) -> None:
+        super().__init__("object_pose")
+        self.p = declare_parameters(self, PARAMETERS)
+        self.drops: Counter[str] = Counter()
+        self._logged_reasons: set[str] = set()
+        self.processed = 0
+        self.stage_ms: deque[dict] = deque(maxlen=100)
+        self.estimator = self._load_estimator()
+        self.enabled = set(self.p["enabled_objects"]) or set(self.estimator.class_names)
+        unknown = self.enabled - set(self.estimator.class_names)
+        if unknown:
+            raise ValueError(f"enabled_objects names {sorted(unknown)} that are not in the model "
+                             f"(it has {self.estimator.class_names})")
+        self.colour_of = {n: CLASS_COLOURS[i % len(CLASS_COLOURS)] for i, n in enumerate(self.estimator.class_names)}
+        self._tracks = None
+        self._reset_requested = False
+
+        out_qos = result_qos()
+        self.poses_pub = self.create_publisher(ObjectPoseArray, "~/poses", out_qos)
+        self.pose_array_pub = self.create_publisher(PoseArray, "~/pose_array", out_qos)
+        self.class_pubs = {n: self.create_publisher(PoseStamped, f"~/{n}/pose", out_qos) for n in self.estimator.class_names}
+        self.markers_pub = self.create_publisher(MarkerArray, "~/markers", out_qos)
+        self.debug_pub = self.create_publisher(Image, "~/debug_image", sensor_qos(depth=1))
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
+        self.tf_broadcaster = self._make_tf_broadcaster()
+        self._marker_ids: set[tuple[str, int]] = set()
+
+        self.sync = ApproximateTimeSync(3, int(self.p["sync_slop_s"] * 1e9), self._on_frame,
+                                        queue_size=int(self.p["sync_queue_size"]))
+        qos = sensor_qos(reliability=self.p["image_qos"])
+        self.create_subscription(Image, self.p["color_topic"], lambda m: self._offer(0, m), qos)
+        self.create_subscription(Image, self.p["depth_topic"], lambda m: self._offer(1, m), qos)
+        self.create_subscription(CameraInfo, self.p["info_topic"], lambda m: self._offer(2, m), qos)
+        self.create_service(Trigger, "~/reset_tracking", self._on_reset)
+        self.create_service(SetObjectEnabled, "~/set_object_enabled", self._on_set_enabled)
+
+        self._pending: tuple | None = None
+        self._pending_lock = threading.Condition()
+        self._last_process_start = 0.0
+        self._stop = False
+        self._worker = threading.Thread(target=self._work, daemon=True)
+        self._worker.start()
+        self._last_info_ns = time.monotonic_ns()
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(5.0, self._check_inputs)
+        self.get_logger().info(
+            f"object pose: model {self.model_path}, objects {sorted(self.enabled)}, ICP {'on' if self.p['use_icp'] else 'off'}, "
+            f"tracking {'on' if self.p['tracking'] else 'off'}, TF {'on' if self.tf_broadcaster else 'off (tf2_ros not installed)'}; "
+            f"listening on {self.p['color_topic']}")
+
+    # ------------------------------------------------------------------ setup
+    def _load_estimator(self):
+        from pose_ros.objects.estimator import PoseEstimator
+        from pose_ros.resources import resolve
+
+        path = resolve(self.p["model_file"])
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"model file '{self.p['model_file']}' not found (looked at {path}); train one with "
+                "`pose-ros train --meshes meshes --out models/demo_objects.pt` or set model_file")
+        self.model_path = path
+        kwargs = {"use_icp": bool(self.p["use_icp"]), "score_threshold": float(self.p["score_threshold"]),
+                  "device": self.p["device"]}
+        if self.p["meshes_dir"]:
+            from pose_ros.core.object_model import load_object_dir
+            kwargs["meshes"] = load_object_dir(resolve(self.p["meshes_dir"]))
+        estimator = PoseEstimator(path, **kwargs)
+        if hasattr(estimator, "icp_config") and estimator.icp_config is not None:
+            cfg = estimator.icp_config
+            coarse = float(self.p["icp_max_correspondence_m"])
+            steps = len(cfg.max_correspondence_m)
+            cfg.max_correspondence_m = tuple(coarse / (2 ** i) for i in range(steps))
+        return estimator
+
+    def _make_tf_broadcaster(self):
+        try:
+            from tf2_ros import TransformBroadcaster
+        except ImportError:
+            return None
+        return TransformBroadcaster(self)
+
+    # ------------------------------------------------------------------ input
+    def _drop(self, reason: str, detail: str = "") -> None:
+        self.drops[reason] += 1
+        if reason not in self._logged_reasons:
+            self._logged_reasons.add(reason)
+            self.get_logger().warn(f"dropping frame: {reason}{': ' + detail if detail else ''} "
+                                   "(logged once; counts in /diagnostics)")
+
+    def _offer(self, index: int, msg) -> None:
+        if index == 2:
+            self._last_info_ns = time.monotonic_ns()
+        self.sync.add(index, stamp_to_ns(msg.header.stamp), msg)
+
+    def _on_frame(self, colour: Image, depth: Image, info: CameraInfo) -> None:
+        with self._pending_lock:
+            if self._pending is not None:
+                self.drops["superseded (processing slower than camera)"] += 1
+            self._pending = (colour, depth, info)
+            self._pending_lock.notify()
+
+    def _check_inputs(self) -> None:
+        counts = self.sync.stats.received
+        if counts[0] > 0 and counts[2] == 0:
+            self._drop("no camera_info", f"no messages on {self.p['info_topic']}; is the driver publishing it?")
+        if counts[0] > 0 and counts[1] == 0:
+            self._drop("no depth", f"no messages on {self.p['depth_topic']}; enable aligned depth in the driver")
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while not self._stop:
+            with self._pending_lock:
+                while self._pending is None and not self._stop:
+                    self._pending_lock.wait(timeout=0.5)
+                if self._stop:
+                    return
+                frame, self._pending = self._pending, None
+            min_period = 1.0 / float(self.p["max_rate_hz"])
+            wait = self._last_process_start + min_period - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._last_process_start = time.monotonic()
+            try:
+                self._process(*frame)
+            except Exception as exc:  # never let one bad frame kill the node
+                self._drop("estimator error", repr(exc))
+
+    def _decode(self, colour: Image, depth: Image, info: CameraInfo):
+        try:
+            rgb = image_to_rgb(colour)
+            depth_m = image_to_depth_m(depth)
+        except ImageConversionError as exc:
+            self._drop("bad image", str(exc))
+            return None
+        try:
+            camera = camera_info_to_camera(info)
+        except CameraInfoError as exc:
+            self._drop("bad camera_info", str(exc))
+            return None
+        if rgb.shape[:2] != depth_m.shape:
+            self._drop("colour/depth size mismatch",
+                       f"colour {rgb.shape[1]}x{rgb.shape[0]} vs depth {depth_m.shape[1]}x{depth_m.shape[0]}: "
+                       "subscribe to depth aligned to colour")
+            return None
+        if (camera.width, camera.height) != (rgb.shape[1], rgb.shape[0]):
+            self._drop("camera_info size mismatch",
+                       f"camera_info {camera.width}x{camera.height} vs image {rgb.shape[1]}x{rgb.shape[0]}")
+            return None
+        if not np.any(depth_m > 0):
+            self.drops["depth all zero (PnP only, lowered score)"] += 1
+        return rgb, depth_m, camera
+
+    def _process(self, colour: Image, depth: Image, info: CameraInfo) -> None:
+        decoded = self._decode(colour, depth, info)
+        if decoded is None:
+            return
+        rgb, depth_m, camera = decoded
+        if self._reset_requested:
+            self._tracks = None
+            self._reset_requested = False
+        t0 = time.perf_counter()
+        prev = self._tracks if self.p["tracking"] else None
+        results = self.estimator.estimate(rgb, depth_m, camera, enabled_classes=sorted(self.enabled), prev=prev)
+        total_ms = (time.perf_counter() - t0) * 1e3
+        self._tracks = results if self.p["tracking"] else None
+        self.processed += 1
+        self.stage_ms.append({"total": total_ms})
+        self._publish(colour.header, results, rgb, camera)
+
+    # ------------------------------------------------------------------ output
+    def _result_msg(self, r) -> ObjectPose:
+        msg = ObjectPose(class_name=r.class_name, class_id=int(r.class_id), instance_id=int(r.instance_id),
+                         score=float(r.score))
+        msg.pose.pose = T_to_pose(r.T_cam_obj)
+        cov = getattr(r, "covariance", None)
+        if cov is not None and np.all(np.isfinite(cov)):
+            msg.pose.covariance = [float(x) for x in np.asarray(cov, dtype=np.float64).ravel()]
+        else:
+            msg.pose.covariance[0] = -1.0
+        s = getattr(r, "stats", None)
+        st = PoseRefinementStats()
+        if s is not None:
+            get = (lambda k, d=0: s.get(k, d)) if isinstance(s, dict) else (lambda k, d=0: getattr(s, k, d))
+            st.source = PoseRefinementStats.SOURCE_TRACKING if get("tracked", False) else PoseRefinementStats.SOURCE_DETECTION
+            st.pnp_num_keypoints = int(get("pnp_num_keypoints"))
+            st.pnp_num_inliers = int(get("pnp_num_inliers"))
+            st.pnp_reprojection_error_px = float(get("pnp_reprojection_error_px"))
+            st.icp_applied = bool(get("icp_applied", False))
+            st.icp_fitness = float(get("icp_fitness"))
+            st.icp_inlier_rmse_m = float(get("icp_inlier_rmse_m"))
+            st.icp_iterations = int(get("icp_iterations"))
+            st.icp_correction_translation_m = float(get("icp_correction_translation_m"))
+            st.icp_correction_rotation_rad = float(get("icp_correction_rotation_rad"))
+            st.mask_depth_agreement = float(get("mask_depth_agreement"))
+            st.time_network_ms = float(get("time_network_ms"))
+            st.time_pnp_ms = float(get("time_pnp_ms"))
+            st.time_icp_ms = float(get("time_icp_ms"))
+        msg.refinement = st
+        return msg
+
+    def _publish(self, header: Header, results, rgb: np.ndarray, camera) -> None:
+        out = ObjectPoseArray(header=header, objects=[self._result_msg(r) for r in results])
+        self.poses_pub.publish(out)
+        self.pose_array_pub.publish(PoseArray(header=header, poses=[o.pose.pose for o in out.objects]))
+        best: dict[str, ObjectPose] = {}
+        for o in out.objects:
+            if o.class_name not in best or o.score > best[o.class_name].score:
+                best[o.class_name] = o
+        for name, o in best.items():
+            if name in self.class_pubs:
+                self.class_pubs[name].publish(PoseStamped(header=header, pose=o.pose.pose))
+        if self.tf_broadcaster is not None and results:
+            from geometry_msgs.msg import TransformStamped
+            self.tf_broadcaster.sendTransform([
+                TransformStamped(header=header, child_frame_id=f"{self.p['frame_prefix']}{r.class_name}_{r.instance_id}",
+                                 transform=T_to_transform(r.T_cam_obj)) for r in results])
+        if self.p["publish_markers"]:
+            self.markers_pub.publish(self._markers(header, results))
+        if self.p["publish_debug_image"] and self.debug_pub.get_subscription_count() > 0:
+            self.debug_pub.publish(numpy_to_image(self._debug_image(rgb, camera, results), "rgb8", header))
+
+    def _mesh_uri(self, name: str) -> str:
+        path = self.estimator.mesh_path(name) if hasattr(self.estimator, "mesh_path") else None
+        if not path:
+            return ""
+        path = Path(path).resolve()
+        if self.p["marker_mesh_scheme"] == "package":
+            from pose_ros.resources import share_dir
+            try:
+                return f"package://pose_ros/{path.relative_to(share_dir())}"
+            except ValueError:
+                pass
+        return f"file://{path}"
+
+    def _markers(self, header: Header, results) -> MarkerArray:
+        arr = MarkerArray()
+        current = set()
+        for r in results:
+            key = (r.class_name, int(r.instance_id))
+            current.add(key)
+            mid = self.estimator.class_names.index(r.class_name) * 1000 + int(r.instance_id)
+            colour = self.colour_of.get(r.class_name, (0.8, 0.8, 0.8))
+            mesh = Marker(header=header, ns=f"{r.class_name}/mesh", id=mid, action=Marker.ADD)
+            uri = self._mesh_uri(r.class_name)
+            if uri:
+                mesh.type = Marker.MESH_RESOURCE
+                mesh.mesh_resource = uri
+                mesh.scale.x = mesh.scale.y = mesh.scale.z = 1.0
+            else:
+                mesh.type = Marker.SPHERE
+                d = float(self.estimator.diameter(r.class_name)) if hasattr(self.estimator, "diameter") else 0.1
+                mesh.scale.x = mesh.scale.y = mesh.scale.z = d
+            mesh.pose = T_to_pose(r.T_cam_obj)
+            mesh.color.r, mesh.color.g, mesh.color.b = colour
+            mesh.color.a = 0.8
+            text = Marker(header=header, ns=f"{r.class_name}/label", id=mid, action=Marker.ADD, type=Marker.TEXT_VIEW_FACING)
+            text.pose = T_to_pose(r.T_cam_obj)
+            text.pose.position.y -= 0.08  # above the object in the optical frame (y down)
+            text.scale.z = 0.03
+            text.color.r = text.color.g = text.color.b = text.color.a = 1.0
+            text.text = f"{r.class_name} #{r.instance_id} {r.score:.2f}"
+            arr.markers += [mesh, text]
+        for name, inst in self._marker_ids - current:
+            mid = self.estimator.class_names.index(name) * 1000 + inst
+            for ns in (f"{name}/mesh", f"{name}/label"):
+                arr.markers.append(Marker(header=header, ns=ns, id=mid, action=Marker.DELETE))
+        self._marker_ids = current
+        return arr
+
+    def _debug_image(self, rgb: np.ndarray, camera, results) -> np.ndarray:
+        import cv2
+        img = np.ascontiguousarray(rgb.copy())
+        for r in results:
+            colour = tuple(int(255 * c) for c in self.colour_of.get(r.class_name, (0.8, 0.8, 0.8)))
+            pts = self.estimator.model_points(r.class_name) if hasattr(self.estimator, "model_points") else None
+            T = np.asarray(r.T_cam_obj)
+            if pts is not None and len(pts):
+                cam_pts = pts @ T[:3, :3].T + T[:3, 3]
+                uv = camera.project(cam_pts)
+                ok = np.all(np.isfinite(uv), axis=1)
+                if ok.sum() >= 3:
+                    hull = cv2.convexHull(uv[ok].astype(np.float32)).astype(np.int32)
+                    cv2.polylines(img, [hull], True, colour, 2, cv2.LINE_AA)
+            length = 0.5 * (float(self.estimator.diameter(r.class_name)) if hasattr(self.estimator, "diameter") else 0.1)
+            axes = np.array([[0, 0, 0], [length, 0, 0], [0, length, 0], [0, 0, length]])
+            uv = camera.project(axes @ T[:3, :3].T + T[:3, 3])
+            if np.all(np.isfinite(uv)):
+                o = tuple(int(v) for v in uv[0])
+                for k, c in zip(range(1, 4), ((255, 0, 0), (0, 255, 0), (0, 0, 255))):
+                    cv2.line(img, o, tuple(int(v) for v in uv[k]), c, 2, cv2.LINE_AA)
+                cv2.putText(img, f"{r.class_name} {r.score:.2f}", (o[0] + 5, o[1] - 5), cv2.FONT_HERSHEY_SIMPLEX,
+                            0.5, colour, 1, cv2.LINE_AA)
+        return img
+
+    # ------------------------------------------------------------------ services, diagnostics
+    def _on_reset(self, request, response):
+        self._reset_requested = True
+        response.success = True
+        response.message = "tracking reset: the next frame is detected from scratch"
+        return response
+
+    def _on_set_enabled(self, request, response):
+        names = self.estimator.class_names
+        targets = names if request.class_name == "*" else [request.class_name]
+        if request.class_name != "*" and request.class_name not in names:
+            response.success = False
+            response.message = f"unknown object '{request.class_name}'; the model has {names}"
+            return response
+        for n in targets:
+            (self.enabled.add if request.enabled else self.enabled.discard)(n)
+        response.success = True
+        response.message = f"enabled: {sorted(self.enabled)}"
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        stats = self.sync.stats
+        times = sorted(s["total"] for s in self.stage_ms) or [float("nan")]
+        values = {"frames_processed": self.processed, "sync_matched_sets": stats.matched_sets,
+                  "sync_dropped_unmatched": stats.dropped_unmatched, "sync_dropped_out_of_order": stats.dropped_out_of_order,
+                  "sync_time_jumps": stats.time_jumps, "estimate_ms_p50": round(times[len(times) // 2], 1),
+                  **{f"drop: {k}": v for k, v in self.drops.items()}}
+        level = DiagnosticStatus.WARN if any(k.startswith(("bad", "no ", "colour/depth", "camera_info")) for k in self.drops) \
+            else DiagnosticStatus.OK
+        status = DiagnosticStatus(level=level, name=f"pose_ros: {self.get_name()}", hardware_id="",
+                                  message=f"{self.processed} frames processed, {sum(self.drops.values())} dropped",
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(msg)
+
+    def destroy_node(self) -> None:
+        self._stop = True
+        with self._pending_lock:
+            self._pending_lock.notify_all()
+        self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(ObjectPoseNode, args, threads=3)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
