@@ -8,7 +8,8 @@ are exercised end to end without hardware, and recorded RGB-D frames with known 
 from __future__ import annotations
 
 import threading
-from typing import Any
+import time
+from typing import Any, Callable
 
 import numpy as np
 
@@ -78,6 +79,9 @@ class SoftwareRealSense:
         self._lock = threading.Lock()
         self.frame_number = 0
         self._keep: list[Any] = []
+        self._stream_stop = threading.Event()
+        self._stream_thread: threading.Thread | None = None
+        self.paused = threading.Event()  # set = stop injecting (simulates a stalled/unplugged device)
 
     def push(self, rgb: np.ndarray, depth_raw: np.ndarray) -> int:
         """Inject one colour (H,W,3 uint8 RGB) + depth (h,w uint16) pair; returns its frame number.
@@ -114,3 +118,28 @@ class SoftwareRealSense:
             # librealsense may reference the pixel buffers until the frame is released.
             self._keep = (self._keep + [rgb, depth])[-32:]
         return n
+
+    def start_stream(self, make_frame: Callable[[int], tuple[np.ndarray, np.ndarray]],
+                     rate_hz: float | None = None) -> None:
+        """Push ``make_frame(frame_number)`` pairs from a thread at ``rate_hz`` (default: fps)."""
+        self.stop_stream()
+        period = 1.0 / float(rate_hz or self.fps)
+        self._stream_stop.clear()
+
+        def run() -> None:
+            next_t = time.monotonic()
+            while not self._stream_stop.is_set():
+                if not self.paused.is_set():
+                    rgb, depth = make_frame(self.frame_number)
+                    self.push(rgb, depth)
+                next_t += period
+                self._stream_stop.wait(max(0.0, next_t - time.monotonic()))
+
+        self._stream_thread = threading.Thread(target=run, name="software-realsense", daemon=True)
+        self._stream_thread.start()
+
+    def stop_stream(self) -> None:
+        self._stream_stop.set()
+        if self._stream_thread is not None:
+            self._stream_thread.join(5.0)
+            self._stream_thread = None
