@@ -96,6 +96,9 @@ def test_node_publishes_skeletons_markers_and_overlay(tmp_path):
                 for _ in range(3):
                     cam.publish(info=False)
                     time.sleep(0.1)
+                # the worker is asynchronous: let it finish these before any camera_info exists
+                assert wait_for(lambda: "no camera_info" in log.read_text(), 10.0)
+                time.sleep(1.0)
                 for _ in range(3):
                     cam.publish(depth_m=np.full((height // 2, width // 2), 2.0, np.float32))
                     time.sleep(0.1)
