@@ -1,0 +1,254 @@
+"""The RealSense camera node over real DDS, driven by librealsense software devices (no hardware)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyrealsense2")
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+
+from pose_ros.core.camera import PinholeCamera  # noqa: E402
+from pose_ros.nodes.image_conversions import image_to_numpy  # noqa: E402
+from pose_ros.nodes.qos import sensor_qos  # noqa: E402
+from pose_ros.nodes.realsense_camera_node import PARAMETERS, RealSenseCameraNode  # noqa: E402
+from pose_ros.nodes.topics import COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC  # noqa: E402
+from pose_ros.sensors.software_device import SoftwareRealSense  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+COLOR_CAM = PinholeCamera(np.array([[120.0, 0, 63.5], [0, 121.0, 47.0], [0, 0, 1]]), 128, 96,
+                          np.array([0.01, -0.002, 0.0, 0.0, 0.0]))
+DEPTH_CAM = PinholeCamera(np.array([[100.0, 0, 56.0], [0, 100.0, 40.5], [0, 0, 1]]), 112, 80)
+ALIGNED_DEPTH_INFO = "/camera/camera/aligned_depth_to_color/camera_info"
+RAW_DEPTH = "/camera/camera/depth/image_rect_raw"
+RAW_DEPTH_INFO = "/camera/camera/depth/camera_info"
+
+
+def content(n: int, depth_cam: PinholeCamera = DEPTH_CAM) -> tuple[np.ndarray, np.ndarray]:
+    """Frame n: random pixels seeded by n; n is also written into pixel (0,0) so a receiver can check."""
+    rng = np.random.default_rng(1000 + n)
+    rgb = rng.integers(0, 256, (COLOR_CAM.height, COLOR_CAM.width, 3), dtype=np.uint8)
+    rgb[0, 0] = (n % 256, (n // 256) % 256, 77)
+    depth = rng.integers(300, 4000, (depth_cam.height, depth_cam.width), dtype=np.uint16)
+    depth[0, 0] = 10000 + n
+    depth[10:20, 10:20] = 0
+    return rgb, depth
+
+
+def frame_number_of(rgb: np.ndarray) -> int:
+    return int(rgb[0, 0, 0]) + 256 * int(rgb[0, 0, 1])
+
+
+def size_params(**extra) -> list[Parameter]:
+    values = dict(color_width=COLOR_CAM.width, color_height=COLOR_CAM.height, depth_width=DEPTH_CAM.width,
+                  depth_height=DEPTH_CAM.height, retry_period_s=0.1, frame_timeout_s=0.2, max_timeouts=2)
+    values.update(extra)
+    return [Parameter(k, value=v) for k, v in values.items()]
+
+
+class Listener:
+    """A separate node subscribing with best-effort sensor QoS (what pose_ros consumers use)."""
+
+    def __init__(self, topics: dict[str, type]) -> None:
+        self.node = rclpy.create_node("realsense_test_listener")
+        self.msgs: dict[str, list] = {t: [] for t in topics}
+        self._lock = threading.Lock()
+        for topic, cls in topics.items():
+            self.node.create_subscription(cls, topic, self._cb(topic), sensor_qos(depth=50))
+
+    def _cb(self, topic):
+        def cb(msg):
+            with self._lock:
+                self.msgs[topic].append(msg)
+        return cb
+
+    def wait(self, topic: str, n: int, timeout_s: float = 10.0) -> list:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.msgs[topic]) >= n:
+                    return list(self.msgs[topic])
+            time.sleep(0.02)
+        with self._lock:
+            return list(self.msgs[topic])
+
+
+@pytest.fixture
+def ros():
+    rclpy.init()
+    executor = MultiThreadedExecutor(num_threads=2)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    nodes = []
+
+    def add(node):
+        nodes.append(node)
+        executor.add_node(node)
+        return node
+
+    thread.start()
+    yield add
+    for node in nodes:
+        node.destroy_node()
+    executor.shutdown()
+    rclpy.shutdown()
+    thread.join(5)
+
+
+def test_parameters_are_declared_with_descriptions():
+    names = [p.name for p in PARAMETERS]
+    assert len(names) == len(set(names))
+    for spec in PARAMETERS:
+        assert spec.description, spec.name
+    for required in ("serial_no", "align_depth", "retry_period_s", "playback_file", "playback_realtime",
+                     "color_frame_id", "decimation_filter.enable", "hole_filling_filter.enable"):
+        assert required in names
+
+
+def test_node_publishes_exact_frames_unaligned(ros):
+    T = np.eye(4)
+    T[:3, 3] = [0.015, 0.0, 0.0]
+    sw = SoftwareRealSense(COLOR_CAM, DEPTH_CAM, T)
+    listener = Listener({COLOR_TOPIC: Image, RAW_DEPTH: Image, INFO_TOPIC: CameraInfo, RAW_DEPTH_INFO: CameraInfo})
+    ros(listener.node)
+    node = ros(RealSenseCameraNode(device=sw.device, parameter_overrides=size_params(align_depth=False)))
+    sw.start_stream(content, rate_hz=20)
+    try:
+        colors = listener.wait(COLOR_TOPIC, 5)
+        depths = listener.wait(RAW_DEPTH, 5)
+        infos = listener.wait(INFO_TOPIC, 5)
+        dinfos = listener.wait(RAW_DEPTH_INFO, 5)
+    finally:
+        sw.stop_stream()
+    assert len(colors) >= 5 and len(depths) >= 5 and len(infos) >= 5 and len(dinfos) >= 5
+    depth_by_stamp = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in depths}
+    info_stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in infos}
+    matched = 0
+    for cmsg in colors:
+        assert cmsg.encoding == "rgb8" and cmsg.header.frame_id == "camera_color_optical_frame"
+        rgb = image_to_numpy(cmsg)
+        n = frame_number_of(rgb)
+        exp_rgb, exp_depth = content(n)
+        np.testing.assert_array_equal(rgb, exp_rgb)
+        key = (cmsg.header.stamp.sec, cmsg.header.stamp.nanosec)
+        assert key in info_stamps, "camera_info must carry the same stamp as its image"
+        if key in depth_by_stamp:
+            dmsg = depth_by_stamp[key]
+            assert dmsg.encoding == "16UC1" and dmsg.header.frame_id == "camera_depth_optical_frame"
+            np.testing.assert_array_equal(image_to_numpy(dmsg), exp_depth)
+            matched += 1
+    assert matched >= 3
+    info = infos[-1]
+    assert info.header.frame_id == "camera_color_optical_frame"
+    assert (info.width, info.height) == (COLOR_CAM.width, COLOR_CAM.height)
+    assert info.distortion_model == "plumb_bob"
+    np.testing.assert_allclose(np.reshape(info.k, (3, 3)), COLOR_CAM.K, atol=1e-4)
+    np.testing.assert_allclose(info.d, COLOR_CAM.dist_coeffs, atol=1e-6)
+    np.testing.assert_allclose(np.reshape(dinfos[-1].k, (3, 3)), DEPTH_CAM.K, atol=1e-4)
+    assert dinfos[-1].header.frame_id == "camera_depth_optical_frame"
+    # Hardware-clock stamps keep the device's spacing (1/fps = 1/30 s per frame), anchored near ROS now.
+    stamps = sorted(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in colors)
+    steps = np.diff(stamps)
+    assert np.all(steps > 0)
+    assert np.median(steps) == pytest.approx(1e9 / 30, rel=0.01)
+    assert abs(stamps[-1] - node.get_clock().now().nanoseconds) < 5e9
+
+
+def test_node_aligned_depth_lands_in_colour_camera(ros):
+    sw = SoftwareRealSense(COLOR_CAM, DEPTH_CAM, np.eye(4), depth_scale_m=0.0001)  # D405-style 0.1 mm units
+    plane = np.full((DEPTH_CAM.height, DEPTH_CAM.width), 9000, np.uint16)  # 0.9 m
+    listener = Listener({DEPTH_TOPIC: Image, ALIGNED_DEPTH_INFO: CameraInfo, COLOR_TOPIC: Image})
+    ros(listener.node)
+    ros(RealSenseCameraNode(device=sw.device, parameter_overrides=size_params()))
+    sw.start_stream(lambda n: (content(n)[0], plane), rate_hz=20)
+    try:
+        depths = listener.wait(DEPTH_TOPIC, 3)
+        dinfos = listener.wait(ALIGNED_DEPTH_INFO, 3)
+    finally:
+        sw.stop_stream()
+    assert depths and dinfos
+    d = depths[-1]
+    assert d.encoding == "16UC1" and (d.width, d.height) == (COLOR_CAM.width, COLOR_CAM.height)
+    assert d.header.frame_id == "camera_color_optical_frame"
+    depth_mm = image_to_numpy(d)
+    # Same optical centre: every colour pixel whose ray falls inside the depth image sees 900 mm.
+    centre = depth_mm[20:76, 20:108]
+    assert np.all(centre == 900), np.unique(centre)
+    np.testing.assert_allclose(np.reshape(dinfos[-1].k, (3, 3)), COLOR_CAM.K, atol=1e-4)
+
+
+def test_node_survives_absent_device_and_starts_when_it_appears(ros):
+    sw = SoftwareRealSense(COLOR_CAM, DEPTH_CAM)
+    attempts = {"n": 0}
+
+    def provider():
+        attempts["n"] += 1
+        if attempts["n"] <= 3:
+            from pose_ros.sensors.realsense_device import find_device
+            return find_device("000000000000")  # real discovery: raises, listing what is connected
+        return sw.device
+
+    listener = Listener({COLOR_TOPIC: Image})
+    ros(listener.node)
+    node = ros(RealSenseCameraNode(device_provider=provider, parameter_overrides=size_params()))
+    sw.start_stream(content, rate_hz=20)
+    try:
+        msgs = listener.wait(COLOR_TOPIC, 3)
+    finally:
+        sw.stop_stream()
+    assert len(msgs) >= 3
+    assert node.supervisor.stats.open_failures == 3 and node.supervisor.stats.opens == 1
+
+
+def test_node_with_no_device_keeps_retrying_with_clear_error(ros):
+    node = ros(RealSenseCameraNode(parameter_overrides=size_params(serial_no="000000000000")))
+    time.sleep(0.8)
+    stats = node.supervisor.stats
+    assert stats.open_attempts >= 3 and stats.opens == 0
+    assert "no device matching serial_no '000000000000'; found:" in stats.last_error
+    assert node.supervisor._thread.is_alive() and node.published == 0
+
+
+def test_node_reconnects_after_device_loss(ros):
+    sw = SoftwareRealSense(COLOR_CAM, DEPTH_CAM)
+    listener = Listener({COLOR_TOPIC: Image})
+    ros(listener.node)
+    node = ros(RealSenseCameraNode(device=sw.device, parameter_overrides=size_params()))
+    sw.start_stream(content, rate_hz=20)
+    try:
+        assert len(listener.wait(COLOR_TOPIC, 3)) >= 3
+        sw.paused.set()  # frames stop: unplugged / USB stall
+        deadline = time.monotonic() + 10
+        while node.supervisor.stats.reconnects < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert node.supervisor.stats.reconnects >= 1 and node.supervisor.stats.read_timeouts >= 2
+        n_before = len(listener.msgs[COLOR_TOPIC])
+        sw.paused.clear()
+        assert len(listener.wait(COLOR_TOPIC, n_before + 3)) >= n_before + 3
+    finally:
+        sw.stop_stream()
+
+
+def test_unsupported_resolution_is_reported_with_supported_profiles(ros):
+    sw = SoftwareRealSense(COLOR_CAM, DEPTH_CAM)
+    node = ros(RealSenseCameraNode(device=sw.device, parameter_overrides=size_params(color_width=1920,
+                                                                                      color_height=1080)))
+    time.sleep(0.5)
+    err = node.supervisor.stats.last_error
+    assert "color 1920x1080@30 is not supported" in err and "128x96@30 rgb8" in err
+    assert node.supervisor._thread.is_alive() and node.published == 0
+
+
+def test_out_of_range_filter_parameter_is_refused_at_startup(ros):
+    from rclpy.exceptions import InvalidParameterValueException
+
+    sw = SoftwareRealSense(COLOR_CAM, DEPTH_CAM)
+    with pytest.raises(InvalidParameterValueException, match="decimation_filter.filter_magnitude"):
+        RealSenseCameraNode(device=sw.device,
+                            parameter_overrides=size_params(**{"decimation_filter.filter_magnitude": 20}))
