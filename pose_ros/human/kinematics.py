@@ -98,6 +98,14 @@ class KinematicTree:
                 self._ancestor[m, f - 1] = True
                 f = self._parent[f - 1]
         self._needed = needed
+        depth_arr = np.array([depth[j.name] for j in needed], dtype=np.int64)
+        self._levels = [(np.nonzero(depth_arr == d)[0], self._parent[depth_arr == d])
+                        for d in sorted(set(depth_arr.tolist()))]
+        # Selection matrix: J_vars = J_joints @ S (mimic multipliers folded in).
+        self._select = np.zeros((n, len(self.variables)))
+        for k in range(n):
+            if self._var[k] >= 0 and self._kind[k] > 0:
+                self._select[k, self._var[k]] = self._mult[k]
 
     @property
     def joint_names(self) -> list[str]:
@@ -114,27 +122,23 @@ class KinematicTree:
 
     def frames(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(R_base_frame (F,3,3), p_base_frame_m (F,3)); frame 0 is the base, frame k+1 the child
-        link of compiled joint k."""
+        link of compiled joint k. Joints at the same depth are composed in one batched product."""
         vals = self.joint_values(q)
-        F = self.n_frames
-        R = np.empty((F, 3, 3))
-        p = np.empty((F, 3))
+        s, c = np.sin(vals), np.cos(vals)
+        revolute = (self._kind == 1)[:, None, None]
+        Rq = np.where(revolute, np.eye(3) + s[:, None, None] * self._K + (1.0 - c)[:, None, None] * self._K2,
+                      np.eye(3))
+        R_local = self._R0 @ Rq
+        p_local = self._p0 + np.where((self._kind == 2)[:, None],
+                                      np.einsum("kij,kj->ki", self._R0, self._axis) * vals[:, None], 0.0)
+        R = np.empty((self.n_frames, 3, 3))
+        p = np.empty((self.n_frames, 3))
         R[0] = np.eye(3)
         p[0] = 0.0
-        s, c = np.sin(vals), np.cos(vals)
-        eye = np.eye(3)
-        for k in range(F - 1):
-            par = self._parent[k]
+        for idx, par in self._levels:
             Rp = R[par]
-            Rj = Rp @ self._R0[k]
-            pj = p[par] + Rp @ self._p0[k]
-            kind = self._kind[k]
-            if kind == 1:
-                Rj = Rj @ (eye + s[k] * self._K[k] + (1.0 - c[k]) * self._K2[k])
-            elif kind == 2:
-                pj = pj + Rj @ (self._axis[k] * vals[k])
-            R[k + 1] = Rj
-            p[k + 1] = pj
+            R[idx + 1] = Rp @ R_local[idx]
+            p[idx + 1] = p[par] + np.einsum("kij,kj->ki", Rp, p_local[idx])
         return R, p
 
     def link_pose(self, q: np.ndarray, link: str) -> np.ndarray:
@@ -158,16 +162,11 @@ class KinematicTree:
         cols = np.where((self._kind == 1)[None, :, None],
                         np.cross(np.broadcast_to(axes_base, lever.shape), lever),
                         np.broadcast_to(axes_base, lever.shape))
-        cols = cols * (self._ancestor & (self._kind > 0)[None, :] & (self._var >= 0)[None, :])[:, :, None]
-        cols = cols * self._mult[None, :, None]
-        J = np.zeros((len(self.points), 3, len(self.variables)))
-        for k in range(n):
-            v = self._var[k]
-            if v >= 0:
-                J[:, :, v] += cols[:, k, :]
+        cols = cols * self._ancestor[:, :, None]
+        J = np.einsum("mkc,kv->mcv", cols, self._select)
         return pts, J
 
-    def points(self, q: np.ndarray) -> np.ndarray:
+    def point_positions(self, q: np.ndarray) -> np.ndarray:
         """Point positions (M,3) in the base frame, metres."""
         R, p = self.frames(q)
         return p[self._point_frame] + np.einsum("mij,mj->mi", R[self._point_frame], self._point_offset)
