@@ -149,7 +149,8 @@ class TabletopSceneSampler:
                  n_distractors: tuple[int, int] = (0, 3),
                  table_size_xy_m: tuple[float, float] = (1.2, 0.8),
                  min_gap_m: float = 0.005,
-                 n_table_textures: int = 8):
+                 n_table_textures: int = 8,
+                 upright_bias: float = 4.0):
         if len(models) == 0:
             raise SceneSamplingError("TabletopSceneSampler needs at least one model")
         for i, m in enumerate(models):
@@ -170,9 +171,19 @@ class TabletopSceneSampler:
         tex_seed = int(self.rng.integers(0, 2**31))
         self._textures = [wood_texture(tex_seed + k) for k in range(max(1, n_table_textures))]
         self._stable = [stable_poses(m.mesh) for m in self.models]
+        # People put things down upright more often than physics alone predicts: stable poses
+        # with the model +z axis up get their quasi-static probability multiplied by this.
+        if upright_bias <= 0:
+            raise SceneSamplingError(f"upright_bias must be > 0; got {upright_bias}")
+        self._pose_probs = []
+        for sp in self._stable:
+            w = sp.probs * np.where(sp.T_rest_obj[:, 2, 2] > 0.99, upright_bias, 1.0)
+            self._pose_probs.append(w / w.sum())
 
     def _place(self, radii: list[float], area_r: float, rng: np.random.Generator) -> list[np.ndarray]:
-        """Non-overlapping footprint circle centres inside a disc (grows the disc if crowded)."""
+        """Non-overlapping footprint circle centres inside a disc (grown if crowded), each
+        footprint fully on the table."""
+        hx, hy = self.table_size_xy_m[0] / 2, self.table_size_xy_m[1] / 2
         for attempt in range(8):
             centres: list[np.ndarray] = []
             ok = True
@@ -181,6 +192,8 @@ class TabletopSceneSampler:
                     rr = area_r * np.sqrt(rng.random())
                     a = rng.uniform(0, 2 * np.pi)
                     c = np.array([rr * np.cos(a), rr * np.sin(a)])
+                    if abs(c[0]) + r > hx or abs(c[1]) + r > hy:
+                        continue
                     if all(np.linalg.norm(c - c2) > r + r2 + self.min_gap_m for c2, r2 in zip(centres, radii)):
                         centres.append(c)
                         break
@@ -189,7 +202,7 @@ class TabletopSceneSampler:
                     break
             if ok:
                 return centres
-            area_r *= 1.25
+            area_r = min(area_r * 1.25, float(np.hypot(hx, hy)))
         half = min(self.table_size_xy_m) / 2
         raise SceneSamplingError(f"could not place {len(radii)} objects without overlap (disc up to {area_r:.2f} m, "
                                  f"table half-size {half:.2f} m); request fewer objects or a larger table")
@@ -218,7 +231,7 @@ class TabletopSceneSampler:
         rest, radii = [], []
         for m in idx:
             sp = self._stable[m]
-            k = int(rng.choice(len(sp.probs), p=sp.probs))
+            k = int(rng.choice(len(sp.probs), p=self._pose_probs[m]))
             rest.append(sp.T_rest_obj[k])
             radii.append(float(sp.radius_m[k]))
         n_d = int(rng.integers(self.n_distractors[0], self.n_distractors[1] + 1)) if self.n_distractors[1] > 0 else 0
