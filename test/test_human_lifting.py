@@ -51,9 +51,9 @@ def scene(yaw_deg=15.0, t=(0.1, -0.05, 2.4)):
     return world, truth, CAM.project(truth)
 
 
-def paint_depth(truth, uv, radius=6, skip=(), override=None):
-    """Depth image: a disc of each keypoint's true z at its pixel (far first), 0 elsewhere."""
-    depth = np.zeros((CAM.height, CAM.width), np.float32)
+def paint_depth(truth, uv, radius=6, skip=(), override=None, radii=None, background_m=0.0):
+    """Depth image: a disc of each keypoint's true z at its pixel (far first), background elsewhere."""
+    depth = np.full((CAM.height, CAM.width), background_m, np.float32)
     vv, uu = np.mgrid[0:CAM.height, 0:CAM.width]
     z = truth[:, 2].copy()
     for i, zi in (override or {}).items():
@@ -61,7 +61,8 @@ def paint_depth(truth, uv, radius=6, skip=(), override=None):
     for i in np.argsort(-z):
         if i in skip:
             continue
-        disc = (uu - uv[i, 0]) ** 2 + (vv - uv[i, 1]) ** 2 <= radius ** 2
+        r = (radii or {}).get(i, radius)
+        disc = (uu - uv[i, 0]) ** 2 + (vv - uv[i, 1]) ** 2 <= r ** 2
         depth[disc] = z[i]
     return depth
 
@@ -103,6 +104,17 @@ def test_depth_keypoints_recover_truth_missing_goes_to_model_outlier_rejected():
     err = np.linalg.norm(res.points_cam_m[model] - truth[model], axis=1)
     assert np.all(err < 0.01), err
     assert res.alignment == "rigid"
+
+
+def test_thin_limb_over_a_wall_reads_the_limb_not_the_wall():
+    world, truth, uv = scene()
+    lw = IDX["left_wrist"]
+    # the wrist covers ~35 % of its 9x9 window; a wall 0.9 m behind the body fills the rest
+    depth = paint_depth(truth, uv, skip=LEFT_HAND - {lw}, radii={lw: 3}, background_m=3.3)
+    res = lift_keypoints(uv, np.full(33, 0.9), world, depth, CAM)
+    assert res.depth_read_m[lw] == pytest.approx(3.3)       # a plain window median reads the wall
+    assert res.source[lw] == SOURCE_DEPTH                      # gating by the model's depth reads the wrist
+    np.testing.assert_allclose(res.points_cam_m[lw], truth[lw], atol=1e-3)
 
 
 def test_translation_only_alignment_is_worse_under_rotation():

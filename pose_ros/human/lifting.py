@@ -4,11 +4,15 @@ Per keypoint (BlazePose-33 order):
 1. depth: the median of the valid depths in a small k x k window around the pixel (k scales
    with the image size), only for confident keypoints; the median shrugs off speckle and a few
    background pixels at the silhouette.
-2. sanity: a depth is rejected when it lies more than `body_extent_m` from the torso's median
+2. gating: with model landmarks, each keypoint has an expected depth (torso depth + the model's
+   z offset from its torso); a second pass takes the median over only the window pixels within
+   `model_depth_tolerance_m` of it, so a wrist at a limb's edge reads the limb, not the wall
+   behind, even when the wall covers most of the window.
+3. sanity: a depth is rejected when it lies more than `body_extent_m` from the torso's median
    depth (background / foreground clutter), or when it breaks the model's own relative depth
    (depth minus torso depth differs from the model landmark's z minus the model torso's z by more
    than `model_depth_tolerance_m`: e.g. a wrist hidden behind a table reads the table).
-3. fallback: every keypoint without an accepted depth takes the model's metric landmark
+4. fallback: every keypoint without an accepted depth takes the model's metric landmark
    (hip-centred, from the backend) placed in the camera frame by aligning the model to the
    depth-lifted anchors: a rigid Kabsch fit (rotation + translation, no scale) on the accepted
    torso keypoints when at least 3 non-collinear ones exist, otherwise translation only (mean
@@ -63,7 +67,7 @@ class LiftingConfig:
 class LiftResult:
     points_cam_m: np.ndarray   # (N, 3), NaN where source is NONE
     source: np.ndarray         # (N,) int8 SOURCE_*
-    depth_read_m: np.ndarray   # (N,) window median depth before the sanity checks (NaN = none)
+    depth_read_m: np.ndarray   # (N,) plain window median before gating and checks (NaN = none)
     rejected: np.ndarray       # (N,) bool: a depth was read but failed a sanity check
     alignment: str             # how the model fallback was placed: rigid|translation|pnp|none
 
@@ -75,10 +79,15 @@ def window_size_px(width: int, height: int, config: LiftingConfig) -> int:
     return k if k % 2 == 1 else k + 1
 
 
-def sample_depth(depth_m: np.ndarray, uv_px: np.ndarray, k: int, config: LiftingConfig) -> np.ndarray:
-    """(N,) robust depth (window median of valid pixels) at each uv; NaN where unusable."""
+def sample_depth(depth_m: np.ndarray, uv_px: np.ndarray, k: int, config: LiftingConfig,
+                 expected_m: np.ndarray | None = None, gate_m: float = np.inf) -> np.ndarray:
+    """(N,) robust depth (window median of valid pixels) at each uv; NaN where unusable.
+
+    With expected_m (N,), only pixels within gate_m of keypoint i's expected depth count (NaN
+    expectations leave that keypoint ungated)."""
     height, width = depth_m.shape
     half = k // 2
+    need = max(1.0, config.min_valid_fraction * k * k)
     out = np.full(len(uv_px), np.nan)
     for i, (u, v) in enumerate(uv_px):
         if not (np.isfinite(u) and np.isfinite(v)):
@@ -89,7 +98,9 @@ def sample_depth(depth_m: np.ndarray, uv_px: np.ndarray, k: int, config: Lifting
         win = depth_m[max(0, vi - half):vi + half + 1, max(0, ui - half):ui + half + 1]
         with np.errstate(invalid="ignore"):
             valid = win[np.isfinite(win) & (win >= config.min_depth_m) & (win <= config.max_depth_m)]
-        if valid.size >= max(1, config.min_valid_fraction * k * k):
+        if expected_m is not None and np.isfinite(expected_m[i]):
+            valid = valid[np.abs(valid - expected_m[i]) <= gate_m]
+        if valid.size >= need:
             out[i] = float(np.median(valid))
     return out
 
@@ -171,15 +182,22 @@ def lift_keypoints(uv_px: np.ndarray, confidence: np.ndarray, world_m: np.ndarra
         ref_idx = torso_cand if len(torso_cand) else np.flatnonzero(cand)
         if len(ref_idx):
             z_ref = float(np.median(depth_read[ref_idx]))
-            bad = cand & (np.abs(depth_read - z_ref) > config.body_extent_m)
+            depth_use = depth_read
+            expected = None
             if world_m is not None and len(torso_cand):
                 model_ref = float(np.median(world_m[torso_cand, 2]))
                 expected = z_ref + (world_m[:, 2] - model_ref)
-                bad |= cand & (np.abs(depth_read - expected) > config.model_depth_tolerance_m)
-            rejected = bad
-            accepted = cand & ~bad
+                gated = sample_depth(depth_m, uv_px, k, config, expected, config.model_depth_tolerance_m)
+                depth_use = np.where(usable, gated, np.nan)
+            ok = np.isfinite(depth_use)
+            with np.errstate(invalid="ignore"):
+                bad = ok & (np.abs(depth_use - z_ref) > config.body_extent_m)
+                if expected is not None:
+                    bad |= ok & (np.abs(depth_use - expected) > config.model_depth_tolerance_m)
+            accepted = ok & ~bad
+            rejected = cand & ~accepted
             if np.any(accepted):
-                z = depth_read[accepted] + config.joint_depth_offset_m
+                z = depth_use[accepted] + config.joint_depth_offset_m
                 points[accepted] = camera.backproject(uv_px[accepted], z)
                 source[accepted] = SOURCE_DEPTH
 
