@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-depth", action="store_true", help="RGB-only network (no depth input channel)")
     p.add_argument("--input-size", default="320x240", help="network input WxH (multiples of 8)")
+    p.add_argument("--crop", default="192x144",
+                   help="train on random WxH crops of the input frames ('none' = whole frames; faster on CPU)")
     p.add_argument("--time-budget-min", type=float, default=None,
                    help="stop (checkpointed, resumable) after this many minutes")
     p.add_argument("--resume", action="store_true", help="continue the training stored in --out")
@@ -49,6 +51,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"error: --input-size must look like 320x240; got {args.input_size!r}", file=sys.stderr)
         return 2
+    crop_w = crop_h = None
+    if args.crop.lower() != "none":
+        try:
+            crop_w, crop_h = (int(v) for v in args.crop.lower().split("x"))
+        except ValueError:
+            print(f"error: --crop must look like 192x144 or none; got {args.crop!r}", file=sys.stderr)
+            return 2
     try:
         if args.meshes is not None:
             models = load_object_dir(args.meshes)
@@ -64,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig(epochs=args.epochs, images=args.images, val_images=args.val_images,
                           batch_size=args.batch_size, lr=args.lr, seed=args.seed, workers=args.workers,
                           device=args.device, use_depth=not args.no_depth, input_width=w, input_height=h,
-                          threads=args.threads,
+                          threads=args.threads, crop_width=crop_w, crop_height=crop_h,
                           time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min)
         data_dir = args.data_dir or args.out.with_name(args.out.name + ".data")
         command = "pose-ros " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -1,0 +1,304 @@
+"""Training loop for the keypoint network on synthetic renders (CPU or CUDA).
+
+Why this structure: training on a shared 2-core CPU must survive interruption and fit a time
+budget, so everything that defines progress (weights, optimizer, LR schedule, epoch, batch within
+the epoch, metric history) lives in the model file itself, written atomically at every checkpoint;
+``resume=True`` continues exactly where it stopped (the per-epoch shuffle is seeded, so the
+remaining batches of an interrupted epoch are the ones that were not seen). The validation set is
+rendered with a disjoint seed.
+
+Loss: cross-entropy + soft dice on the segmentation (objects are a few percent of the pixels),
+smooth-L1 on the predicted vectors of the pixel's ground-truth class (PVNet), smooth-L1 on the
+centre offsets; both regression terms only inside object masks.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = ["TrainConfig", "train", "compute_loss", "evaluate_network", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    images: int = 2000                 # training scenes (pre-rendered once)
+    val_images: int = 64               # held-out scenes, seed disjoint from training
+    batch_size: int = 8
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    seed: int = 0
+    workers: int = 1                   # DataLoader workers (augmentation + targets)
+    device: str = "auto"
+    use_depth: bool = True
+    input_width: int = 320
+    input_height: int = 240
+    crop_width: int | None = 192             # train on random crops (None: whole frames)
+    crop_height: int | None = 144
+    w_dice: float = 0.5
+    w_vec: float = 1.0
+    w_centre: float = 0.5
+    checkpoint_every_steps: int = 100
+    stop_after_steps: int | None = None      # stop (checkpointed) after this many steps in this call
+    time_budget_s: float | None = None       # stop (checkpointed) after this wall-clock time in this call
+    threads: int | None = None               # torch CPU threads (None: torch default)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but torch.cuda.is_available() is False; use --device cpu or auto")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N]; got {device!r}")
+    return device
+
+
+def compute_loss(out: dict[str, Any], batch: dict[str, Any], num_classes: int, num_keypoints: int,
+                 cfg: TrainConfig | None = None) -> tuple[Any, dict[str, float]]:
+    """Total loss and its parts (floats for logging)."""
+    import torch
+    import torch.nn.functional as F
+
+    from pose_ros.objects.network import split_vector_channels
+
+    cfg = cfg or TrainConfig()
+    seg_t = batch["seg"]
+    logits = out["seg"]
+    ce = F.cross_entropy(logits, seg_t)
+    prob = logits.softmax(1)[:, 1:]                                         # (B,C,h,w)
+    onehot = F.one_hot(seg_t, num_classes + 1).permute(0, 3, 1, 2)[:, 1:].float()
+    inter = (prob * onehot).sum((0, 2, 3))
+    dice = 1.0 - ((2 * inter + 1.0) / (prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1.0)).mean()
+    fg = seg_t > 0
+    n_fg = fg.sum().clamp(min=1).float()
+    vec = split_vector_channels(out["vec"], num_classes, num_keypoints)     # (B,C,K,2,h,w)
+    B, C, K, _, h, w = vec.shape
+    idx = (seg_t - 1).clamp(min=0).view(B, 1, 1, 1, h, w).expand(B, 1, K, 2, h, w)
+    vec_c = vec.gather(1, idx).squeeze(1)                                   # (B,K,2,h,w)
+    l_vec = F.smooth_l1_loss(vec_c, batch["vec"], reduction="none", beta=0.1).sum((1, 2))
+    l_vec = (l_vec * fg).sum() / (n_fg * K * 2)
+    l_ctr = F.smooth_l1_loss(out["centre"], batch["centre"], reduction="none", beta=0.1).sum(1)
+    l_ctr = (l_ctr * fg).sum() / (n_fg * 2)
+    total = ce + cfg.w_dice * dice + cfg.w_vec * l_vec + cfg.w_centre * l_ctr
+    parts = {"loss": float(total.detach()), "ce": float(ce.detach()), "dice": float(dice.detach()),
+             "vec": float(l_vec.detach()), "centre": float(l_ctr.detach())}
+    return total, parts
+
+
+def evaluate_network(net: Any, samples: Sequence[Any], keypoints_m: Sequence[np.ndarray], device: str = "cpu",
+                     min_pixels: int = 20) -> dict[str, float]:
+    """Validation on raw samples: foreground seg IoU, keypoint error of voting inside GT masks.
+
+    kp_err_px is the per-instance mean keypoint error (median over instances) expressed in pixels of a
+    640-wide image (the usual camera), kp_acc5 the fraction of instances with error < 5 px.
+    """
+    import torch
+
+    from pose_ros.objects.network import prepare_input, split_vector_channels
+    from pose_ros.objects.training_data import make_targets
+    from pose_ros.objects.voting import VotingConfig, vote_keypoints
+
+    cfg = net.config
+    net.eval()
+    inter = np.zeros(cfg.num_classes)
+    union = np.zeros(cfg.num_classes)
+    errs: list[float] = []
+    rng = np.random.default_rng(0)
+    vcfg = VotingConfig()
+    with torch.no_grad():
+        for s in samples:
+            t = make_targets(s, keypoints_m, cfg.output_stride)
+            x = torch.from_numpy(prepare_input(s.rgb, s.depth_m if cfg.use_depth else None, cfg))[None].to(device)
+            out = net(x)
+            pred = out["seg"][0].argmax(0).cpu().numpy()
+            vec = split_vector_channels(out["vec"], cfg.num_classes, cfg.num_keypoints)[0].cpu().numpy()
+            for c in range(cfg.num_classes):
+                p, g = pred == c + 1, t["seg"] == c + 1
+                inter[c] += (p & g).sum()
+                union[c] += (p | g).sum()
+            scale = 640.0 / cfg.input_width * cfg.output_stride
+            for m, c in enumerate(s.cls):
+                if c < 0:
+                    continue
+                sel = (t["inst"] == m) & (pred == c + 1)
+                if (t["inst"] == m).sum() < min_pixels:
+                    continue
+                vs, us = np.nonzero(sel)
+                if len(vs) < 6:
+                    errs.append(float("inf"))
+                    continue
+                v = vec[c][:, :, vs, us].transpose(2, 0, 1)                # (n,K,2)
+                r = vote_keypoints(np.stack([us, vs], 1).astype(np.float64), v, vcfg, rng)
+                e = np.linalg.norm(r.keypoints_uv - t["kp_uv"][m], axis=1)
+                errs.append(float(np.nanmean(np.where(r.valid, e, np.inf))) * scale)
+    iou = inter / np.maximum(union, 1)
+    errs_a = np.asarray(errs) if errs else np.asarray([np.inf])
+    return {"seg_iou": float(iou[union > 0].mean()) if (union > 0).any() else 0.0,
+            "kp_err_px": float(np.median(errs_a)), "kp_acc5": float((errs_a < 5.0).mean()),
+            "instances": len(errs)}
+
+
+def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    p = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_dir: str | Path,
+          resume: bool = False, command: str = "", progress: bool = True,
+          on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) a keypoint network for ``models``; returns the final progress/metrics dict."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from pose_ros.objects.model_file import load_model_file, object_spec_from_model, save_model_file
+    from pose_ros.objects.network import KeypointNet, NetworkConfig
+    from pose_ros.objects.training_data import PrerenderedDataset, SceneConfig, prerender
+
+    device = resolve_device(cfg.device)
+    # One intra-op thread by default on CPU: the DataLoader worker takes the other core, and on a
+    # shared machine oversubscribed OpenMP threads were measured ~5x slower than a single thread.
+    threads = cfg.threads if cfg.threads else (1 if device == "cpu" else None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    out_path = Path(out_path)
+    data_dir = Path(data_dir)
+    specs = [object_spec_from_model(m, getattr(m, "source", "") or "") for m in models]
+    keypoints = [s.keypoints_m for s in specs]
+
+    metrics: list[dict] = []
+    prog = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "images_seen": 0, "finished": False, "train_time_s": 0.0}
+    if resume and out_path.exists():
+        loaded = load_model_file(out_path, meshes=list(models))
+        net_cfg = loaded.config
+        net = loaded.network.train().to(device)
+        raw = loaded.raw
+        metrics = list(raw.get("metrics", []))
+        prog.update(raw.get("progress", {}))
+        old_cfg = raw.get("training", {}).get("config", {})
+        for k in ("images", "val_images", "batch_size", "seed", "use_depth", "input_width", "input_height"):
+            if k in old_cfg and old_cfg[k] != getattr(cfg, k):
+                log.warning("resume: keeping %s=%s from the checkpoint (asked %s)", k, old_cfg[k], getattr(cfg, k))
+                setattr(cfg, k, old_cfg[k])
+        if [o.name for o in loaded.objects] != [s.name for s in specs]:
+            raise ValueError(f"resume: {out_path} was trained for {[o.name for o in loaded.objects]}, "
+                             f"not {[s.name for s in specs]}; use another --out")
+        specs = loaded.objects                      # keypoints stay those the network learned
+        keypoints = [s.keypoints_m for s in specs]
+    else:
+        if resume:
+            log.warning("resume: %s does not exist; starting a new training", out_path)
+        net_cfg = NetworkConfig(num_classes=len(models), num_keypoints=len(keypoints[0]), use_depth=cfg.use_depth,
+                                input_width=cfg.input_width, input_height=cfg.input_height)
+        torch.manual_seed(cfg.seed)
+        net = KeypointNet(net_cfg).to(device)
+        raw = {}
+
+    f = net_cfg.input_width / 320.0
+    scene_cfg = SceneConfig(width=net_cfg.input_width, height=net_cfg.input_height,
+                            fx_range=(250.0 * f, 330.0 * f))
+    train_dir, val_dir = data_dir / "train", data_dir / "val"
+    prerender(models, train_dir, cfg.images, seed=cfg.seed, cfg=scene_cfg, progress=progress)
+    prerender(models, val_dir, cfg.val_images, seed=cfg.seed + 1_000_003, cfg=scene_cfg, progress=progress)
+    crop = (cfg.crop_width, cfg.crop_height) if cfg.crop_width and cfg.crop_height else None
+    ds = PrerenderedDataset(train_dir, keypoints, net_cfg, augment_data=True, seed=cfg.seed, limit=cfg.images,
+                            crop=crop)
+    val_ds = PrerenderedDataset(val_dir, keypoints, net_cfg, augment_data=False, limit=cfg.val_images)
+    val_samples = [val_ds.raw(i) for i in range(len(val_ds))]
+
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if raw.get("optimizer"):
+        opt.load_state_dict(raw["optimizer"])
+    steps_per_epoch = len(ds) // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"--images {len(ds)} is smaller than the batch size {cfg.batch_size}")
+    total_steps = steps_per_epoch * cfg.epochs
+    training_info = {"config": cfg.to_dict(), "command": command, "data_dir": str(data_dir),
+                     "scene_config": scene_cfg.to_dict(), "device": device, "torch": torch.__version__}
+
+    def save(finished: bool = False) -> None:
+        prog["finished"] = finished
+        save_model_file(out_path, net, specs, training=training_info, metrics=metrics, progress=prog,
+                        optimizer_state=opt.state_dict())
+
+    t_call = time.time()
+    t_prev = prog.get("train_time_s", 0.0)
+    steps_this_call = 0
+    stopped = False
+    try:
+        while prog["epoch"] < cfg.epochs and not stopped:
+            epoch = prog["epoch"]
+            ds.set_epoch(epoch)
+            perm = np.random.default_rng([cfg.seed, epoch]).permutation(len(ds))[:steps_per_epoch * cfg.batch_size]
+            start_b = prog["batch_in_epoch"]
+            order = perm[start_b * cfg.batch_size:]
+            loader = DataLoader(torch.utils.data.Subset(ds, order.tolist()), batch_size=cfg.batch_size,
+                                shuffle=False, num_workers=cfg.workers, drop_last=True,
+                                persistent_workers=False)
+            net.train()
+            bar = tqdm(loader, total=steps_per_epoch, initial=start_b, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       unit="batch", disable=not progress, dynamic_ncols=True)
+            run: dict[str, float] = {}
+            for batch in bar:
+                for g in opt.param_groups:
+                    g["lr"] = _lr_at(prog["step"], total_steps, cfg)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                out = net(batch["input"])
+                loss, parts = compute_loss(out, batch, net_cfg.num_classes, net_cfg.num_keypoints, cfg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+                opt.step()
+                prog["step"] += 1
+                prog["batch_in_epoch"] += 1
+                prog["images_seen"] += cfg.batch_size
+                steps_this_call += 1
+                for k, v in parts.items():
+                    run[k] = 0.9 * run.get(k, v) + 0.1 * v
+                bar.set_postfix(loss=f"{run['loss']:.3f}", vec=f"{run['vec']:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
+                prog["train_time_s"] = t_prev + time.time() - t_call
+                if prog["step"] % cfg.checkpoint_every_steps == 0:
+                    save()
+                if (cfg.stop_after_steps is not None and steps_this_call >= cfg.stop_after_steps) or \
+                        (cfg.time_budget_s is not None and time.time() - t_call >= cfg.time_budget_s):
+                    stopped = True
+                    break
+            bar.close()
+            if prog["batch_in_epoch"] >= steps_per_epoch:
+                m = evaluate_network(net, val_samples, keypoints, device)
+                m.update({"epoch": epoch + 1, "step": prog["step"], "images_seen": prog["images_seen"],
+                          "train_time_s": round(prog["train_time_s"], 1),
+                          **{f"train_{k}": round(v, 4) for k, v in run.items()}})
+                metrics.append(m)
+                log.info("epoch %d: %s", epoch + 1, m)
+                if progress:
+                    tqdm.write(f"epoch {epoch + 1}: val seg_iou={m['seg_iou']:.3f} kp_err_px={m['kp_err_px']:.1f} "
+                               f"kp_acc5={m['kp_acc5']:.2f} train_loss={run.get('loss', float('nan')):.3f}")
+                if on_epoch:
+                    on_epoch(m)
+                prog["epoch"] += 1
+                prog["batch_in_epoch"] = 0
+            save()
+    except KeyboardInterrupt:
+        save()
+        raise
+    finished = prog["epoch"] >= cfg.epochs
+    save(finished=finished)
+    return {"progress": dict(prog), "metrics": metrics, "path": str(out_path)}
