@@ -120,7 +120,7 @@ def vote_keypoints(points_uv: np.ndarray, vectors: np.ndarray, config: VotingCon
     with np.errstate(divide="ignore", invalid="ignore"):
         s = (dp[..., 0] * dj[..., 1] - dp[..., 1] * dj[..., 0]) / cross
         t = (dp[..., 0] * di[..., 1] - dp[..., 1] * di[..., 0]) / cross
-    hyp = pi + s[..., None] * di                                     # (H,K,2)
+        hyp = pi + s[..., None] * di                                    # (H,K,2)
     ok = (np.abs(cross) > 1e-3) & (s > 0) & (t > 0) & np.isfinite(hyp).all(-1)
 
     m = min(N, cfg.max_scoring_pixels)
