@@ -68,7 +68,7 @@ def lathe(profile_rz: np.ndarray, sections: int, color_fn: ColorFn) -> trimesh.T
             a0, a1 = s0 + (j if n0 > 1 else 0), s0 + (jn if n0 > 1 else 0)
             b0, b1 = s1 + (j if n1 > 1 else 0), s1 + (jn if n1 > 1 else 0)
             if a0 != a1:
-                faces.append([a0, a1, b0] if n1 > 1 else [a0, a1, b0])
+                faces.append([a0, a1, b0])
             if b0 != b1:
                 faces.append([a1, b1, b0])
     V = np.concatenate(verts)

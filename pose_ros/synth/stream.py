@@ -46,6 +46,8 @@ class SyntheticSceneStream:
         self.models = list(models)
         self.camera = camera
         self.seed = int(seed)
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0; got {seed}")
         self.noise = DepthNoiseModel(noise_params) if noise else None
         rng = np.random.default_rng(self.seed)
         sampler = TabletopSceneSampler(self.models, camera, rng, n_distractors=(n_distractors, n_distractors),
