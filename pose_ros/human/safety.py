@@ -11,7 +11,7 @@ hold_time_s) -> RETURNING_HOME (slow) -> DISENGAGED. FAULT freezes commands unti
 
 Limiter: target clamped into the limits shrunk by a margin; speed limited, and also limited to
 the speed from which the joint can still stop at the target and before the position limits
-with the acceleration limit (discrete braking curve), then acceleration limited. A final clamp
+with the acceleration limit (exact discrete-time braking curve), then acceleration limited. A final clamp
 keeps the position inside the limits no matter what. Interventions are counted per control cycle.
 """
 from __future__ import annotations
@@ -156,11 +156,18 @@ class SafetyOutput:
 
 
 def braking_speed(distance: np.ndarray, accel: np.ndarray, dt: float) -> np.ndarray:
-    """Largest speed from which a joint decelerating at `accel` every step of `dt` stops within
-    `distance` (exact for the discrete scheme: n steps of a*dt cover a*dt^2*n(n+1)/2)."""
-    d = np.maximum(distance, 0.0)
-    adt = accel * dt
-    return 0.5 * (-adt + np.sqrt(adt * adt + 8.0 * accel * d))
+    """Largest speed for this step from which a joint can still come to rest within `distance`
+    when its speed may change by at most accel*dt per step of dt.
+
+    Moving at v and then v - A, v - 2A, ... (A = accel*dt), with a final partial step to zero,
+    covers D(v) = dt * ((n+1) v - A n(n+1)/2), n = floor(v / A). D is continuous and increasing;
+    this is its exact inverse, so a joint kept under it always stops in time without exceeding
+    the acceleration limit (and lands exactly on a target `distance` away).
+    """
+    d = np.maximum(np.asarray(distance, dtype=np.float64), 0.0)
+    A = np.asarray(accel, dtype=np.float64) * dt
+    n = np.floor((-1.0 + np.sqrt(1.0 + 8.0 * d / (dt * A))) / 2.0)
+    return (d / dt + A * n * (n + 1.0) / 2.0) / (n + 1.0)
 
 
 class SafetyLayer:
@@ -323,7 +330,10 @@ class SafetyLayer:
             if now_s - self._last_input_s > cfg.watchdog_timeout_s:
                 self.counters.watchdog_trips += 1
                 self._hold(now_s, f"watchdog: no input for {now_s - self._last_input_s:.2f} s", resumable=True)
-            elif not tracking and (self.state == TeleopState.ENGAGED or self._target is not None):
+            elif (not tracking and now_s - self._last_input_s <= cfg.tracking_timeout_s
+                  and (self.state == TeleopState.ENGAGED or self._target is not None)):
+                # Inputs keep arriving but none has a usable operator. A silent stream is the
+                # watchdog's business: short gaps are bridged by holding the last target.
                 self.counters.tracking_losses += 1
                 self._hold(now_s, "operator tracking lost", resumable=True)
         if self.state == TeleopState.HOLDING:
@@ -367,7 +377,7 @@ class SafetyLayer:
             self.counters.position_limit_clamps += 1
         err = target - q
         v_raw = err / dt
-        speed = np.minimum(np.abs(v_raw), braking_speed(np.abs(err), a, dt))
+        speed = braking_speed(np.abs(err), a, dt)     # <= |err|/dt: never overshoots the target
         if engaged and np.any(np.abs(v_raw) > vcap + 1e-12):
             self.counters.velocity_limit_clamps += 1
         speed = np.minimum(speed, vcap)
