@@ -182,32 +182,32 @@ def record(out: str, topics: list[str] | None = None, duration_s: float = 0.0, o
     from rclpy.executors import MultiThreadedExecutor
     from tqdm import tqdm
 
+    writer = BagWriter(out, overwrite=overwrite)  # fails early (folder exists) before touching ROS
     rclpy.init(args=args)
     node = rclpy.create_node("pose_ros_bag_recorder")
-    writer = BagWriter(out, overwrite=overwrite)
     recorder = BagRecorder(node, writer, topics)
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, name="recorder-spin", daemon=True)
+    spinner.start()
     t0 = time.monotonic()
     bar = tqdm(total=duration_s if duration_s > 0 else None, unit="s" if duration_s > 0 else "msg",
                desc=f"recording {out}", disable=not progress)
     try:
         while rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
             elapsed = time.monotonic() - t0
-            if duration_s > 0:
-                bar.n = min(elapsed, duration_s)
-            else:
-                bar.n = recorder.message_count
+            bar.n = min(elapsed, duration_s) if duration_s > 0 else recorder.message_count
             bar.set_postfix(messages=recorder.message_count, refresh=False)
             bar.refresh()
             if duration_s > 0 and elapsed >= duration_s:
                 break
+            time.sleep(min(0.2, max(0.01, duration_s - elapsed)) if duration_s > 0 else 0.2)
     except KeyboardInterrupt:
         pass
     finally:
         bar.close()
         recorder.close()
+        executor.shutdown()
         missing = recorder.missing
         node.get_logger().info(f"wrote {recorder.message_count} messages on {len(recorder.counts)} topics to {out}")
         if missing:
@@ -231,18 +231,20 @@ def play(bag: str, rate: float = 1.0, loop: bool = False, topics: list[str] | No
     player = BagPlayer(node, reader, rate=rate, loop=loop, topics=topics, start_delay_s=start_delay_s)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, name="player-spin", daemon=True)
+    spinner.start()
     total = sum(reader.topics[t].message_count for t in (topics or reader.topics))
     bar = tqdm(total=None if loop else total, unit="msg", desc=f"playing {bag}", disable=not progress)
     player.start()
     try:
-        while rclpy.ok() and not player.done.is_set():
-            executor.spin_once(timeout_sec=0.1)
+        while rclpy.ok() and not player.done.wait(0.2):
             bar.n = player.published
             bar.refresh()
     except KeyboardInterrupt:
         pass
     finally:
         player.stop()
+        executor.shutdown()
         bar.n = player.published
         bar.close()
         node.destroy_node()
