@@ -1,0 +1,336 @@
+"""End-to-end object pose estimator: network -> instances -> voting -> PnP -> ICP -> scoring.
+
+Why one object: the ROS node, the CLI (`eval`, `bench`) and the tests all call exactly this, so what
+is measured offline is what runs on the robot. The estimator is stateless between frames except for
+counters (drops by reason, last per-stage timings); ``tracking.PoseTracker`` adds state.
+
+Camera handling: any input resolution. The image is letterboxed into the network input (uniform
+scale, padding bottom/right), so the network always sees undistorted aspect ratios; keypoints are
+mapped back to the input image pixels and PnP runs with the input camera's own K and distortion.
+
+Covariance (6x6, ROS order [x y z rx ry rz], camera frame, rotation as a left-applied small
+rotation vector): PnP gives ``(J^T Sigma^-1 J)^-1`` from the voted keypoint covariances (vote
+spread). When ICP is applied, an ICP covariance ``diag(rmse^2 * 3, (rmse / (d/2))^2 * 3)`` (d =
+object diameter; the residual RMSE taken as an error that does not average out over correlated
+points) is fused with the PnP covariance as two independent estimates: ``(P^-1 + I^-1)^-1``.
+
+Score: ``objects.scoring.pose_score`` (depth/mask agreement, ICP fitness, PnP inlier ratio). With no
+usable depth for the instance the PnP pose is returned with a lowered score
+``NO_DEPTH_SCORE_CAP * pnp_inlier_ratio * vote_inlier_ratio`` (never above the cap).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from pose_ros.core.camera import PinholeCamera
+from pose_ros.objects.covariance import fuse_icp_covariance
+from pose_ros.objects.pnp import PnpConfig, solve_pnp
+from pose_ros.objects.voting import VotingConfig, split_instances, vote_keypoints
+
+__all__ = ["PoseResult", "PoseStats", "PoseEstimator", "EstimatorInputError", "NO_DEPTH_SCORE_CAP",
+           "load_meshes_for_model"]
+
+log = logging.getLogger(__name__)
+
+NO_DEPTH_SCORE_CAP = 0.5
+
+
+class EstimatorInputError(ValueError):
+    """Invalid arguments to PoseEstimator.estimate (shapes, dtypes, camera/image mismatch)."""
+
+
+@dataclass
+class PoseStats:
+    pnp_inliers: int = 0
+    pnp_keypoints: int = 0
+    reprojection_error_px: float = float("nan")
+    vote_inlier_ratio: float = 0.0
+    mask_pixels: int = 0                   # instance pixels at the network output resolution
+    icp_applied: bool = False
+    icp_fitness: float = 0.0
+    icp_rmse_m: float = float("inf")
+    icp_iterations: int = 0
+    icp_correction_translation_m: float = 0.0
+    icp_correction_rotation_rad: float = 0.0
+    icp_reason: str = ""
+    depth_agreement: float = float("nan")
+    source: str = "network"               # "network" | "tracking"
+    time_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PoseResult:
+    class_name: str
+    class_id: int                         # 1-based index into the model file's objects
+    obj_id: int
+    instance_id: int
+    T_cam_obj: np.ndarray                 # 4x4, metres
+    score: float                          # [0,1]
+    covariance: np.ndarray                # 6x6 (module doc)
+    stats: PoseStats
+    T_pnp_cam_obj: np.ndarray | None = None   # pose before ICP
+    keypoints_uv: np.ndarray | None = None    # (K+1,2) voted keypoints, image pixels
+    mask: np.ndarray | None = field(default=None, repr=False)   # (H,W) bool instance mask, image pixels
+
+
+def load_meshes_for_model(meshes: Any, obj_ids: Iterable[int]) -> list[Any]:
+    """ObjectModels from a list, a meshes/ folder (object.yaml) or a BOP models folder."""
+    from pose_ros.core.object_model import load_bop_models, load_object_dir
+
+    if meshes is None:
+        return []
+    if isinstance(meshes, (str, Path)):
+        p = Path(meshes)
+        if (p / "models_info.json").is_file():
+            return load_bop_models(p, [i for i in obj_ids])
+        return load_object_dir(p)
+    return list(meshes)
+
+
+class PoseEstimator:
+    """RGB-D -> list[PoseResult] for every enabled class and instance (see module doc)."""
+
+    def __init__(self, model_file: str | Path, meshes: Any = None, device: str = "cpu", use_icp: bool = True,
+                 score_threshold: float = 0.3, icp_config: Any = None, pnp_config: PnpConfig | None = None,
+                 voting_config: VotingConfig | None = None, min_instance_pixels: int = 12,
+                 allow_mesh_mismatch: bool = False, threads: int | None = None, seed: int = 0):
+        import torch
+
+        from pose_ros.objects.model_file import check_meshes, load_model_file
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.loaded = load_model_file(model_file, device=device)
+        self.device = device
+        self.net = self.loaded.network
+        self.cfg = self.loaded.config
+        self.objects = self.loaded.objects
+        models = load_meshes_for_model(meshes, [o.obj_id for o in self.objects])
+        self.models: dict[int, Any] = check_meshes(self.loaded, models, allow_mismatch=allow_mesh_mismatch) if models else {}
+        missing = [o.name for i, o in enumerate(self.objects) if i + 1 not in self.models]
+        if missing and use_icp:
+            log.warning("no mesh for %s: ICP and depth scoring disabled for them", missing)
+        self.use_icp = bool(use_icp)
+        if not 0.0 <= float(score_threshold) <= 1.0:
+            raise ValueError(f"score_threshold must be in [0,1]; got {score_threshold}")
+        self.score_threshold = float(score_threshold)
+        if icp_config is None:
+            from pose_ros.objects.icp import IcpConfig
+            icp_config = IcpConfig()
+        self.icp_config = icp_config
+        self.pnp_config = pnp_config or PnpConfig()
+        self.voting_config = voting_config or VotingConfig()
+        self.min_instance_pixels = int(min_instance_pixels)
+        self.rng = np.random.default_rng(seed)
+        self.drops: Counter[str] = Counter()
+        self.last_timing_ms: dict[str, float] = {}
+        self._next_instance = 0
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def class_names(self) -> list[str]:
+        return [o.name for o in self.objects]
+
+    def _resolve_classes(self, enabled: Iterable[str | int] | None) -> set[int]:
+        if enabled is None:
+            return set(range(1, len(self.objects) + 1))
+        return {self.loaded.class_id(e) for e in enabled}
+
+    def _check_inputs(self, rgb: Any, depth_m: Any, camera: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        if not isinstance(camera, PinholeCamera):
+            raise EstimatorInputError(f"camera must be a PinholeCamera; got {type(camera).__name__} "
+                                      "(build one from camera_info K, width, height)")
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise EstimatorInputError(f"rgb must be (H,W,3); got shape {rgb.shape}")
+        if rgb.dtype != np.uint8:
+            raise EstimatorInputError(f"rgb must be uint8 RGB; got {rgb.dtype} (convert with (img*255).astype(np.uint8))")
+        if rgb.shape[:2] != (camera.height, camera.width):
+            raise EstimatorInputError(f"rgb is {rgb.shape[1]}x{rgb.shape[0]} but the camera is {camera.width}x{camera.height}; "
+                                      "use the camera_info of this image (or camera.scaled())")
+        if depth_m is None:
+            return rgb, None
+        d = np.asarray(depth_m)
+        if d.shape != rgb.shape[:2]:
+            raise EstimatorInputError(f"depth_m shape {d.shape} must match rgb {rgb.shape[:2]}; register depth to colour first")
+        if not np.issubdtype(d.dtype, np.floating):
+            raise EstimatorInputError(f"depth_m must be float metres; got {d.dtype} (16UC1 mm: multiply by 0.001)")
+        d = np.where(np.isfinite(d) & (d > 0), d, 0.0).astype(np.float32)
+        return rgb, d
+
+    def _letterbox(self, rgb: np.ndarray, depth: np.ndarray | None) -> tuple[np.ndarray, float, tuple[int, int]]:
+        import cv2
+
+        from pose_ros.objects.network import RGB_MEAN, RGB_STD, depth_channel
+
+        Wn, Hn = self.cfg.input_width, self.cfg.input_height
+        H, W = rgb.shape[:2]
+        s = min(Wn / W, Hn / H)
+        w, h = max(1, min(Wn, int(round(W * s)))), max(1, min(Hn, int(round(H * s))))
+        img = rgb if (w, h) == (W, H) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        x = np.zeros((self.cfg.in_channels, Hn, Wn), np.float32)
+        xi = (img.astype(np.float32) / 255.0 - np.asarray(RGB_MEAN, np.float32)) / np.asarray(RGB_STD, np.float32)
+        x[:3, :h, :w] = xi.transpose(2, 0, 1)
+        if self.cfg.use_depth:
+            x[3, :h, :w] = depth_channel(depth, w, h)
+        return x, s, (w, h)
+
+    # ------------------------------------------------------------------ main entry
+    def estimate(self, rgb: np.ndarray, depth_m: np.ndarray | None, camera: PinholeCamera,
+                 enabled_classes: Iterable[str | int] | None = None, prev: Sequence[PoseResult] | None = None,
+                 ) -> list[PoseResult]:
+        """Poses of all enabled objects in one frame; ``prev`` keeps instance ids stable across frames."""
+        import cv2
+        import torch
+
+        from pose_ros.objects.network import CENTRE_OFFSET_SCALE_PX, split_vector_channels
+
+        t_all = time.perf_counter()
+        rgb, depth = self._check_inputs(rgb, depth_m, camera)
+        classes = self._resolve_classes(enabled_classes)
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        x, s, (w_c, h_c) = self._letterbox(rgb, depth)
+        timing["preprocess"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = self.net(torch.from_numpy(x)[None].to(self.device))
+        seg = out["seg"][0].float().cpu().numpy()
+        vec = split_vector_channels(out["vec"], self.cfg.num_classes, self.cfg.num_keypoints)[0].float().cpu().numpy()
+        ctr = out["centre"][0].float().cpu().numpy()
+        timing["network"] = (time.perf_counter() - t0) * 1e3
+
+        t0 = time.perf_counter()
+        st = self.cfg.output_stride
+        ho, wo = int(np.ceil(h_c / st)), int(np.ceil(w_c / st))
+        class_map = seg.argmax(0)[:ho, :wo]
+        for c in range(1, self.cfg.num_classes + 1):
+            if c not in classes:
+                class_map[class_map == c] = 0
+        gv, gu = np.mgrid[0:ho, 0:wo]
+        votes = np.stack([gu + ctr[0, :ho, :wo] * CENTRE_OFFSET_SCALE_PX,
+                          gv + ctr[1, :ho, :wo] * CENTRE_OFFSET_SCALE_PX], -1)
+        instances = split_instances(class_map, votes, min_pixels=self.min_instance_pixels)
+        timing["instances"] = (time.perf_counter() - t0) * 1e3
+
+        has_depth = depth is not None and bool(np.any(depth > 0))
+        results: list[PoseResult] = []
+        acc = Counter()
+        for cls, m_out in instances:
+            spec = self.objects[cls - 1]
+            model = self.models.get(cls)
+            stats = PoseStats(mask_pixels=int(m_out.sum()))
+            tv = time.perf_counter()
+            vs, us = np.nonzero(m_out)
+            v = vec[cls - 1][:, :, vs, us].transpose(2, 0, 1)
+            vr = vote_keypoints(np.stack([us, vs], 1).astype(np.float64), v, self.voting_config, self.rng)
+            f = st / s                                         # output px -> image px
+            kp_uv = (vr.keypoints_uv + 0.5) * f - 0.5
+            kp_cov = vr.covariance * f * f
+            stats.vote_inlier_ratio = float(vr.inlier_ratio[vr.valid].mean()) if vr.valid.any() else 0.0
+            acc["voting"] += (time.perf_counter() - tv) * 1e3
+            tp = time.perf_counter()
+            pnp = solve_pnp(spec.keypoints_m, kp_uv, camera, kp_cov, vr.valid, spec.diameter_m, self.pnp_config)
+            acc["pnp"] += (time.perf_counter() - tp) * 1e3
+            stats.pnp_keypoints = pnp.num_keypoints_used
+            stats.pnp_inliers = int(len(pnp.inliers))
+            stats.reprojection_error_px = pnp.reprojection_error_px
+            if not pnp.ok:
+                self.drops[f"pnp:{pnp.reason.split(' ')[0]}"] += 1
+                continue
+            T = pnp.T_cam_obj
+            cov = pnp.covariance if pnp.covariance is not None else np.eye(6)
+            mask_img = cv2.resize(m_out[:ho, :wo].astype(np.uint8), (int(round(wo * f)), int(round(ho * f))),
+                                  interpolation=cv2.INTER_NEAREST)
+            mask = np.zeros((camera.height, camera.width), bool)
+            hh, ww = min(camera.height, mask_img.shape[0]), min(camera.width, mask_img.shape[1])
+            mask[:hh, :ww] = mask_img[:hh, :ww] > 0
+            inlier_ratio = stats.pnp_inliers / max(1, len(spec.keypoints_m))
+            depth_here = has_depth and bool(np.count_nonzero(depth[mask] > 0) >= 20)
+            ti = time.perf_counter()
+            if self.use_icp and model is not None and depth_here:
+                from pose_ros.objects.icp import refine_pose_icp
+
+                icp = refine_pose_icp(model, T, depth, camera, mask=mask, config=self.icp_config)
+                stats.icp_applied = bool(icp.applied)
+                stats.icp_fitness = float(icp.fitness)
+                stats.icp_rmse_m = float(icp.inlier_rmse_m)
+                stats.icp_iterations = int(icp.iterations)
+                stats.icp_correction_translation_m = float(icp.correction_translation_m)
+                stats.icp_correction_rotation_rad = float(icp.correction_rotation_rad)
+                stats.icp_reason = icp.reason
+                if icp.applied:
+                    T = icp.T_cam_obj
+                    cov = fuse_icp_covariance(cov, icp.inlier_rmse_m, spec.diameter_m)
+                else:
+                    self.drops[f"icp_not_applied:{icp.reason.split(' (')[0][:40]}"] += 1
+            acc["icp"] += (time.perf_counter() - ti) * 1e3
+            tsc = time.perf_counter()
+            if model is not None and depth_here:
+                from pose_ros.objects.scoring import mask_depth_agreement, pose_score
+
+                agree = mask_depth_agreement(model, T, depth, camera, mask=mask)
+                stats.depth_agreement = float(agree)
+                score = pose_score(agree, stats.icp_fitness if stats.icp_applied else None,
+                                   float(np.clip(inlier_ratio, 0, 1)))
+            else:
+                score = NO_DEPTH_SCORE_CAP * inlier_ratio * max(stats.vote_inlier_ratio, 0.0)
+            acc["scoring"] += (time.perf_counter() - tsc) * 1e3
+            if score < self.score_threshold:
+                self.drops["low_score"] += 1
+                continue
+            results.append(PoseResult(spec.name, cls, spec.obj_id, -1, T, float(score), cov, stats,
+                                      T_pnp_cam_obj=pnp.T_cam_obj, keypoints_uv=kp_uv, mask=mask))
+        results = self._suppress_duplicates(results)
+        self._assign_ids(results, prev)
+        timing.update({k: float(v) for k, v in acc.items()})
+        for k in ("voting", "pnp", "icp", "scoring"):
+            timing.setdefault(k, 0.0)
+        timing["total"] = (time.perf_counter() - t_all) * 1e3
+        for r in results:
+            r.stats.time_ms = dict(timing)
+        self.last_timing_ms = timing
+        return results
+
+    def _suppress_duplicates(self, results: list[PoseResult]) -> list[PoseResult]:
+        """Same class, centres closer than a third of the diameter: keep the higher score."""
+        results = sorted(results, key=lambda r: -r.score)
+        keep: list[PoseResult] = []
+        for r in results:
+            d = self.objects[r.class_id - 1].diameter_m
+            if any(k.class_id == r.class_id and np.linalg.norm(k.T_cam_obj[:3, 3] - r.T_cam_obj[:3, 3]) < d / 3
+                   for k in keep):
+                self.drops["duplicate"] += 1
+                continue
+            keep.append(r)
+        return keep
+
+    def _assign_ids(self, results: list[PoseResult], prev: Sequence[PoseResult] | None) -> None:
+        """Inherit ids from the nearest previous result of the same class (within half a diameter)."""
+        used: set[int] = set()
+        for r in results:
+            best, best_d = None, np.inf
+            for p in prev or ():
+                if p.class_id != r.class_id or p.instance_id in used or p.instance_id < 0:
+                    continue
+                d = float(np.linalg.norm(p.T_cam_obj[:3, 3] - r.T_cam_obj[:3, 3]))
+                if d < best_d:
+                    best, best_d = p, d
+            if best is not None and best_d < 0.5 * self.objects[r.class_id - 1].diameter_m:
+                r.instance_id = best.instance_id
+                used.add(best.instance_id)
+        taken = {p.instance_id for p in prev or ()} | used
+        for r in results:
+            if r.instance_id < 0:
+                while self._next_instance in taken:
+                    self._next_instance += 1
+                r.instance_id = self._next_instance
+                taken.add(self._next_instance)
+                self._next_instance += 1
