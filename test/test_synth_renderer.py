@@ -196,3 +196,18 @@ def test_bad_input_and_out_of_view(renderer, demo_models):
     assert np.all(behind.depth_m == 0)
     empty = renderer.render([], background=GREY)
     assert empty.visible_fraction.shape == (0,) and np.all(empty.rgb == 0)
+
+
+def test_lens_distortion_is_honoured(demo_models):
+    """With a distorted camera the render agrees with PinholeCamera.project (which distorts)."""
+    cam = PinholeCamera(CAM.K, 640, 480, dist_coeffs=np.array([-0.25, 0.08, 0.001, -0.001, 0.0]))
+    box = demo_models["box"]
+    T = make_T(R_from_axis_angle(np.array([1.0, 0.3, 0.0]), 2.0), [0.17, 0.12, 0.5])  # off-centre: strong distortion
+    res = RgbdRenderer(cam).render([(box, T)], background=GREY)
+    pts = transform_points(T, box.points_m)
+    nrm = box.normals @ T[:3, :3].T
+    front = np.einsum("ij,ij->i", nrm, pts) < -0.05 * np.linalg.norm(pts, axis=1)
+    uv_d = np.rint(cam.project(pts[front])).astype(int)
+    uv_p = np.rint(CAM.project(pts[front])).astype(int)
+    assert np.median(np.linalg.norm(uv_d - uv_p, axis=1)) > 5  # distortion really moves the points
+    assert (res.instance_mask[uv_d[:, 1], uv_d[:, 0]] == 0).mean() >= 0.99

@@ -101,8 +101,8 @@ def view_angle_rad(normals_cam: np.ndarray, K: np.ndarray | None = None) -> np.n
         y = (np.arange(H, dtype=np.float32) - K[1, 2]) / K[1, 1]
         inv = 1.0 / np.sqrt(1.0 + x[None, :] ** 2 + y[:, None] ** 2)
         cos = np.abs(n[..., 0] * x[None, :] + n[..., 1] * y[:, None] + n[..., 2]) * inv
-    norm = np.linalg.norm(n, axis=-1)
-    cos = np.where(norm > 1e-6, cos / np.maximum(norm, 1e-6), 1.0)
+    norm = np.sqrt(n[..., 0] * n[..., 0] + n[..., 1] * n[..., 1] + n[..., 2] * n[..., 2])  # cheaper than linalg.norm
+    cos = np.where(norm > 1e-6, cos / np.maximum(norm, np.float32(1e-6)), np.float32(1.0))
     return np.arccos(np.clip(cos, 0.0, 1.0))
 
 
