@@ -72,3 +72,14 @@ def test_bad_input(models):
         SyntheticSceneStream([], CAM)
     with pytest.raises(ValueError, match="finite"):
         SyntheticSceneStream(models, CAM).frame(float("nan"))
+
+
+def test_camera_never_enters_the_occluder(stream):
+    from pose_ros.core.transforms import invert_T
+
+    for t in np.arange(0.0, 60.0, 0.25):
+        eye = invert_T(stream.camera_pose(t))[:3, 3]
+        T_arm = stream.arm_pose(t)
+        assert eye[2] > 0.3
+        if T_arm is not None:
+            assert T_arm[2, 3] + 0.025 < eye[2]

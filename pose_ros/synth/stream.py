@@ -60,7 +60,7 @@ class SyntheticSceneStream:
         self._table_tex = layout.table.texture if layout.table is not None else None
         self._table_size = sampler.table_size_xy_m
         self._az0 = rng.uniform(0, 2 * np.pi)
-        self._el0 = np.deg2rad(rng.uniform(40, 55))
+        self._el0 = np.deg2rad(rng.uniform(45, 55))
         self._phase = rng.uniform(0, 2 * np.pi, 4)
         from pose_ros.synth.backgrounds import random_background
 
@@ -71,16 +71,19 @@ class SyntheticSceneStream:
 
     @staticmethod
     def _arm_mesh() -> trimesh.Trimesh:
-        m = trimesh.creation.box(extents=[0.07, 0.45, 0.07])
+        m = trimesh.creation.box(extents=[0.05, 0.45, 0.05])
         m.visual = trimesh.visual.ColorVisuals(m, vertex_colors=np.tile([200, 160, 130, 255], (len(m.vertices), 1)))
         return m
 
     def camera_pose(self, t_s: float) -> np.ndarray:
-        """T_cam_table at time t: orbit + elevation/distance/look-at drift (all smooth)."""
+        """T_cam_table at time t: orbit + elevation/distance/look-at drift (all smooth).
+
+        Camera height stays >= 0.55 m * sin(35 deg) = 0.315 m, above the sweeping arm (top at
+        0.285 m), which itself clears the tallest demo object (bottle, 0.22 m)."""
         p = self._phase
         az = self._az0 + 2 * np.pi * t_s / self.ORBIT_PERIOD_S
-        el = self._el0 + np.deg2rad(12.0) * np.sin(2 * np.pi * t_s / 23.0 + p[0])
-        dist = 0.65 + 0.15 * np.sin(2 * np.pi * t_s / 31.0 + p[1])
+        el = self._el0 + np.deg2rad(10.0) * np.sin(2 * np.pi * t_s / 23.0 + p[0])
+        dist = 0.65 + 0.10 * np.sin(2 * np.pi * t_s / 31.0 + p[1])
         target = np.array([0.14 * np.sin(2 * np.pi * t_s / 17.0 + p[2]),
                            0.14 * np.sin(2 * np.pi * t_s / 29.0 + p[3]), 0.03])
         roll = np.deg2rad(5.0) * np.sin(2 * np.pi * t_s / 13.0)
@@ -92,7 +95,7 @@ class SyntheticSceneStream:
         if not self._occluder or s > 0.6:
             return None
         x = -0.5 + s / 0.6 * 1.0
-        return make_T(np.eye(3), [x, 0.02 * np.sin(7 * t_s), 0.30])
+        return make_T(np.eye(3), [x, 0.02 * np.sin(7 * t_s), 0.26])
 
     def frame(self, t_s: float) -> tuple[RenderResult, np.ndarray, list[GroundTruthObject]]:
         """Render the scene at time ``t_s`` (seconds); depth is noisy when noise was enabled."""
