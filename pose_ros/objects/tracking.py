@@ -1,0 +1,141 @@
+"""Tracking mode: refine last frame's poses with ICP on the new depth, re-detect only when needed.
+
+Why: between consecutive frames objects move little, so ICP from the previous pose is cheaper
+than the network + voting + PnP and gives temporally stable poses and instance ids. A track is
+*lost* when its score or its ICP fitness drops (occlusion, fast motion, object removed); then the
+full estimator runs in the same frame, with the surviving tracks passed as ``prev`` so that
+re-detected objects keep their ids. The network also runs every ``redetect_every`` frames to
+pick up objects that entered the view.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Iterable
+
+import numpy as np
+
+from pose_ros.core.camera import PinholeCamera
+from pose_ros.objects.covariance import icp_covariance
+from pose_ros.objects.estimator import PoseEstimator, PoseResult, PoseStats
+
+__all__ = ["TrackingConfig", "PoseTracker"]
+
+
+@dataclass
+class TrackingConfig:
+    min_score: float = 0.4              # tracked pose below this score -> lost
+    max_fitness_drop: float = 0.35      # fitness below (1 - this) x the fitness when (re)detected -> lost
+    redetect_every: int = 15            # run the network at least every N frames (new objects)
+    max_translation_step_m: float = 0.05   # per-frame ICP correction above this -> lost (jump)
+
+    def __post_init__(self) -> None:
+        if self.redetect_every < 1:
+            raise ValueError(f"redetect_every must be >= 1; got {self.redetect_every}")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score must be in [0,1]; got {self.min_score}")
+
+
+@dataclass
+class _Track:
+    result: PoseResult
+    ref_fitness: float
+    age: int = 0
+
+
+class PoseTracker:
+    """Stateful wrapper around a PoseEstimator (one per camera stream)."""
+
+    def __init__(self, estimator: PoseEstimator, config: TrackingConfig | None = None):
+        self.est = estimator
+        self.cfg = config or TrackingConfig()
+        self.tracks: list[_Track] = []
+        self.frame = 0
+        self.since_detect = 0
+        self.counters = {"detect": 0, "tracked": 0, "lost": 0}
+        self.last_lost_reasons: list[str] = []
+
+    def reset(self) -> None:
+        """Forget all tracks (e.g. the ROS 'reset tracking' service)."""
+        self.tracks = []
+        self.since_detect = 0
+
+    def update(self, rgb: np.ndarray, depth_m: np.ndarray | None, camera: PinholeCamera,
+               enabled_classes: Iterable[str | int] | None = None) -> list[PoseResult]:
+        rgb, depth = self.est._check_inputs(rgb, depth_m, camera)
+        enabled = self.est._resolve_classes(enabled_classes)
+        self.frame += 1
+        self.last_lost_reasons = []
+        can_track = depth is not None and bool(np.any(depth > 0))
+        need_detect = (not self.tracks or not can_track or self.since_detect + 1 >= self.cfg.redetect_every)
+        kept: list[_Track] = []
+        if not need_detect:
+            for tr in self.tracks:
+                if tr.result.class_id not in enabled:
+                    continue
+                new = self._track_one(tr, depth, camera)
+                if new is None:
+                    need_detect = True
+                else:
+                    kept.append(new)
+        if need_detect:
+            prev = [t.result for t in self.tracks]
+            results = self.est.estimate(rgb, depth, camera, enabled_classes=enabled, prev=prev)
+            self.counters["detect"] += 1
+            self.since_detect = 0
+            by_id = {t.result.instance_id: t for t in kept}
+            new_tracks = []
+            for r in results:
+                fit = r.stats.icp_fitness if r.stats.icp_applied else 0.0
+                old = by_id.pop(r.instance_id, None)
+                new_tracks.append(_Track(r, fit if fit > 0 else (old.ref_fitness if old else 0.0),
+                                         (old.age + 1) if old else 0))
+            # Tracked objects the network missed this frame (e.g. heavily occluded) stay tracked.
+            new_tracks.extend(by_id.values())
+            self.tracks = new_tracks
+        else:
+            self.since_detect += 1
+            self.counters["tracked"] += len(kept)
+            self.tracks = kept
+        return [t.result for t in self.tracks]
+
+    def _track_one(self, tr: _Track, depth: np.ndarray, camera: PinholeCamera) -> _Track | None:
+        from pose_ros.objects.icp import refine_pose_icp
+        from pose_ros.objects.scoring import mask_depth_agreement, pose_score
+
+        t0 = time.perf_counter()
+        r = tr.result
+        model = self.est.models.get(r.class_id)
+        if model is None:
+            self._lost("no mesh for ICP")
+            return None
+        icp = refine_pose_icp(model, r.T_cam_obj, depth, camera, mask=None, config=self.est.icp_config)
+        if not icp.applied:
+            self._lost(f"icp: {icp.reason}")
+            return None
+        if icp.correction_translation_m > self.cfg.max_translation_step_m:
+            self._lost(f"jump {icp.correction_translation_m:.3f} m")
+            return None
+        if tr.ref_fitness > 0 and icp.fitness < (1.0 - self.cfg.max_fitness_drop) * tr.ref_fitness:
+            self._lost(f"fitness drop {tr.ref_fitness:.2f} -> {icp.fitness:.2f}")
+            return None
+        agree = mask_depth_agreement(model, icp.T_cam_obj, depth, camera)
+        score = pose_score(agree, icp.fitness, None)
+        if score < self.cfg.min_score:
+            self._lost(f"score {score:.2f}")
+            return None
+        spec = self.est.objects[r.class_id - 1]
+        stats = PoseStats(icp_applied=True, icp_fitness=float(icp.fitness), icp_rmse_m=float(icp.inlier_rmse_m),
+                          icp_iterations=int(icp.iterations),
+                          icp_correction_translation_m=float(icp.correction_translation_m),
+                          icp_correction_rotation_rad=float(icp.correction_rotation_rad), icp_reason=icp.reason,
+                          depth_agreement=float(agree), source="tracking",
+                          time_ms={"icp": (time.perf_counter() - t0) * 1e3})
+        new = replace(r, T_cam_obj=icp.T_cam_obj, score=float(score),
+                      covariance=icp_covariance(icp.inlier_rmse_m, spec.diameter_m), stats=stats,
+                      T_pnp_cam_obj=None, keypoints_uv=None, mask=None)
+        return _Track(new, tr.ref_fitness if tr.ref_fitness > 0 else float(icp.fitness), tr.age + 1)
+
+    def _lost(self, reason: str) -> None:
+        self.counters["lost"] += 1
+        self.last_lost_reasons.append(reason)
