@@ -252,3 +252,41 @@ def test_out_of_range_filter_parameter_is_refused_at_startup(ros):
     with pytest.raises(InvalidParameterValueException, match="decimation_filter.filter_magnitude"):
         RealSenseCameraNode(device=sw.device,
                             parameter_overrides=size_params(**{"decimation_filter.filter_magnitude": 20}))
+
+
+def test_node_plays_a_realsense_recording_and_loops(ros, tmp_path):
+    """playback_file: frames recorded with librealsense's recorder come back over DDS, looping at the end."""
+    import pyrealsense2 as rs
+
+    from pose_ros.sensors.realsense_device import CaptureSettings, RealSenseCapture, StreamRequest
+
+    sw = SoftwareRealSense(COLOR_CAM, DEPTH_CAM)
+    path = tmp_path / "recording.db3"  # librealsense >= 2.56 records ROS 2 .db3 (older: .bag)
+    recorder = rs.recorder(str(path), sw.device)
+    settings = CaptureSettings(color=StreamRequest(128, 96, 30), depth=StreamRequest(112, 80, 30),
+                               align_depth=False)
+    cap = RealSenseCapture(recorder, settings).start()
+    recorded = []
+    for _ in range(12):
+        sw.push(*content(sw.frame_number))
+        f = cap.read(0.3)
+        if f is not None:
+            recorded.append(f.frame_number)
+    cap.stop()
+    del cap, recorder  # closes the file
+    assert len(recorded) >= 8 and path.stat().st_size > 0
+
+    listener = Listener({COLOR_TOPIC: Image, RAW_DEPTH: Image})
+    ros(listener.node)
+    node = ros(RealSenseCameraNode(parameter_overrides=size_params(
+        playback_file=str(path), align_depth=False, playback_realtime=True)))
+    msgs = listener.wait(COLOR_TOPIC, len(recorded) + 4, timeout_s=20)
+    numbers = [frame_number_of(image_to_numpy(m)) for m in msgs]
+    assert set(numbers) <= set(range(sw.frame_number)) and len(set(numbers)) >= len(recorded) - 2
+    for m in msgs[:5]:
+        rgb = image_to_numpy(m)
+        np.testing.assert_array_equal(rgb, content(frame_number_of(rgb))[0])
+    assert node.supervisor.stats.opens >= 2, "the end of the recording must be followed by a reopen (loop)"
+    depths = listener.wait(RAW_DEPTH, 3)
+    assert depths and (depths[0].width, depths[0].height) == (DEPTH_CAM.width, DEPTH_CAM.height)
+    assert depths[0].header.stamp.sec > 0  # recorded device times are mapped onto ROS time

@@ -70,8 +70,8 @@ PARAMETERS = [
     ParamSpec("frame_timeout_s", 1.0, "wait per frameset before counting a timeout", min=0.05, max=60.0),
     ParamSpec("max_timeouts", 3, "consecutive timeouts before the device counts as lost and is reopened",
               min=1, max=1000),
-    ParamSpec("playback_file", "", "RealSense .bag to play (pyrealsense2 playback) instead of a device"),
-    ParamSpec("playback_realtime", True, "play the .bag at recorded speed (false = as fast as consumed)"),
+    ParamSpec("playback_file", "", "RealSense recording (.bag; .db3 from librealsense >= 2.56) to play instead of a device; loops at the end"),
+    ParamSpec("playback_realtime", True, "play the recording at recorded speed (false = as fast as consumed)"),
 ]
 
 

@@ -188,12 +188,16 @@ def find_device(serial_no: str = "", ctx: Any | None = None) -> Any:
 
 
 def open_playback(path: str, realtime: bool = True, ctx: Any | None = None) -> Any:
-    """A playback device for a RealSense ``.bag`` file (recorded by the RealSense Viewer / SDK)."""
+    """A playback device for a RealSense recording (``.bag``; ``.db3`` from librealsense >= 2.56)."""
     import os
 
     if not os.path.isfile(path):
         raise DeviceNotFoundError(f"playback_file {path!r} does not exist; give the path of a RealSense .bag recording")
     ctx = ctx if ctx is not None else _rs().context()
+    try:  # reopening (the loop at the end of a recording) needs the previous instance gone
+        ctx.unload_device(path)
+    except RuntimeError:
+        pass
     try:
         dev = ctx.load_device(path)
     except RuntimeError as exc:
