@@ -269,6 +269,8 @@ class ObjectModel:
     normals: np.ndarray
     keypoints_m: np.ndarray
     symmetry: ObjectSymmetry = field(default_factory=ObjectSymmetry)
+    source_path: str = ""            # mesh file it was loaded from ("" if built in memory)
+    source_scale: float = 1.0        # metres per unit of that file (RViz mesh markers need it)
 
     @property
     def is_symmetric(self) -> bool:
@@ -381,7 +383,8 @@ def load_object_model(path: str | Path, units: str = "m", name: str | None = Non
     keypoints_m = np.vstack([points_m[kp_idx], centre[None, :]])
     return ObjectModel(name=name or path.stem, obj_id=int(obj_id), mesh=mesh, diameter_m=float(diameter_m),
                        points_m=points_m, normals=normals, keypoints_m=keypoints_m,
-                       symmetry=symmetry if symmetry is not None else ObjectSymmetry())
+                       symmetry=symmetry if symmetry is not None else ObjectSymmetry(),
+                       source_path=str(path.resolve()), source_scale=float(scale))
 
 
 # ----------------------------------------------------------------------------- collections

@@ -44,8 +44,13 @@ from pose_ros.nodes.topics import COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC
 from pose_ros.srv import SetObjectEnabled
 
 PARAMETERS = [
-    ParamSpec("model_file", "models/demo_objects.pt", "trained model file (pose-ros train); relative = package share"),
-    ParamSpec("meshes_dir", "", "meshes for ICP/markers; empty = the mesh paths recorded in the model file"),
+    ParamSpec("model_file", "models/demo_objects.pt",
+              "trained model file (pose-ros train); relative = package share; empty = depth-only refinement "
+              "of poses from init_poses_topic"),
+    ParamSpec("meshes_dir", "", "meshes for ICP/markers: meshes/<name>/object.yaml or a BOP models/ dir (mm); "
+              "empty = the mesh paths recorded in the model file"),
+    ParamSpec("init_poses_topic", "", "initial poses (pose_ros/ObjectPoseArray) to refine on depth when "
+              "model_file is empty, e.g. from another detector"),
     ParamSpec("enabled_objects", [], "object names to estimate; empty = all objects in the model"),
     ParamSpec("score_threshold", 0.3, "poses scoring below this are not published", min=0.0, max=1.0),
     ParamSpec("use_icp", True, "refine poses with ICP on the depth image"),
@@ -69,6 +74,12 @@ CLASS_COLOURS = [(0.9, 0.3, 0.2), (0.2, 0.7, 0.3), (0.2, 0.4, 0.9), (0.9, 0.8, 0
                  (0.2, 0.8, 0.8), (0.9, 0.5, 0.1), (0.5, 0.5, 0.5)]
 
 
+def _finite(x: float, default: float = 0.0) -> float:
+    """Message fields get 0 instead of NaN/inf (e.g. no ICP ran): consumers gate on icp_applied."""
+    x = float(x)
+    return x if np.isfinite(x) else default
+
+
 class ObjectPoseNode(Node):
     def __init__(self) -> None:
         super().__init__("object_pose")
@@ -77,7 +88,9 @@ class ObjectPoseNode(Node):
         self._logged_reasons: set[str] = set()
         self.processed = 0
         self.stage_ms: deque[dict] = deque(maxlen=100)
+        self.refiner = None
         self.estimator = self._load_estimator()
+        self._seeds: list = []
         self.enabled = set(self.p["enabled_objects"]) or set(self.estimator.class_names)
         unknown = self.enabled - set(self.estimator.class_names)
         if unknown:
@@ -103,6 +116,8 @@ class ObjectPoseNode(Node):
         self.create_subscription(Image, self.p["color_topic"], lambda m: self._offer(0, m), qos)
         self.create_subscription(Image, self.p["depth_topic"], lambda m: self._offer(1, m), qos)
         self.create_subscription(CameraInfo, self.p["info_topic"], lambda m: self._offer(2, m), qos)
+        if self.p["init_poses_topic"]:
+            self.create_subscription(ObjectPoseArray, self.p["init_poses_topic"], self._on_init_poses, out_qos)
         self.create_service(Trigger, "~/reset_tracking", self._on_reset)
         self.create_service(SetObjectEnabled, "~/set_object_enabled", self._on_set_enabled)
 
@@ -121,9 +136,27 @@ class ObjectPoseNode(Node):
             f"listening on {self.p['color_topic']}")
 
     # ------------------------------------------------------------------ setup
-    def _load_estimator(self):
-        from pose_ros.objects.estimator import PoseEstimator
+    def _load_models(self) -> list:
+        from pose_ros.core.object_model import load_bop_models, load_object_dir
         from pose_ros.resources import resolve
+        root = resolve(self.p["meshes_dir"])
+        if not root.is_dir():
+            raise FileNotFoundError(f"meshes_dir {root} is not a folder")
+        return load_bop_models(root) if (root / "models_info.json").is_file() else load_object_dir(root)
+
+    def _load_estimator(self):
+        from pose_ros.resources import resolve
+
+        if not self.p["model_file"]:
+            if not (self.p["meshes_dir"] and self.p["init_poses_topic"]):
+                raise ValueError("model_file is empty: depth-only refinement needs meshes_dir and init_poses_topic")
+            from pose_ros.objects.depth_refiner import DepthRefiner
+            self.model_path = None
+            self.refiner = DepthRefiner(self._load_models(), use_icp=bool(self.p["use_icp"]),
+                                        score_threshold=float(self.p["score_threshold"]))
+            self._models_by_name = dict(self.refiner.models)
+            return self.refiner
+        from pose_ros.objects.estimator import PoseEstimator
 
         path = resolve(self.p["model_file"])
         if not path.is_file():
@@ -133,10 +166,14 @@ class ObjectPoseNode(Node):
         self.model_path = path
         kwargs = {"use_icp": bool(self.p["use_icp"]), "score_threshold": float(self.p["score_threshold"]),
                   "device": self.p["device"]}
+        if self.p["device"] == "auto":
+            import torch
+            kwargs["device"] = "cuda" if torch.cuda.is_available() else "cpu"
         if self.p["meshes_dir"]:
-            from pose_ros.core.object_model import load_object_dir
-            kwargs["meshes"] = load_object_dir(resolve(self.p["meshes_dir"]))
+            kwargs["meshes"] = self._load_models()
         estimator = PoseEstimator(path, **kwargs)
+        self._models_by_name = {o.name: estimator.models[i + 1] for i, o in enumerate(estimator.objects)
+                                if (i + 1) in estimator.models}
         if hasattr(estimator, "icp_config") and estimator.icp_config is not None:
             cfg = estimator.icp_config
             coarse = float(self.p["icp_max_correspondence_m"])
@@ -163,6 +200,17 @@ class ObjectPoseNode(Node):
         if index == 2:
             self._last_info_ns = time.monotonic_ns()
         self.sync.add(index, stamp_to_ns(msg.header.stamp), msg)
+
+    def _on_init_poses(self, msg: ObjectPoseArray) -> None:
+        from pose_ros.nodes.ros_conversions import pose_to_T
+        from pose_ros.objects.depth_refiner import PoseSeed
+        seeds = []
+        for o in msg.objects:
+            try:
+                seeds.append(PoseSeed(o.class_name, o.instance_id, pose_to_T(o.pose.pose)))
+            except ValueError as exc:
+                self._drop("bad initial pose", str(exc))
+        self._seeds = seeds
 
     def _on_frame(self, colour: Image, depth: Image, info: CameraInfo) -> None:
         with self._pending_lock:
@@ -232,7 +280,16 @@ class ObjectPoseNode(Node):
             self._reset_requested = False
         t0 = time.perf_counter()
         prev = self._tracks if self.p["tracking"] else None
-        results = self.estimator.estimate(rgb, depth_m, camera, enabled_classes=sorted(self.enabled), prev=prev)
+        if self.refiner is not None:
+            from pose_ros.objects.depth_refiner import PoseSeed
+            seeds = self._seeds
+            if prev:  # track: start from the last refined poses, keep new seeds for new objects
+                tracked = {(r.class_name, r.instance_id) for r in prev}
+                seeds = [PoseSeed(r.class_name, r.instance_id, r.T_cam_obj) for r in prev] + \
+                        [s for s in seeds if (s.class_name, s.instance_id) not in tracked]
+            results = self.refiner.refine(depth_m, camera, seeds, enabled_classes=sorted(self.enabled))
+        else:
+            results = self.estimator.estimate(rgb, depth_m, camera, enabled_classes=sorted(self.enabled), prev=prev)
         total_ms = (time.perf_counter() - t0) * 1e3
         self._tracks = results if self.p["tracking"] else None
         self.processed += 1
@@ -244,29 +301,19 @@ class ObjectPoseNode(Node):
         msg = ObjectPose(class_name=r.class_name, class_id=int(r.class_id), instance_id=int(r.instance_id),
                          score=float(r.score))
         msg.pose.pose = T_to_pose(r.T_cam_obj)
-        cov = getattr(r, "covariance", None)
-        if cov is not None and np.all(np.isfinite(cov)):
-            msg.pose.covariance = [float(x) for x in np.asarray(cov, dtype=np.float64).ravel()]
-        else:
-            msg.pose.covariance[0] = -1.0
-        s = getattr(r, "stats", None)
-        st = PoseRefinementStats()
-        if s is not None:
-            get = (lambda k, d=0: s.get(k, d)) if isinstance(s, dict) else (lambda k, d=0: getattr(s, k, d))
-            st.source = PoseRefinementStats.SOURCE_TRACKING if get("tracked", False) else PoseRefinementStats.SOURCE_DETECTION
-            st.pnp_num_keypoints = int(get("pnp_num_keypoints"))
-            st.pnp_num_inliers = int(get("pnp_num_inliers"))
-            st.pnp_reprojection_error_px = float(get("pnp_reprojection_error_px"))
-            st.icp_applied = bool(get("icp_applied", False))
-            st.icp_fitness = float(get("icp_fitness"))
-            st.icp_inlier_rmse_m = float(get("icp_inlier_rmse_m"))
-            st.icp_iterations = int(get("icp_iterations"))
-            st.icp_correction_translation_m = float(get("icp_correction_translation_m"))
-            st.icp_correction_rotation_rad = float(get("icp_correction_rotation_rad"))
-            st.mask_depth_agreement = float(get("mask_depth_agreement"))
-            st.time_network_ms = float(get("time_network_ms"))
-            st.time_pnp_ms = float(get("time_pnp_ms"))
-            st.time_icp_ms = float(get("time_icp_ms"))
+        from pose_ros.objects.covariance import to_ros_covariance
+        msg.pose.covariance = to_ros_covariance(r.covariance)
+        s = r.stats
+        t = s.time_ms or {}
+        st = PoseRefinementStats(
+            source=PoseRefinementStats.SOURCE_TRACKING if s.source == "tracking" else PoseRefinementStats.SOURCE_DETECTION,
+            pnp_num_keypoints=int(s.pnp_keypoints), pnp_num_inliers=int(s.pnp_inliers),
+            pnp_reprojection_error_px=_finite(s.reprojection_error_px), icp_applied=bool(s.icp_applied),
+            icp_fitness=_finite(s.icp_fitness), icp_inlier_rmse_m=_finite(s.icp_rmse_m),
+            icp_iterations=int(s.icp_iterations), icp_correction_translation_m=_finite(s.icp_correction_translation_m),
+            icp_correction_rotation_rad=_finite(s.icp_correction_rotation_rad),
+            mask_depth_agreement=_finite(s.depth_agreement), time_network_ms=_finite(t.get("network", 0.0)),
+            time_pnp_ms=_finite(t.get("pnp", 0.0)), time_icp_ms=_finite(t.get("icp", 0.0)))
         msg.refinement = st
         return msg
 
@@ -292,8 +339,12 @@ class ObjectPoseNode(Node):
             self.debug_pub.publish(numpy_to_image(self._debug_image(rgb, camera, results), "rgb8", header))
 
     def _mesh_uri(self, name: str) -> str:
-        path = self.estimator.mesh_path(name) if hasattr(self.estimator, "mesh_path") else None
-        if not path:
+        model = self._models_by_name.get(name)
+        path = getattr(model, "source_path", None) if model is not None else None
+        if not path and self.refiner is None:
+            spec = next((o for o in self.estimator.objects if o.name == name), None)
+            path = spec.mesh_source if spec is not None else None
+        if not path or not Path(path).is_file():
             return ""
         path = Path(path).resolve()
         if self.p["marker_mesh_scheme"] == "package":
@@ -317,10 +368,12 @@ class ObjectPoseNode(Node):
             if uri:
                 mesh.type = Marker.MESH_RESOURCE
                 mesh.mesh_resource = uri
-                mesh.scale.x = mesh.scale.y = mesh.scale.z = 1.0
+                model = self._models_by_name.get(r.class_name)
+                mesh.scale.x = mesh.scale.y = mesh.scale.z = float(model.source_scale) if model is not None else 1.0
+                mesh.mesh_use_embedded_materials = True
             else:
                 mesh.type = Marker.SPHERE
-                d = float(self.estimator.diameter(r.class_name)) if hasattr(self.estimator, "diameter") else 0.1
+                d = self._diameter(r.class_name)
                 mesh.scale.x = mesh.scale.y = mesh.scale.z = d
             mesh.pose = T_to_pose(r.T_cam_obj)
             mesh.color.r, mesh.color.g, mesh.color.b = colour
@@ -344,7 +397,8 @@ class ObjectPoseNode(Node):
         img = np.ascontiguousarray(rgb.copy())
         for r in results:
             colour = tuple(int(255 * c) for c in self.colour_of.get(r.class_name, (0.8, 0.8, 0.8)))
-            pts = self.estimator.model_points(r.class_name) if hasattr(self.estimator, "model_points") else None
+            model = self._models_by_name.get(r.class_name)
+            pts = model.points_m if model is not None else None
             T = np.asarray(r.T_cam_obj)
             if pts is not None and len(pts):
                 cam_pts = pts @ T[:3, :3].T + T[:3, 3]
@@ -353,7 +407,7 @@ class ObjectPoseNode(Node):
                 if ok.sum() >= 3:
                     hull = cv2.convexHull(uv[ok].astype(np.float32)).astype(np.int32)
                     cv2.polylines(img, [hull], True, colour, 2, cv2.LINE_AA)
-            length = 0.5 * (float(self.estimator.diameter(r.class_name)) if hasattr(self.estimator, "diameter") else 0.1)
+            length = 0.5 * self._diameter(r.class_name)
             axes = np.array([[0, 0, 0], [length, 0, 0], [0, length, 0], [0, 0, length]])
             uv = camera.project(axes @ T[:3, :3].T + T[:3, 3])
             if np.all(np.isfinite(uv)):
@@ -363,6 +417,10 @@ class ObjectPoseNode(Node):
                 cv2.putText(img, f"{r.class_name} {r.score:.2f}", (o[0] + 5, o[1] - 5), cv2.FONT_HERSHEY_SIMPLEX,
                             0.5, colour, 1, cv2.LINE_AA)
         return img
+
+    def _diameter(self, name: str) -> float:
+        model = self._models_by_name.get(name)
+        return float(model.diameter_m) if model is not None else 0.1
 
     # ------------------------------------------------------------------ services, diagnostics
     def _on_reset(self, request, response):

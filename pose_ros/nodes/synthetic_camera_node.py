@@ -21,6 +21,7 @@ PARAMETERS = [
     ParamSpec("height", 480, "image height in pixels", min=32, max=4096),
     ParamSpec("fov_x_deg", 69.0, "horizontal field of view (RealSense D435 colour: ~69 deg)", min=10.0, max=150.0),
     ParamSpec("meshes_dir", "", "object meshes folder (meshes/<name>/object.yaml); empty = the demo objects"),
+    ParamSpec("objects", [], "names of the objects to place in the scene; empty = all objects in meshes_dir"),
     ParamSpec("seed", 0, "scene seed: same seed, same scene and motion", min=0, max=2**31 - 1),
     ParamSpec("noise", True, "apply the depth sensor noise model (structured-light-like)"),
     ParamSpec("time_scale", 1.0, "scene seconds per wall-clock second (0 = frozen scene)", min=0.0, max=100.0),
@@ -38,6 +39,12 @@ class SyntheticCameraNode(Node):
 
         mesh_root = resolve(self.p["meshes_dir"]) if self.p["meshes_dir"] else meshes_dir()
         self.models = load_object_dir(mesh_root)
+        if self.p["objects"]:
+            names = {m.name for m in self.models}
+            unknown = sorted(set(self.p["objects"]) - names)
+            if unknown:
+                raise ValueError(f"objects {unknown} are not in {mesh_root} (it has {sorted(names)})")
+            self.models = [m for m in self.models if m.name in set(self.p["objects"])]
         self.camera = PinholeCamera.from_fov(int(self.p["width"]), int(self.p["height"]), float(self.p["fov_x_deg"]))
         self.stream = SyntheticSceneStream(self.models, self.camera, seed=int(self.p["seed"]), noise=bool(self.p["noise"]))
         self.out = RgbdPublisher(self, self.p)
