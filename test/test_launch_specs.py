@@ -30,9 +30,13 @@ def _console_scripts() -> dict[str, str]:
 
 
 def _cmake_executables() -> set[str]:
+    """Executables CMakeLists.txt installs for `ros2 run`: an explicit list or the *_node.py glob."""
     text = (ROOT / "CMakeLists.txt").read_text()
-    block = re.search(r"set\(_nodes(.*?)\)", text, re.S).group(1)
-    return set(block.split())
+    listed = re.search(r"set\(_nodes(.*?)\)", text, re.S)
+    if listed:
+        return set(listed.group(1).split())
+    assert "pose_ros/nodes/*_node.py" in text, "CMakeLists.txt installs no node executables"
+    return {p.name[: -len("_node.py")] for p in (ROOT / "pose_ros" / "nodes").glob("*_node.py")}
 
 
 @pytest.mark.parametrize("module,executable,name,params_file", ALL_NODES)
