@@ -1,0 +1,238 @@
+"""Retarget node: operator skeleton in, safe humanoid joint commands out.
+
+Thin: the IK is `pose_ros.human.retargeter.Retargeter`, every command passes
+`pose_ros.human.safety.SafetyLayer` (the same objects `pose-ros retarget` runs offline).
+Skeletons are retargeted as they arrive; a fixed-rate timer steps the safety layer and publishes,
+so the watchdog, hold and return-home run even when no input comes.
+
+Subscribes `skeletons` (pose_ros/HumanSkeletonArray: the one with is_operator, else the first)
+and `/joint_states` (measured, for the engage ramp). Publishes `~/joint_states`
+(sensor_msgs/JointState, for robot_state_publisher/RViz), `~/joint_trajectory`
+(trajectory_msgs/JointTrajectory, one point), `~/forward_command` (std_msgs/Float64MultiArray in
+the mapping's command order, for a ros2_control forward command controller) and `~/status`
+(pose_ros/TeleopStatus). Services `~/engage`, `~/disengage` (std_srvs/Trigger) and
+`~/set_engaged` (std_srvs/SetBool).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from pose_ros.msg import HumanSkeletonArray, TeleopStatus
+from pose_ros.nodes.params import ParamSpec, declare_parameters
+from pose_ros.nodes.qos import result_qos
+from pose_ros.nodes.runner import run_node
+
+PARAMETERS = [
+    ParamSpec("robot_urdf", "", "humanoid URDF; empty = the mapping's robot (default: pose_ros_humanoid)",
+              read_only=True),
+    ParamSpec("mapping_file", "", "retargeting mapping YAML; empty = config/robots/pose_ros_humanoid.yaml",
+              read_only=True),
+    ParamSpec("full_body", False, "also command the legs (the mapping's full_body_groups)", read_only=True),
+    ParamSpec("rate_hz", 50.0, "control loop rate: safety step + command publish", min=1.0, max=1000.0,
+              read_only=True),
+    ParamSpec("skeletons_topic", "skeletons", "input pose_ros/HumanSkeletonArray", read_only=True),
+    ParamSpec("measured_joint_states_topic", "/joint_states", "robot's measured sensor_msgs/JointState",
+              read_only=True),
+    ParamSpec("joint_states_topic", "~/joint_states", "commanded sensor_msgs/JointState (robot_state_publisher)",
+              read_only=True),
+    ParamSpec("trajectory_topic", "~/joint_trajectory", "commanded trajectory_msgs/JointTrajectory",
+              read_only=True),
+    ParamSpec("forward_command_topic", "~/forward_command",
+              "commanded std_msgs/Float64MultiArray in command order (ros2_control forward controller)",
+              read_only=True),
+    ParamSpec("status_topic", "~/status", "pose_ros/TeleopStatus every cycle", read_only=True),
+    ParamSpec("publish_all_joints", True,
+              "~/joint_states also lists the URDF's other movable joints at home, so RViz shows the whole robot"),
+    ParamSpec("stamp_source", "header", "input age from the skeleton 'header' stamp or its 'arrival' time "
+              "(use arrival when the camera clock differs from this node's)"),
+    ParamSpec("engage_on_start", False, "engage as soon as the node starts (otherwise call ~/engage)",
+              read_only=True),
+    ParamSpec("gesture_enabled", False, "both hands above the head for gesture_hold_s toggles engagement",
+              read_only=True),
+    ParamSpec("gesture_hold_s", 1.5, "how long the hands-up gesture must be held", min=0.2, max=10.0,
+              read_only=True),
+    ParamSpec("status_period_s", 10.0, "period of the status log line", min=0.5, max=3600.0),
+]
+
+
+def _resolve_path(value: str) -> Path:
+    """Absolute, relative to the working directory, or relative to the package (config/...)."""
+    p = Path(value)
+    if p.is_absolute() or p.exists():
+        return p
+    from pose_ros.human.urdf_model import default_robot_dir
+    pkg_root = default_robot_dir().parents[1]
+    return pkg_root / p if (pkg_root / p).exists() else p
+
+
+class RetargetNode(Node):
+    def __init__(self, node_name: str = "retarget", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self.p = declare_parameters(self, PARAMETERS)
+        from pose_ros.human.retarget_mapping import default_mapping_path, load_mapping
+        from pose_ros.human.retargeter import Retargeter
+        from pose_ros.human.safety import SafetyConfig, SafetyLayer
+
+        if self.p["stamp_source"] not in ("header", "arrival"):
+            raise ValueError(f"stamp_source '{self.p['stamp_source']}' is not valid; use 'header' or 'arrival'")
+        mapping_path = _resolve_path(self.p["mapping_file"]) if self.p["mapping_file"] else default_mapping_path()
+        urdf = _resolve_path(self.p["robot_urdf"]) if self.p["robot_urdf"] else None
+        self.mapping = load_mapping(mapping_path, urdf_path=urdf)
+        full_body = bool(self.p["full_body"])
+        self.retargeter = Retargeter(self.mapping, full_body=full_body)
+        self.config = SafetyConfig.from_mapping(self.mapping, full_body=full_body, overrides={
+            "gesture": {"enabled": bool(self.p["gesture_enabled"]), "hold_s": float(self.p["gesture_hold_s"])}})
+        self.safety = SafetyLayer(self.config)
+        self.joint_names = list(self.config.joint_names)
+        self._index = {n: i for i, n in enumerate(self.joint_names)}
+        extra = [j for j in self.mapping.model.actuated_joint_names if j not in self._index]
+        self._extra_names = extra if self.p["publish_all_joints"] else []
+        self._extra_q = [self.mapping.home.get(j, 0.0) for j in self._extra_names]
+        self._lock = threading.Lock()
+        self._last_solve_ms = math.nan
+        self._last_residual = math.nan
+        self._partial_js_warned = False
+        self._period_s = 1.0 / float(self.p["rate_hz"])
+        # Safety-layer time is seconds since start: float64 keeps sub-microsecond resolution.
+        self._t0_ns = self.get_clock().now().nanoseconds
+
+        qos = result_qos()
+        self.js_pub = self.create_publisher(JointState, self.p["joint_states_topic"], qos)
+        self.traj_pub = self.create_publisher(JointTrajectory, self.p["trajectory_topic"], qos)
+        self.fwd_pub = self.create_publisher(Float64MultiArray, self.p["forward_command_topic"], qos)
+        self.status_pub = self.create_publisher(TeleopStatus, self.p["status_topic"], qos)
+        self.create_subscription(HumanSkeletonArray, self.p["skeletons_topic"], self._on_skeletons, qos)
+        self.create_subscription(JointState, self.p["measured_joint_states_topic"], self._on_measured, qos)
+        self.create_service(Trigger, "~/engage", self._srv_engage)
+        self.create_service(Trigger, "~/disengage", self._srv_disengage)
+        self.create_service(SetBool, "~/set_engaged", self._srv_set_engaged)
+        self.create_timer(self._period_s, self._on_timer)
+        self.create_timer(float(self.p["status_period_s"]), self._log_status)
+        if self.p["engage_on_start"]:
+            self.safety.engage(self._now())
+        self.get_logger().info(
+            f"retargeting onto {self.mapping.model.name} ({len(self.joint_names)} joints: "
+            f"{', '.join(self.joint_names)}) at {self.p['rate_hz']:.0f} Hz; call ~/engage to start")
+
+    def _now(self) -> float:
+        return self._to_s(self.get_clock().now().nanoseconds)
+
+    def _to_s(self, ns: int) -> float:
+        return (ns - self._t0_ns) * 1e-9
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _on_skeletons(self, msg: HumanSkeletonArray) -> None:
+        now = self._now()
+        with self._lock:
+            if not msg.skeletons:
+                self.safety.submit_tracking_lost(now)
+                return
+            sk = next((s for s in msg.skeletons if s.is_operator), msg.skeletons[0])
+            n = len(sk.keypoints)
+            pts = np.empty((n, 3))
+            conf = np.empty(n)
+            names = []
+            for i, kp in enumerate(sk.keypoints):
+                pts[i] = (kp.position.x, kp.position.y, kp.position.z)
+                conf[i] = kp.confidence
+                names.append(kp.name)
+            if n == 0 or np.any(np.isinf(pts)) or not np.all(np.isfinite(conf)) or len(set(names)) != n:
+                self.safety.submit_invalid(now)      # malformed: counted, dropped
+                return
+            res = self.retargeter.solve(pts, names, conf)
+            self._last_solve_ms = res.solve_time_ms
+            if not res.valid:
+                self.safety.submit_tracking_lost(now)
+                return
+            self._last_residual = res.residual_rad
+            stamp = self._to_s(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+            if self.p["stamp_source"] == "arrival":
+                stamp = now
+            self.safety.submit_target(res.q, stamp_s=stamp, now_s=now, hands_up=res.hands_up)
+
+    def _on_measured(self, msg: JointState) -> None:
+        q = np.full(len(self.joint_names), np.nan)
+        for name, pos in zip(msg.name, msg.position):
+            i = self._index.get(name)
+            if i is not None:
+                q[i] = pos
+        if np.isnan(q).any():
+            if not self._partial_js_warned:
+                missing = [self.joint_names[i] for i in np.flatnonzero(np.isnan(q))]
+                self.get_logger().warning(f"{self.p['measured_joint_states_topic']} lacks {missing}; "
+                                          "those messages are ignored for the engage ramp")
+                self._partial_js_warned = True
+            return
+        with self._lock:
+            self.safety.set_measured(q, self._now())
+
+    # -- services --------------------------------------------------------------------------
+    def _srv_engage(self, request, response):
+        with self._lock:
+            response.success, response.message = self.safety.engage(self._now())
+        self.get_logger().info(f"engage: {response.message}")
+        return response
+
+    def _srv_disengage(self, request, response):
+        with self._lock:
+            response.success, response.message = self.safety.disengage(self._now())
+        self.get_logger().info(f"disengage: {response.message}")
+        return response
+
+    def _srv_set_engaged(self, request, response):
+        with self._lock:
+            response.success, response.message = self.safety.set_engaged(bool(request.data), self._now())
+        return response
+
+    # -- control loop ----------------------------------------------------------------------
+    def _on_timer(self) -> None:
+        now_msg = self.get_clock().now()
+        with self._lock:
+            out = self.safety.step(self._to_s(now_msg.nanoseconds))
+            solve_ms, residual = self._last_solve_ms, self._last_residual
+        header = Header(stamp=now_msg.to_msg())
+        q, qd = [float(v) for v in out.q], [float(v) for v in out.qd]
+        self.js_pub.publish(JointState(header=header, name=self.joint_names + self._extra_names,
+                                       position=q + self._extra_q,
+                                       velocity=qd + [0.0] * len(self._extra_names)))
+        dur = Duration(sec=int(self._period_s), nanosec=int((self._period_s % 1.0) * 1e9))
+        self.traj_pub.publish(JointTrajectory(header=header, joint_names=self.joint_names, points=[
+            JointTrajectoryPoint(positions=q, velocities=qd, time_from_start=dur)]))
+        fwd = Float64MultiArray(data=q)
+        fwd.layout.dim = [MultiArrayDimension(label="joints", size=len(q), stride=len(q))]
+        self.fwd_pub.publish(fwd)
+        c = out.counters
+        self.status_pub.publish(TeleopStatus(
+            header=header, state=int(out.state), state_name=out.state_name, tracking=bool(out.tracking),
+            input_age_s=float(out.input_age_s), solve_time_ms=float(solve_ms), ik_residual_rad=float(residual),
+            position_limit_clamps=c.position_limit_clamps, velocity_limit_clamps=c.velocity_limit_clamps,
+            acceleration_limit_clamps=c.acceleration_limit_clamps, invalid_inputs=c.invalid_inputs,
+            stale_inputs=c.stale_inputs, tracking_losses=c.tracking_losses, watchdog_trips=c.watchdog_trips,
+            message=out.message))
+
+    def _log_status(self) -> None:
+        with self._lock:
+            c = self.safety.counters
+            state, msg = self.safety.state.name, self.safety.message
+        self.get_logger().info(f"{state} ({msg}); solve {self._last_solve_ms:.2f} ms, residual "
+                               f"{math.degrees(self._last_residual) if math.isfinite(self._last_residual) else float('nan'):.1f} deg; "
+                               + ", ".join(f"{k} {v}" for k, v in c.as_dict().items()))
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(RetargetNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
