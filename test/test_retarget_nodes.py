@@ -84,7 +84,7 @@ def test_replay_to_retarget_over_dds():
             {"mapping_file": str(MAPPING), "rate_hz": 50.0, "skeletons_topic": skel_topic,
              "measured_joint_states_topic": f"/joint_states_{suffix}", "status_period_s": 60.0}))
         probe = Recorder(ctx, suffix, ns)
-        with SpinThread(ctx, replay, retarget, probe.node):
+        with SpinThread(ctx, replay, retarget, probe.node) as spin:
             # Disengaged but tracking: the robot holds still.
             assert wait_for(lambda: (s := probe.last_status()) is not None and s.tracking, 15.0), \
                 "no tracking status from the retarget node"
@@ -114,7 +114,8 @@ def test_replay_to_retarget_over_dds():
             from geometry_msgs.msg import Point
             from pose_ros.msg import HumanKeypoint, HumanSkeleton, HumanSkeletonArray
             bad_pub = probe.node.create_publisher(HumanSkeletonArray, skel_topic, 10)
-            replay.destroy_node()              # stop the real stream first
+            spin.executor.remove_node(replay)  # stop the real stream first
+            replay.destroy_node()
             invalid0 = probe.last_status().invalid_inputs
             res = probe.call(probe.engage)
             for k in range(10):
