@@ -183,9 +183,9 @@ def qos_to_yaml(qos_profiles: list[Any]) -> str:
     """rclpy QoSProfiles -> rosbag2's ``offered_qos_profiles`` YAML string."""
     def dur(d: Any) -> dict:
         ns = int(getattr(d, "nanoseconds", 0))
-        if ns <= 0 or ns >= 9223372036854775807:
-            return {"sec": 2147483647, "nsec": 4294967295}  # rosbag2's "infinite"
-        return {"sec": ns // 1_000_000_000, "nsec": ns % 1_000_000_000}
+        if ns >= 9223372036854775807 or ns < 0:  # RMW_DURATION_INFINITE, written as rosbag2 does
+            return {"sec": 9223372036, "nsec": 854775807}
+        return {"sec": ns // 1_000_000_000, "nsec": ns % 1_000_000_000}  # 0 = "default"
 
     items = []
     for q in qos_profiles:
