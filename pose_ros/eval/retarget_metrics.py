@@ -24,6 +24,7 @@ class RetargetMetrics:
     p95_direction_error_deg: float
     mean_ik_residual_deg: float            # the IK's own residual (before the safety layer)
     solve_time_ms_mean: float
+    solve_time_ms_median: float
     solve_time_ms_p95: float
     solve_time_ms_max: float
     max_abs_velocity_rad_s: float
@@ -85,6 +86,7 @@ def compute_retarget_metrics(t_s: np.ndarray, q: np.ndarray, joint_names: list[s
         p95_direction_error_deg=float(np.degrees(np.percentile(flat, 95))) if flat.size else float("nan"),
         mean_ik_residual_deg=float(np.degrees(np.nanmean(ik))) if np.any(np.isfinite(ik)) else float("nan"),
         solve_time_ms_mean=float(st.mean()) if st.size else float("nan"),
+        solve_time_ms_median=float(np.median(st)) if st.size else float("nan"),
         solve_time_ms_p95=float(np.percentile(st, 95)) if st.size else float("nan"),
         solve_time_ms_max=float(st.max()) if st.size else float("nan"),
         max_abs_velocity_rad_s=float(speeds.max()) if speeds.size else 0.0,
@@ -100,7 +102,8 @@ def format_metrics(m: RetargetMetrics) -> str:
         f"acceleration-limit violations: {m.acceleration_limit_violations}",
         f"mean limb-direction error: {m.mean_direction_error_deg:.2f} deg (p95 {m.p95_direction_error_deg:.2f}, "
         f"IK residual {m.mean_ik_residual_deg:.2f})",
-        f"solve time per frame: mean {m.solve_time_ms_mean:.3f} ms, p95 {m.solve_time_ms_p95:.3f} ms, "
+        f"solve time per frame: mean {m.solve_time_ms_mean:.3f} ms, median {m.solve_time_ms_median:.3f} ms, "
+        f"p95 {m.solve_time_ms_p95:.3f} ms, "
         f"max {m.solve_time_ms_max:.3f} ms",
         f"max joint speed: {m.max_abs_velocity_rad_s:.2f} rad/s",
         "per segment (deg): " + ", ".join(f"{k} {v:.1f}" for k, v in m.per_segment_error_deg.items()),

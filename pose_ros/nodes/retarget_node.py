@@ -197,6 +197,8 @@ class RetargetNode(Node):
 
     # -- control loop ----------------------------------------------------------------------
     def _on_timer(self) -> None:
+        if not self.context.ok():      # shutting down (Ctrl-C): nothing to publish to
+            return
         now_msg = self.get_clock().now()
         with self._lock:
             out = self.safety.step(self._to_s(now_msg.nanoseconds))
