@@ -208,6 +208,7 @@ def record(out: str, topics: list[str] | None = None, duration_s: float = 0.0, o
         bar.close()
         recorder.close()
         executor.shutdown()
+        spinner.join(5.0)  # a spinning thread alive at interpreter exit aborts the process
         missing = recorder.missing
         node.get_logger().info(f"wrote {recorder.message_count} messages on {len(recorder.counts)} topics to {out}")
         if missing:
@@ -245,6 +246,7 @@ def play(bag: str, rate: float = 1.0, loop: bool = False, topics: list[str] | No
     finally:
         player.stop()
         executor.shutdown()
+        spinner.join(5.0)  # a spinning thread alive at interpreter exit aborts the process
         bar.n = player.published
         bar.close()
         node.destroy_node()
