@@ -99,8 +99,14 @@ class KinematicTree:
                 f = self._parent[f - 1]
         self._needed = needed
         depth_arr = np.array([depth[j.name] for j in needed], dtype=np.int64)
-        self._levels = [(np.nonzero(depth_arr == d)[0], self._parent[depth_arr == d])
+        self._levels = [(np.nonzero(depth_arr == d)[0] + 1, self._parent[depth_arr == d])
                         for d in sorted(set(depth_arr.tolist()))]
+        self._is_rev = self._kind == 1
+        self._is_pri = self._kind == 2
+        self._R0K = self._R0 @ self._K
+        self._R0K2 = self._R0 @ self._K2
+        self._R0axis = np.einsum("kij,kj->ki", self._R0, self._axis)
+        self._jac_mask = (self._ancestor & (self._kind > 0)[None, :])[:, :, None].astype(np.float64)
         # Selection matrix: J_vars = J_joints @ S (mimic multipliers folded in).
         self._select = np.zeros((n, len(self.variables)))
         for k in range(n):
@@ -124,21 +130,19 @@ class KinematicTree:
         """(R_base_frame (F,3,3), p_base_frame_m (F,3)); frame 0 is the base, frame k+1 the child
         link of compiled joint k. Joints at the same depth are composed in one batched product."""
         vals = self.joint_values(q)
-        s, c = np.sin(vals), np.cos(vals)
-        revolute = (self._kind == 1)[:, None, None]
-        Rq = np.where(revolute, np.eye(3) + s[:, None, None] * self._K + (1.0 - c)[:, None, None] * self._K2,
-                      np.eye(3))
-        R_local = self._R0 @ Rq
-        p_local = self._p0 + np.where((self._kind == 2)[:, None],
-                                      np.einsum("kij,kj->ki", self._R0, self._axis) * vals[:, None], 0.0)
+        s = np.where(self._is_rev, np.sin(vals), 0.0)
+        c1 = np.where(self._is_rev, 1.0 - np.cos(vals), 0.0)
+        # R0 @ Rodrigues(axis, q) = R0 + sin q (R0 K) + (1 - cos q) (R0 K^2)
+        R_local = self._R0 + s[:, None, None] * self._R0K + c1[:, None, None] * self._R0K2
+        p_local = self._p0 + self._R0axis * np.where(self._is_pri, vals, 0.0)[:, None]
         R = np.empty((self.n_frames, 3, 3))
         p = np.empty((self.n_frames, 3))
         R[0] = np.eye(3)
         p[0] = 0.0
-        for idx, par in self._levels:
+        for child, par in self._levels:
             Rp = R[par]
-            R[idx + 1] = Rp @ R_local[idx]
-            p[idx + 1] = p[par] + np.einsum("kij,kj->ki", Rp, p_local[idx])
+            R[child] = Rp @ R_local[child - 1]
+            p[child] = p[par] + (Rp @ p_local[child - 1][:, :, None])[:, :, 0]
         return R, p
 
     def link_pose(self, q: np.ndarray, link: str) -> np.ndarray:
@@ -155,14 +159,16 @@ class KinematicTree:
         """Point positions in the base frame (M,3) metres and d(points)/dq (M,3,n_vars)."""
         R, p = self.frames(q)
         pts = p[self._point_frame] + np.einsum("mij,mj->mi", R[self._point_frame], self._point_offset)
-        n = len(self._needed)
-        axes_base = np.einsum("kij,kj->ki", R[1:], self._axis)      # joint axes in base frame
-        origins = p[1:]                                               # joint frame origins
-        lever = pts[:, None, :] - origins[None, :, :]                 # (M,n,3)
-        cols = np.where((self._kind == 1)[None, :, None],
-                        np.cross(np.broadcast_to(axes_base, lever.shape), lever),
-                        np.broadcast_to(axes_base, lever.shape))
-        cols = cols * self._ancestor[:, :, None]
+        axes = np.einsum("kij,kj->ki", R[1:], self._axis)            # joint axes in the base frame
+        lever = pts[:, None, :] - p[None, 1:, :]                      # (M,n,3) joint origin -> point
+        ax, ay, az = axes[None, :, 0], axes[None, :, 1], axes[None, :, 2]
+        lx, ly, lz = lever[..., 0], lever[..., 1], lever[..., 2]
+        cols = np.empty_like(lever)
+        rev = self._is_rev[None, :]
+        cols[..., 0] = np.where(rev, ay * lz - az * ly, ax)
+        cols[..., 1] = np.where(rev, az * lx - ax * lz, ay)
+        cols[..., 2] = np.where(rev, ax * ly - ay * lx, az)
+        cols *= self._jac_mask
         J = np.einsum("mkc,kv->mcv", cols, self._select)
         return pts, J
 
