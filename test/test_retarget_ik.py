@@ -151,3 +151,62 @@ def test_cmu_clip_through_ik_and_safety(mapping_name, ik_bound_deg):
     assert m.mean_direction_error_deg < 25.0                 # commanded pose lags fast dance moves
     # the body and upper arms, which the robot can always follow, are tracked closely
     assert m.per_segment_error_deg["torso"] < 6.0 and m.per_segment_error_deg["left_upper_arm"] < 8.0
+
+
+def test_full_body_g1_legs_follow_the_walk():
+    clip = load_bvh(shared_data_path("mocap_cmu131", "resources", "scaled_131_02.bvh"))
+    mapping = load_mapping(ROBOTS / "unitree_g1.yaml")
+    frames = slice(0, 360)
+    kp, _ = bvh_to_camera_skeletons(clip, frames=frames)
+    r = Retargeter(mapping, full_body=True)
+    assert len(r.joint_names) == 29
+    cfg = SafetyConfig.from_mapping(mapping, full_body=True)
+    run = run_retarget(kp, NAMES, frame_times_s(clip)[frames], r, SafetyLayer(cfg, initial_q=cfg.home))
+    assert np.all(run.q_cmd >= cfg.cmd_lower - 1e-9) and np.all(run.q_cmd <= cfg.cmd_upper + 1e-9)
+    names = run.segment_names
+    ik_err = np.degrees(np.nanmean(run.direction_error_rad[run.state == int(TeleopState.ENGAGED)], axis=0))
+    for seg in ("left_thigh", "left_shin", "right_thigh", "right_shin"):
+        assert ik_err[names.index(seg)] < 10.0, (seg, ik_err[names.index(seg)])
+    knee = run.q_cmd[:, run.joint_names.index("left_knee_joint")]
+    assert np.ptp(knee) > 0.2          # the legs really move during the walk
+
+
+def test_coco17_skeleton_drives_the_arms_without_hand_segments():
+    from pose_ros.human.conventions import COCO17_FROM_BLAZEPOSE33, COCO17_NAMES
+    clip = load_bvh(shared_data_path("mocap_cmu131", "resources", "scaled_131_01.bvh"))
+    kp, _ = bvh_to_camera_skeletons(clip, frames=slice(0, 60))
+    mapping = load_mapping(ROBOTS / "pose_ros_humanoid.yaml")
+    r_blaze, r_coco = Retargeter(mapping), Retargeter(mapping)
+    for f in range(60):
+        a = r_blaze.solve(kp[f], NAMES)
+        b = r_coco.solve(kp[f][COCO17_FROM_BLAZEPOSE33], list(COCO17_NAMES))
+    names = [s.name for s in r_coco.segments]
+    assert b.valid and np.isnan(b.segment_errors_rad[names.index("left_hand")])
+    assert np.isfinite(b.segment_errors_rad[names.index("left_forearm")])
+    # the joints the COCO keypoints determine agree with the full BlazePose solve
+    for j in ("left_shoulder_pitch_joint", "left_elbow_joint", "torso_yaw_joint"):
+        k = r_coco.joint_names.index(j)
+        assert abs(a.q[k] - b.q[k]) < 0.1, j
+
+
+def test_cli_writes_trajectories_plot_and_metrics(tmp_path, capsys):
+    import json
+
+    from pose_ros.cli import main
+    bvh = shared_data_path("mocap_cmu131", "resources", "scaled_131_03.bvh")
+    out = tmp_path / "out"
+    code = main(["retarget", str(bvh), "--mapping", str(ROBOTS / "unitree_g1.yaml"), "--max-frames", "240",
+                 "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "joint-limit violations: 0" in text and "velocity-limit violations: 0" in text
+    assert "mean limb-direction error" in text and "solve time per frame" in text
+    data = np.load(out / "joint_trajectory.npz")
+    assert data["q"].shape == (240, 17) and list(data["joint_names"])[0] == "waist_yaw_joint"
+    assert np.allclose(np.diff(data["time_s"]), 1 / 120, rtol=1e-3)
+    header = (out / "joint_trajectory.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["time_s", "state", "waist_yaw_joint"] and len(header) == 19
+    assert (out / "joint_limits.png").stat().st_size > 10_000
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["joint_limit_violations"] == 0 and metrics["num_frames"] == 240
+    assert main(["retarget", str(tmp_path / "missing.bvh"), "--out", str(out)]) == 2
