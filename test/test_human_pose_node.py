@@ -22,8 +22,14 @@ from ros_helpers import REPO_ROOT, SpinThread, ros_context, start_node_process, 
 
 pytestmark = pytest.mark.ros
 
-PREFIX = "/test_human_pose"
+import os
+
+# Unique topic names per test process: other ROS tests may share the DDS domain, and some of
+# them publish skeletons on /human_pose/skeletons (replay nodes).
+PREFIX = f"/test_human_pose_{os.getpid()}"
 FRAME = "camera_color_optical_frame"
+OUTPUTS = ("skeletons", "markers", "debug_image")
+REMAP = [arg for name in OUTPUTS for arg in ("-r", f"/human_pose/{name}:={PREFIX}/out/{name}")]
 
 
 def test_config_file_matches_declared_parameters():
@@ -73,7 +79,7 @@ def test_node_publishes_skeletons_markers_and_overlay(tmp_path):
 
     log = tmp_path / "human_pose.log"
     proc = start_node_process(
-        "human_pose_node", params_file=REPO_ROOT / "config" / "human_pose.yaml", log_path=log,
+        "human_pose_node", *REMAP, params_file=REPO_ROOT / "config" / "human_pose.yaml", log_path=log,
         params={"color_topic": f"{PREFIX}/color", "depth_topic": f"{PREFIX}/depth", "info_topic": f"{PREFIX}/info",
                 "max_missed_frames": 2, "status_period_s": 1.0})
     skeletons: list[HumanSkeletonArray] = []
@@ -86,19 +92,19 @@ def test_node_publishes_skeletons_markers_and_overlay(tmp_path):
             pub_node = rclpy.create_node("fake_camera", context=context)
             sub_node = rclpy.create_node("skeleton_listener", context=context)
             cam = FakeCamera(pub_node, rgb, depth_m, camera)
-            sub_node.create_subscription(HumanSkeletonArray, "/human_pose/skeletons", skeletons.append, result_qos())
-            sub_node.create_subscription(MarkerArray, "/human_pose/markers", markers.append, result_qos())
-            sub_node.create_subscription(Image, "/human_pose/debug_image", overlays.append, camera_publisher_qos(depth=1))
+            sub_node.create_subscription(HumanSkeletonArray, f"{PREFIX}/out/skeletons", skeletons.append, result_qos())
+            sub_node.create_subscription(MarkerArray, f"{PREFIX}/out/markers", markers.append, result_qos())
+            sub_node.create_subscription(Image, f"{PREFIX}/out/debug_image", overlays.append, camera_publisher_qos(depth=1))
             with SpinThread(context, pub_node, sub_node):
                 assert wait_for(lambda: cam.color.get_subscription_count() > 0
                                 and cam.depth.get_subscription_count() > 0, 30.0), "node never subscribed"
                 # 1) bad input first: no camera_info yet, then a mismatched depth, then a wrong encoding
+                # (person-free frames here: DDS may deliver one of them after the camera_info below)
+                blank = np.full_like(rgb, 127)
                 for _ in range(3):
-                    cam.publish(info=False)
+                    cam.publish(rgb=blank, info=False)
                     time.sleep(0.1)
-                # the worker is asynchronous: let it finish these before any camera_info exists
                 assert wait_for(lambda: "no camera_info" in log.read_text(), 10.0)
-                time.sleep(1.0)
                 for _ in range(3):
                     cam.publish(depth_m=np.full((height // 2, width // 2), 2.0, np.float32))
                     time.sleep(0.1)
@@ -119,7 +125,6 @@ def test_node_publishes_skeletons_markers_and_overlay(tmp_path):
                 assert wait_for(lambda: any(m.markers for m in markers), 5.0)
 
                 # 3) the person leaves: markers deleted after max_missed_frames
-                blank = np.full_like(rgb, 127)
                 def deleted() -> bool:
                     cam.publish(rgb=blank)
                     return wait_for(lambda: any(mk.action == Marker.DELETE for m in markers for mk in m.markers), 0.1)
@@ -161,3 +166,37 @@ def test_node_publishes_skeletons_markers_and_overlay(tmp_path):
     assert ov.header.frame_id == FRAME
     overlay = np.frombuffer(ov.data, np.uint8).reshape(height, width, 3)
     assert np.any(overlay != rgb)  # something was drawn
+
+
+def test_node_without_depth_publishes_coco17_model_skeleton(tmp_path):
+    path = shared_data_path("coco_person_dev", "images", "000000000785.jpg")
+    rgb = np.ascontiguousarray(cv2.imread(str(path))[:, :, ::-1])
+    camera = PinholeCamera.from_fov(rgb.shape[1], rgb.shape[0], 60.0)
+    log = tmp_path / "human_pose.log"
+    proc = start_node_process(
+        "human_pose_node", *REMAP, params_file=REPO_ROOT / "config" / "human_pose.yaml", log_path=log,
+        params={"color_topic": f"{PREFIX}/color", "info_topic": f"{PREFIX}/info", "use_depth": False,
+                "convention": "coco17"})
+    skeletons: list[HumanSkeletonArray] = []
+    try:
+        with ros_context() as context:
+            import rclpy
+
+            pub_node = rclpy.create_node("fake_colour_camera", context=context)
+            sub_node = rclpy.create_node("skeleton_listener", context=context)
+            cam = FakeCamera(pub_node, rgb, np.zeros(rgb.shape[:2], np.float32), camera)
+            sub_node.create_subscription(HumanSkeletonArray, f"{PREFIX}/out/skeletons", skeletons.append, result_qos())
+            with SpinThread(context, pub_node, sub_node):
+                assert wait_for(lambda: cam.color.get_subscription_count() > 0, 30.0), "node never subscribed"
+                def frame() -> bool:
+                    cam.publish()
+                    return wait_for(lambda: any(s.skeletons for s in skeletons), 0.1)
+                assert wait_for(frame, 30.0, period_s=0.0), "no skeleton from the node"
+    finally:
+        rc = stop_process(proc)
+    assert rc == 0, log.read_text()[-2000:]
+    person = next(s for s in skeletons if s.skeletons).skeletons[0]
+    assert person.convention == "coco17" and len(person.keypoints) == 17
+    assert all(k.source == HumanKeypoint.SOURCE_MODEL for k in person.keypoints)  # placed by PnP
+    z = np.array([k.position.z for k in person.keypoints])
+    assert np.all(np.isfinite(z)) and 0.5 < np.median(z) < 10.0
