@@ -34,15 +34,19 @@ class Recorder:
 
         self.node = Node(f"retarget_test_probe_{suffix}", context=context)
         self.lock = threading.Lock()
-        self.js, self.fwd, self.status = [], [], []
+        self.js, self.fwd, self.status, self.traj = [], [], [], []
         qos = result_qos(depth=200)
         n = self.node
         n.create_subscription(JointState, f"{ns}/joint_states", lambda m: self._add(self.js, m), qos)
         n.create_subscription(Float64MultiArray, f"{ns}/forward_command", lambda m: self._add(self.fwd, m), qos)
         n.create_subscription(TeleopStatus, f"{ns}/status", lambda m: self._add(self.status, m), qos)
+        from trajectory_msgs.msg import JointTrajectory
+        n.create_subscription(JointTrajectory, f"{ns}/joint_trajectory", lambda m: self._add(self.traj, m), qos)
         self.measured_pub = n.create_publisher(JointState, f"/joint_states_{suffix}", result_qos())
         self.engage = n.create_client(Trigger, f"{ns}/engage")
         self.disengage = n.create_client(Trigger, f"{ns}/disengage")
+        from std_srvs.srv import SetBool
+        self.set_engaged = n.create_client(SetBool, f"{ns}/set_engaged")
 
     def _add(self, store, msg):
         with self.lock:
@@ -52,10 +56,10 @@ class Recorder:
         with self.lock:
             return self.status[-1][1] if self.status else None
 
-    def call(self, client):
+    def call(self, client, request=None):
         from std_srvs.srv import Trigger
         assert client.wait_for_service(timeout_sec=10.0)
-        fut = client.call_async(Trigger.Request())
+        fut = client.call_async(request if request is not None else Trigger.Request())
         assert wait_for(fut.done, 10.0)
         return fut.result()
 
@@ -109,6 +113,11 @@ def test_replay_to_retarget_over_dds():
             res = probe.call(probe.disengage)
             assert res.success
             assert wait_for(lambda: probe.last_status().state == TeleopState.HOLDING, 2.0)
+            from std_srvs.srv import SetBool
+            res = probe.call(probe.set_engaged, SetBool.Request(data=True))
+            assert res.success and wait_for(lambda: probe.last_status().state != TeleopState.HOLDING, 2.0)
+            res = probe.call(probe.set_engaged, SetBool.Request(data=False))
+            assert res.success and wait_for(lambda: probe.last_status().state == TeleopState.HOLDING, 2.0)
 
             # Malformed and NaN skeletons from another publisher on the same topic: dropped, no jump.
             from geometry_msgs.msg import Point
@@ -135,10 +144,13 @@ def test_replay_to_retarget_over_dds():
         js = list(probe.js)
         fwd = list(probe.fwd)
         status = list(probe.status)
+        traj = list(probe.traj)
     assert len(fwd) > 100 and len(js) > 100
     names = list(js[-1][1].name)
     assert names[:len(cfg.joint_names)] == cfg.joint_names == mapping.command_joints()
     assert set(names[len(cfg.joint_names):]) == set(mapping.model.actuated_joint_names) - set(cfg.joint_names)
+    assert len(traj) > 100 and list(traj[-1][1].joint_names) == cfg.joint_names
+    assert len(traj[-1][1].points) == 1 and traj[-1][1].points[0].time_from_start.nanosec == 20_000_000
     q = np.array([m.data for _, m in fwd])
     q_js = np.array([m.position[:len(cfg.joint_names)] for _, m in js])
     assert q.shape[1] == len(cfg.joint_names)

@@ -58,7 +58,8 @@ PARAMETERS = [
               "(use arrival when the camera clock differs from this node's)"),
     ParamSpec("engage_on_start", False, "engage as soon as the node starts (otherwise call ~/engage)",
               read_only=True),
-    ParamSpec("gesture_enabled", False, "both hands above the head for gesture_hold_s toggles engagement",
+    ParamSpec("gesture_enabled", False, "both hands above the head for gesture_hold_s toggles engagement "
+              "(overrides the mapping's safety.gesture)",
               read_only=True),
     ParamSpec("gesture_hold_s", 1.5, "how long the hands-up gesture must be held", min=0.2, max=10.0,
               read_only=True),
