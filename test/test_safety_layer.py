@@ -234,3 +234,36 @@ def test_config_from_mapping_and_errors():
         _config(max_velocity=[1.0, 0.0, 1.0])
     with pytest.raises(SafetyConfigError, match="unknown keys"):
         SafetyConfig.from_mapping(mapping, overrides={"max_velocty_rad_s": 1.0})
+
+
+def test_limits_hold_with_jittery_timer_and_hostile_input():
+    """Random target jumps beyond the limits, NaN bursts, and a control period jittering between
+    5 and 40 ms: no command ever violates position, velocity or acceleration limits."""
+    cfg = _config()
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        layer = SafetyLayer(cfg, initial_q=cfg.home)
+        now = 0.0
+        layer.set_measured(cfg.home, now)
+        q, t = [], []
+        target = rng.uniform(cfg.lower - 0.5, cfg.upper + 0.5)
+        for k in range(300):
+            now += rng.uniform(0.005, 0.04)
+            if rng.random() < 0.05:
+                target = rng.uniform(cfg.lower - 0.5, cfg.upper + 0.5)
+            if rng.random() < 0.05:
+                layer.submit_target(np.array([np.nan, 0.0, 0.0]), now, now)
+            else:
+                layer.submit_target(target + rng.normal(0.0, 0.01, 3), now - 0.01, now)
+            if k == 5:
+                layer.engage(now)
+            out = layer.step(now)
+            q.append(out.q)
+            t.append(now)
+        q, t = np.array(q)[6:], np.array(t)[6:]
+        assert np.all(q >= cfg.cmd_lower - 1e-12) and np.all(q <= cfg.cmd_upper + 1e-12)
+        v = np.diff(q, axis=0) / np.diff(t)[:, None]
+        a = np.diff(v, axis=0) / np.diff(t)[1:, None]
+        assert np.all(np.abs(v) <= cfg.max_velocity * (1 + 1e-9)), trial
+        assert np.all(np.abs(a) <= cfg.max_acceleration * (1 + 1e-6)), (trial, np.abs(a).max(axis=0))
+        assert layer.state in (TeleopState.ENGAGED, TeleopState.ENGAGING, TeleopState.HOLDING)

@@ -11,7 +11,7 @@ hold_time_s) -> RETURNING_HOME (slow) -> DISENGAGED. FAULT freezes commands unti
 
 Limiter: target clamped into the limits shrunk by a margin; speed limited, and also limited to
 the speed from which the joint can still stop at the target and before the position limits
-with the acceleration limit (exact discrete-time braking curve), then acceleration limited. A final clamp
+with the acceleration limit (braking curve valid for any step length), then acceleration limited. A final clamp
 keeps the position inside the limits no matter what. Interventions are counted per control cycle.
 """
 from __future__ import annotations
@@ -156,18 +156,18 @@ class SafetyOutput:
 
 
 def braking_speed(distance: np.ndarray, accel: np.ndarray, dt: float) -> np.ndarray:
-    """Largest speed for this step from which a joint can still come to rest within `distance`
-    when its speed may change by at most accel*dt per step of dt.
+    """Largest speed for a step of `dt` after which a joint can still come to rest within
+    `distance` with acceleration `accel`, whatever the lengths of the following steps.
 
-    Moving at v and then v - A, v - 2A, ... (A = accel*dt), with a final partial step to zero,
-    covers D(v) = dt * ((n+1) v - A n(n+1)/2), n = floor(v / A). D is continuous and increasing;
-    this is its exact inverse, so a joint kept under it always stops in time without exceeding
-    the acceleration limit (and lands exactly on a target `distance` away).
+    After the step the joint has `distance - v dt` left and must satisfy v^2 / (2 a) <= that.
+    Decelerating by a*dt_k per step and moving at the new speed for dt_k covers a right Riemann
+    sum of the continuous braking ramp, which is <= v^2 / (2 a), so this bound stays feasible for
+    every later step with any dt (a jittery timer never forces a limit violation). It is also
+    <= distance / dt: a step never overshoots.
     """
     d = np.maximum(np.asarray(distance, dtype=np.float64), 0.0)
-    A = np.asarray(accel, dtype=np.float64) * dt
-    n = np.floor((-1.0 + np.sqrt(1.0 + 8.0 * d / (dt * A))) / 2.0)
-    return (d / dt + A * n * (n + 1.0) / 2.0) / (n + 1.0)
+    a = np.asarray(accel, dtype=np.float64)
+    return np.sqrt((a * dt) ** 2 + 2.0 * a * d) - a * dt
 
 
 class SafetyLayer:

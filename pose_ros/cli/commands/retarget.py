@@ -141,7 +141,7 @@ def _cmd(args: argparse.Namespace) -> int:
                                        run.direction_error_rad, run.segment_names, run.solve_time_ms,
                                        ik_residual_rad=run.ik_residual_rad, amax=config.max_acceleration,
                                        mask=engaged if engaged.any() else None)
-    out_dir = Path(args.out) if args.out else Path("retarget_out") / f"{Path(args.bvh).stem}_{mapping.model.name}"
+    out_dir = Path(args.out) if args.out else Path("out") / "retarget" / f"{Path(args.bvh).stem}_{mapping.model.name}"
     written = _write_outputs(out_dir, run, lower, upper, plot=not args.no_plot)
     (out_dir / "metrics.json").write_text(metrics.to_json())
     first_engaged = float(run.t_s[np.argmax(engaged)]) if engaged.any() else float("nan")
@@ -161,7 +161,7 @@ def register(subparsers) -> None:
     p.add_argument("bvh", help="BVH file (CMU joint names), metres or CMU units")
     p.add_argument("--robot", default=None, help="URDF path (default: the mapping's robot.urdf)")
     p.add_argument("--mapping", default=None, help="mapping YAML (default: config/robots/pose_ros_humanoid.yaml)")
-    p.add_argument("--out", default=None, help="output folder (default: retarget_out/<clip>_<robot>)")
+    p.add_argument("--out", default=None, help="output folder (default: out/retarget/<clip>_<robot>)")
     p.add_argument("--full-body", action="store_true", help="also retarget the legs (full_body_groups)")
     p.add_argument("--bvh-scale", type=float, default=None, help="BVH units -> metres (default: auto)")
     p.add_argument("--distance", type=float, default=2.5, help="virtual camera distance to the subject, m")
