@@ -88,7 +88,7 @@ def test_replay_to_retarget_over_dds():
             {"mapping_file": str(MAPPING), "rate_hz": 50.0, "skeletons_topic": skel_topic,
              "measured_joint_states_topic": f"/joint_states_{suffix}", "status_period_s": 60.0}))
         probe = Recorder(ctx, suffix, ns)
-        with SpinThread(ctx, replay, retarget, probe.node) as spin:
+        with SpinThread(ctx, replay, retarget, probe.node):
             # Disengaged but tracking: the robot holds still.
             assert wait_for(lambda: (s := probe.last_status()) is not None and s.tracking, 15.0), \
                 "no tracking status from the retarget node"
@@ -123,8 +123,8 @@ def test_replay_to_retarget_over_dds():
             from geometry_msgs.msg import Point
             from pose_ros.msg import HumanKeypoint, HumanSkeleton, HumanSkeletonArray
             bad_pub = probe.node.create_publisher(HumanSkeletonArray, skel_topic, 10)
-            spin.executor.remove_node(replay)  # stop the real stream first
-            replay.destroy_node()
+            for timer in replay.timers:        # stop the real stream first
+                timer.cancel()
             invalid0 = probe.last_status().invalid_inputs
             res = probe.call(probe.engage)
             for k in range(10):
@@ -138,6 +138,8 @@ def test_replay_to_retarget_over_dds():
                 time.sleep(0.03)
             assert wait_for(lambda: probe.last_status().invalid_inputs >= invalid0 + 5, 3.0)
             time.sleep(0.3)
+        for node in (replay, retarget, probe.node):
+            node.destroy_node()
 
     # ---- everything published, checked after the fact ----
     with probe.lock:
