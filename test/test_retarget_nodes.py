@@ -179,3 +179,38 @@ def test_replay_to_retarget_over_dds():
     tail = q_js[-15:]
     assert np.abs(np.diff(tail, axis=0)).max() <= cfg.max_velocity.max() * 0.1
     assert status[-1][1].invalid_inputs >= 5
+
+
+def test_node_parameters_are_validated_and_g1_mapping_loads():
+    bvh = shared_data_path("mocap_cmu131", "resources", "scaled_131_02.bvh")
+    shared_data_path("robots", "unitree_g1")
+    from pose_ros.nodes.retarget_node import RetargetNode
+    from pose_ros.nodes.skeleton_replay_node import SkeletonReplayNode
+
+    suffix = f"{os.getpid()}_{int(time.time() * 1000) % 100000}"
+    with ros_context() as ctx:
+        with pytest.raises(ValueError, match="stamp_source"):
+            RetargetNode(f"rt_bad_{suffix}", context=ctx, parameter_overrides=_params({"stamp_source": "camera"}))
+        with pytest.raises(ValueError, match="not found"):
+            RetargetNode(f"rt_bad2_{suffix}", context=ctx,
+                         parameter_overrides=_params({"mapping_file": "/nonexistent/map.yaml"}))
+        g1 = RetargetNode(f"rt_g1_{suffix}", context=ctx, parameter_overrides=_params(
+            {"mapping_file": "config/robots/unitree_g1.yaml", "skeletons_topic": f"sk_{suffix}"}))
+        assert g1.joint_names[:3] == ["waist_yaw_joint", "waist_roll_joint", "waist_pitch_joint"]
+        assert len(g1.joint_names) == 17 and len(g1._extra_names) == 12      # legs shown at home in RViz
+        with pytest.raises(ValueError, match="intrinsics"):
+            SkeletonReplayNode(f"rp_bad_{suffix}", context=ctx, parameter_overrides=_params(
+                {"bvh_file": str(bvh), "intrinsics": [0.0, 600.0, 320.0, 240.0]}))
+        with pytest.raises(ValueError, match="BVH file not found"):
+            SkeletonReplayNode(f"rp_bad2_{suffix}", context=ctx, parameter_overrides=_params(
+                {"bvh_file": "/nonexistent/clip.bvh"}))
+        coco = SkeletonReplayNode(f"rp_coco_{suffix}", context=ctx, parameter_overrides=_params(
+            {"bvh_file": str(bvh), "convention": "coco17", "loop": False, "topic": f"sk_{suffix}"}))
+        assert coco._kp.shape[1] == 17 and coco._names[0] == "nose"
+        duration = coco._kp.shape[0] * coco._frame_time
+        assert coco.frame_index(0.0) == 0 and coco.frame_index(duration + 1.0) is None
+        # keypoints project inside a 640x480 image at 2.5 m
+        uv = coco._uv[0]
+        assert np.all((uv[:, 0] > 0) & (uv[:, 0] < 640) & (uv[:, 1] > 0) & (uv[:, 1] < 480))
+        for node in (g1, coco):
+            node.destroy_node()
