@@ -34,7 +34,7 @@ from pose_ros.objects.covariance import fuse_icp_covariance
 from pose_ros.objects.pnp import PnpConfig, solve_pnp
 from pose_ros.objects.voting import VotingConfig, split_instances, vote_keypoints
 
-__all__ = ["PoseResult", "PoseStats", "PoseEstimator", "EstimatorInputError", "NO_DEPTH_SCORE_CAP",
+__all__ = ["PoseResult", "PoseStats", "PoseEstimator", "NetworkMaps", "EstimatorInputError", "NO_DEPTH_SCORE_CAP",
            "load_meshes_for_model"]
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,18 @@ def load_meshes_for_model(meshes: Any, obj_ids: Iterable[int]) -> list[Any]:
             return load_bop_models(p, [i for i in obj_ids])
         return load_object_dir(p)
     return list(meshes)
+
+
+@dataclass
+class NetworkMaps:
+    """Network outputs for one frame at the output resolution (letterboxed)."""
+
+    seg_logits: np.ndarray        # (C+1, h, w)
+    vectors: np.ndarray           # (C, K+1, 2, h, w)
+    centre: np.ndarray            # (2, h, w) offsets / CENTRE_OFFSET_SCALE_PX
+    scale: float                  # image -> network input scale (letterbox)
+    content_size: tuple[int, int]  # (w, h) of the image inside the network input
+    time_ms: dict[str, float] = field(default_factory=dict)
 
 
 class PoseEstimator:
@@ -183,30 +195,44 @@ class PoseEstimator:
         return x, s, (w, h)
 
     # ------------------------------------------------------------------ main entry
-    def estimate(self, rgb: np.ndarray, depth_m: np.ndarray | None, camera: PinholeCamera,
-                 enabled_classes: Iterable[str | int] | None = None, prev: Sequence[PoseResult] | None = None,
-                 ) -> list[PoseResult]:
-        """Poses of all enabled objects in one frame; ``prev`` keeps instance ids stable across frames."""
-        import cv2
+    def infer_maps(self, rgb: np.ndarray, depth: np.ndarray | None) -> NetworkMaps:
+        """Letterbox + network forward (validated inputs); the per-pixel maps as numpy."""
         import torch
 
-        from pose_ros.objects.network import CENTRE_OFFSET_SCALE_PX, split_vector_channels
+        from pose_ros.objects.network import split_vector_channels
 
-        t_all = time.perf_counter()
-        rgb, depth = self._check_inputs(rgb, depth_m, camera)
-        classes = self._resolve_classes(enabled_classes)
-        timing: dict[str, float] = {}
         t0 = time.perf_counter()
-        x, s, (w_c, h_c) = self._letterbox(rgb, depth)
-        timing["preprocess"] = (time.perf_counter() - t0) * 1e3
-        t0 = time.perf_counter()
+        x, s, content = self._letterbox(rgb, depth)
+        t1 = time.perf_counter()
         with torch.no_grad():
             out = self.net(torch.from_numpy(x)[None].to(self.device))
         seg = out["seg"][0].float().cpu().numpy()
         vec = split_vector_channels(out["vec"], self.cfg.num_classes, self.cfg.num_keypoints)[0].float().cpu().numpy()
         ctr = out["centre"][0].float().cpu().numpy()
-        timing["network"] = (time.perf_counter() - t0) * 1e3
+        t2 = time.perf_counter()
+        return NetworkMaps(seg, vec, ctr, s, content, {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3})
 
+    def estimate(self, rgb: np.ndarray, depth_m: np.ndarray | None, camera: PinholeCamera,
+                 enabled_classes: Iterable[str | int] | None = None, prev: Sequence[PoseResult] | None = None,
+                 ) -> list[PoseResult]:
+        """Poses of all enabled objects in one frame; ``prev`` keeps instance ids stable across frames."""
+        t_all = time.perf_counter()
+        rgb, depth = self._check_inputs(rgb, depth_m, camera)
+        classes = self._resolve_classes(enabled_classes)
+        maps = self.infer_maps(rgb, depth)
+        return self.decode(maps, depth, camera, classes, prev, t_all)
+
+    def decode(self, maps: NetworkMaps, depth: np.ndarray | None, camera: PinholeCamera, classes: set[int],
+               prev: Sequence[PoseResult] | None = None, t_start: float | None = None) -> list[PoseResult]:
+        """Everything after the network: instances, voting, PnP, ICP, scoring (``depth`` validated)."""
+        import cv2
+
+        from pose_ros.objects.network import CENTRE_OFFSET_SCALE_PX
+
+        t_all = t_start if t_start is not None else time.perf_counter()
+        timing: dict[str, float] = dict(maps.time_ms)
+        seg, vec, ctr, s = maps.seg_logits, maps.vectors, maps.centre, maps.scale
+        w_c, h_c = maps.content_size
         t0 = time.perf_counter()
         st = self.cfg.output_stride
         ho, wo = int(np.ceil(h_c / st)), int(np.ceil(w_c / st))

@@ -1,0 +1,289 @@
+"""End-to-end estimator with the shipped demo model on freshly rendered RGB-D scenes.
+
+Scenes come from the tabletop sampler (not the training generator) with sensor depth noise and a
+seed never used for training. Skips with a reason when models/demo_objects.pt is absent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pose_ros.core.camera import PinholeCamera
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "models" / "demo_objects.pt"
+CAM = PinholeCamera(np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]]), 640, 480)
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    if not MODEL.is_file():
+        pytest.skip(f"shipped model missing: {MODEL} (train it with `pose-ros train --meshes meshes --out {MODEL}`)")
+    import torch
+
+    from pose_ros.objects.estimator import PoseEstimator
+
+    torch.set_num_threads(1)
+    return PoseEstimator(MODEL, meshes=REPO / "meshes", score_threshold=0.2)
+
+
+@pytest.fixture(scope="module")
+def scenes(estimator):
+    from pose_ros.synth.noise import DepthNoiseModel
+    from pose_ros.synth.renderer import RgbdRenderer
+    from pose_ros.synth.scene_sampler import TabletopSceneSampler
+
+    models = [estimator.models[c] for c in sorted(estimator.models)]
+    rng = np.random.default_rng(424242)
+    sampler = TabletopSceneSampler(models, CAM, rng=rng, distance_m=(0.5, 0.9), n_distractors=(0, 1))
+    ren = RgbdRenderer(CAM)
+    noise = DepthNoiseModel()
+    out = []
+    for i in range(4):
+        sc = sampler.sample(3, model_indices=[0, 1, 2])
+        r = ren.render(sc.render_list(models), rng=rng, table=sc.table)
+        depth = noise.apply(r.depth_m, r.normals_cam, rng=rng, K=CAM.K)
+        gt = [(models[m].obj_id, T, float(r.visible_fraction[k])) for k, (m, T) in enumerate(zip(sc.model_indices, sc.T_cam_obj))]
+        out.append((r.rgb, depth, gt, sc, r))
+    return models, out
+
+
+def _adds_ok(model, T_est, T_gt) -> bool:
+    from pose_ros.eval.pose_metrics import add_s_error
+
+    return add_s_error(model, T_est, T_gt) < 0.1 * model.diameter_m
+
+
+def _match(results, obj_id, T_gt):
+    cands = [r for r in results if r.obj_id == obj_id]
+    if not cands:
+        return None
+    return min(cands, key=lambda r: np.linalg.norm(r.T_cam_obj[:3, 3] - T_gt[:3, 3]))
+
+
+def test_end_to_end_accuracy_on_unseen_rendered_scenes(estimator, scenes):
+    models, frames = scenes
+    by_id = {m.obj_id: m for m in models}
+    ok = total = 0
+    for rgb, depth, gt, _, _ in frames:
+        res = estimator.estimate(rgb, depth, CAM)
+        for r in res:
+            assert r.T_cam_obj.shape == (4, 4) and 0.0 <= r.score <= 1.0
+            assert r.covariance.shape == (6, 6) and np.all(np.linalg.eigvalsh(r.covariance) > 0)
+            assert set(r.stats.time_ms) >= {"network", "voting", "pnp", "icp", "total"}
+        for oid, T_gt, vis in gt:
+            if vis < 0.5:
+                continue
+            total += 1
+            r = _match(res, oid, T_gt)
+            ok += r is not None and _adds_ok(by_id[oid], r.T_cam_obj, T_gt)
+    assert total >= 8
+    assert ok / total >= 0.6, f"{ok}/{total} visible objects within ADD(-S) 0.1 d"
+    assert len({r.instance_id for r in res}) == len(res)
+
+
+def test_zero_and_nan_depth_fall_back_to_pnp_with_lowered_score(estimator, scenes):
+    from pose_ros.objects.estimator import NO_DEPTH_SCORE_CAP
+
+    _, frames = scenes
+    rgb, depth, gt, _, _ = frames[0]
+    res = estimator.estimate(rgb, np.zeros_like(depth), CAM)
+    res_none = estimator.estimate(rgb, None, CAM)
+    assert len(res) == len(res_none)
+    for r in res:
+        assert not r.stats.icp_applied and r.score <= NO_DEPTH_SCORE_CAP
+        assert np.allclose(r.T_cam_obj, r.T_pnp_cam_obj)
+    nan_depth = depth.copy()
+    nan_depth[::3] = np.nan
+    nan_depth[:, :50] = np.inf
+    res_nan = estimator.estimate(rgb, nan_depth, CAM)
+    for r in res_nan:
+        assert np.isfinite(r.T_cam_obj).all() and np.isfinite(r.score)
+
+
+def test_empty_scene_and_object_out_of_view(estimator, scenes):
+    from pose_ros.synth.renderer import RgbdRenderer
+
+    _, frames = scenes
+    sc = frames[0][3]
+    r = RgbdRenderer(CAM).render([], rng=np.random.default_rng(1), table=sc.table)   # table only
+    res = estimator.estimate(r.rgb, r.depth_m, CAM)
+    assert all(x.score >= estimator.score_threshold for x in res)
+    assert len(res) <= 1                                     # nothing (or a rare false positive) on a bare table
+    black = np.zeros((480, 640, 3), np.uint8)
+    assert estimator.estimate(black, np.zeros((480, 640), np.float32), CAM) == []
+
+
+def test_invalid_arguments_raise_clear_errors(estimator, scenes):
+    from pose_ros.objects.estimator import EstimatorInputError
+
+    _, frames = scenes
+    rgb, depth = frames[0][0], frames[0][1]
+    with pytest.raises(EstimatorInputError, match="uint8"):
+        estimator.estimate(rgb.astype(np.float32) / 255, depth, CAM)
+    with pytest.raises(EstimatorInputError, match="camera is 1280x960"):
+        estimator.estimate(rgb, depth, CAM.scaled(2.0))
+    with pytest.raises(EstimatorInputError, match="depth_m shape"):
+        estimator.estimate(rgb, depth[:240], CAM)
+    with pytest.raises(EstimatorInputError, match="float metres"):
+        estimator.estimate(rgb, (depth * 1000).astype(np.uint16), CAM)
+    with pytest.raises(EstimatorInputError, match="PinholeCamera"):
+        estimator.estimate(rgb, depth, CAM.K)
+    with pytest.raises(ValueError, match="unknown object"):
+        estimator.estimate(rgb, depth, CAM, enabled_classes=["teapot"])
+
+
+def test_wrong_intrinsics_do_not_produce_confident_garbage(estimator, scenes):
+    """K for another camera (focal length x2.5): poses are rejected or scored low, never a crash."""
+    models, frames = scenes
+    rgb, depth, gt, _, _ = frames[1]
+    K = CAM.K.copy()
+    K[0, 0] *= 2.5
+    K[1, 1] *= 2.5
+    wrong = PinholeCamera(K, 640, 480)
+    res = estimator.estimate(rgb, depth, wrong)
+    by_id = {m.obj_id: m for m in models}
+    for r in res:
+        T_gt = next(T for oid, T, _ in gt if oid == r.obj_id)
+        assert not _adds_ok(by_id[r.obj_id], r.T_cam_obj, T_gt) or r.score < 0.9
+
+
+def test_enabled_classes_and_other_resolution(estimator, scenes):
+    models, frames = scenes
+    rgb, depth, gt, sc, _ = frames[2]
+    only = estimator.estimate(rgb, depth, CAM, enabled_classes=["box"])
+    assert all(r.class_name == "box" for r in only)
+    # Same scene seen by a 848x480 camera (wider aspect: letterboxed into the network input).
+    from pose_ros.synth.renderer import RgbdRenderer
+
+    cam = PinholeCamera(np.array([[600.0, 0, 423.5], [0, 600.0, 239.5], [0, 0, 1]]), 848, 480)
+    r = RgbdRenderer(cam).render(sc.render_list(models), rng=np.random.default_rng(3), table=sc.table)
+    res = estimator.estimate(r.rgb, r.depth_m, cam)
+    by_id = {m.obj_id: m for m in models}
+    good = sum(1 for oid, T_gt, vis in gt if vis > 0.5 and (m := _match(res, oid, T_gt)) is not None
+               and _adds_ok(by_id[oid], m.T_cam_obj, T_gt))
+    assert good >= 1
+
+
+def test_tracking_keeps_ids_and_redetects_after_loss(estimator, scenes):
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+    from pose_ros.synth.renderer import RgbdRenderer
+
+    models, frames = scenes
+    _, _, gt, sc, _ = frames[0]
+    ren = RgbdRenderer(CAM)
+    tracker = PoseTracker(estimator, TrackingConfig(redetect_every=100))
+
+    def frame(shift_m: float, drop_last: bool = False):
+        T_shift = np.eye(4)
+        T_shift[0, 3] = shift_m
+        items = [(m, T_shift @ T) for m, T in sc.render_list(models)]
+        if drop_last:
+            items = items[:2] + items[3:]
+        r = ren.render(items, rng=np.random.default_rng(5), table=sc.table)
+        return r.rgb, r.depth_m
+
+    first = tracker.update(*frame(0.0), CAM)
+    assert tracker.counters["detect"] == 1 and first
+    ids = {r.instance_id for r in first}
+    second = tracker.update(*frame(0.004), CAM)              # 4 mm motion: ICP follows, no network
+    assert tracker.counters["detect"] == 1
+    assert {r.instance_id for r in second} == ids
+    assert all(r.stats.source == "tracking" for r in second)
+    by_id = {m.obj_id: m for m in models}
+    for r in second:
+        T_gt = np.eye(4)
+        T_gt[0, 3] = 0.004
+        T_gt = T_gt @ _match_gt(gt, r)
+        assert np.linalg.norm(r.T_cam_obj[:3, 3] - T_gt[:3, 3]) < 0.1 * by_id[r.obj_id].diameter_m
+    # The third object disappears: its track is lost and the network re-runs in the same frame.
+    third = tracker.update(*frame(0.004, drop_last=True), CAM)
+    if any(r.obj_id == gt[2][0] for r in second):
+        assert tracker.counters["lost"] >= 1 and tracker.counters["detect"] == 2
+    assert not any(r.obj_id == gt[2][0] and np.linalg.norm(r.T_cam_obj[:3, 3] - gt[2][1][:3, 3]) < 0.05 for r in third)
+
+
+def _match_gt(gt, r):
+    return min((T for oid, T, _ in gt if oid == r.obj_id), key=lambda T: np.linalg.norm(T[:3, 3] - r.T_cam_obj[:3, 3]))
+
+
+# ----------------------------------------------------------------------------- oracle (no trained model needed)
+def _oracle_maps(est, inst_mask, objs, camera):
+    """Perfect network outputs built from the rendered GT: tests everything after the network."""
+    from pose_ros.objects.estimator import NetworkMaps
+    from pose_ros.objects.network import CENTRE_OFFSET_SCALE_PX
+
+    cfg = est.cfg
+    W, H = camera.width, camera.height
+    s = min(cfg.input_width / W, cfg.input_height / H)
+    st = cfg.output_stride
+    f = st / s
+    h, w = cfg.input_height // st, cfg.input_width // st
+    uc = (np.arange(w) + 0.5) * f - 0.5
+    vc = (np.arange(h) + 0.5) * f - 0.5
+    ui = np.clip(np.rint(uc).astype(int), 0, W - 1)
+    vi = np.clip(np.rint(vc).astype(int), 0, H - 1)
+    inside = (uc[None, :] < W) & (vc[:, None] < H)
+    inst = np.where(inside, inst_mask[vi][:, ui], -1)
+    C, K = cfg.num_classes, cfg.num_keypoints
+    seg = np.zeros((C + 1, h, w), np.float32)
+    vec = np.zeros((C, K, 2, h, w), np.float32)
+    ctr = np.zeros((2, h, w), np.float32)
+    gv, gu = np.mgrid[0:h, 0:w]
+    cls_map = np.zeros((h, w), int)
+    for k, (cls, T) in enumerate(objs):
+        sel = inst == k
+        cls_map[sel] = cls
+        kp_img = camera.project(est.objects[cls - 1].keypoints_m @ T[:3, :3].T + T[:3, 3])
+        kp_out = (kp_img + 0.5) / f - 0.5
+        d = kp_out[None] - np.stack([gu[sel], gv[sel]], 1)[:, None, :]
+        d /= np.linalg.norm(d, axis=2, keepdims=True)
+        vec[cls - 1][:, :, sel] = d.transpose(1, 2, 0)
+        ctr[:, sel] = ((kp_out[-1][None] - np.stack([gu[sel], gv[sel]], 1)) / CENTRE_OFFSET_SCALE_PX).T
+    seg[cls_map, gv, gu] = 10.0
+    return NetworkMaps(seg, vec, ctr, s, (int(round(W * s)), int(round(H * s))))
+
+
+@pytest.mark.parametrize("size", [(640, 480), (848, 480)])
+def test_post_network_pipeline_with_oracle_maps_is_accurate(tmp_path, size):
+    """Letterboxing, voting, PnP, ICP and scoring on perfect maps: poses must be near exact."""
+    from pose_ros.core.object_model import load_object_dir
+    from pose_ros.eval.pose_metrics import add_s_error
+    from pose_ros.objects.estimator import PoseEstimator
+    from pose_ros.objects.model_file import object_spec_from_model, save_model_file
+    from pose_ros.objects.network import KeypointNet, NetworkConfig
+    from pose_ros.synth.noise import DepthNoiseModel
+    from pose_ros.synth.renderer import RgbdRenderer
+    from pose_ros.synth.scene_sampler import TabletopSceneSampler
+
+    models = load_object_dir(REPO / "meshes")
+    net = KeypointNet(NetworkConfig(num_classes=3))
+    p = save_model_file(tmp_path / "untrained.pt", net, [object_spec_from_model(m) for m in models])
+    est = PoseEstimator(p, meshes=models, score_threshold=0.0)
+    W, H = size
+    cam = PinholeCamera(np.array([[600.0, 0, (W - 1) / 2], [0, 600.0, (H - 1) / 2], [0, 0, 1]]), W, H)
+    rng = np.random.default_rng(99)
+    sc = TabletopSceneSampler(models, cam, rng=rng, distance_m=(0.5, 0.8), n_distractors=(0, 0)).sample(
+        3, model_indices=[0, 1, 2])
+    r = RgbdRenderer(cam).render(sc.render_list(models), rng=rng, table=sc.table)
+    depth = DepthNoiseModel().apply(r.depth_m, r.normals_cam, rng=rng, K=cam.K)
+    objs = [(m + 1, T) for m, T in zip(sc.model_indices, sc.T_cam_obj)]
+    maps = _oracle_maps(est, r.instance_mask, objs, cam)
+    res = est.decode(maps, depth, cam, {1, 2, 3})
+    for cls, T_gt in objs:
+        if r.visible_fraction[cls - 1] < 0.3:
+            continue
+        cand = [x for x in res if x.class_id == cls]
+        assert cand, f"class {cls} not found; drops {dict(est.drops)}"
+        # PnP from perfect vectors is exact up to voting/quantisation; ICP on noisy depth may move
+        # it by a few mm (measured up to ~4 mm on the mug) but stays far inside 0.1 d.
+        pnp = min(add_s_error(models[cls - 1], x.T_pnp_cam_obj, T_gt) for x in cand)
+        assert pnp < 0.01 * models[cls - 1].diameter_m
+        best = min(add_s_error(models[cls - 1], x.T_cam_obj, T_gt) for x in cand)
+        assert best < 0.05 * models[cls - 1].diameter_m
+        assert max(x.score for x in cand) > 0.5
+    # the same maps without depth: PnP poses, lowered scores
+    res0 = est.decode(maps, None, cam, {1, 2, 3})
+    assert res0 and all(x.score <= 0.5 and not x.stats.icp_applied for x in res0)
