@@ -42,8 +42,12 @@ def declare_parameters(node, specs: list[ParamSpec]) -> dict[str, Any]:
         if isinstance(spec.default, list) and not spec.default:
             # An empty list has no type; declare as string array.
             from rclpy.parameter import Parameter
+            from rclpy.exceptions import ParameterUninitializedException
             node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor)
-            value = node.get_parameter(spec.name).value
+            try:  # declared by type only and not overridden: uninitialized (rclpy raises on get)
+                value = node.get_parameter(spec.name).value
+            except ParameterUninitializedException:
+                value = None
             values[spec.name] = list(value) if value is not None else []
             continue
         node.declare_parameter(spec.name, spec.default, descriptor)
