@@ -35,9 +35,12 @@ def generate(system_name: str) -> LaunchDescription:
             for arg_name, param in spec.arg_params.items():
                 if args.get(arg_name, "") != "":
                     overrides[param] = _resolve(args[arg_name], share)
+            for arg_name, param in spec.arg_file_params.items():
+                with open(_resolve(args[arg_name], share)) as f:
+                    overrides[param] = f.read()
             if overrides:
                 params.append(overrides)
-            actions.append(Node(package="pose_ros", executable=spec.executable, name=spec.name,
+            actions.append(Node(package=spec.package, executable=spec.executable, name=spec.name,
                                 parameters=params, remappings=list(spec.remappings), output="screen"))
         return actions
 

@@ -23,6 +23,15 @@ class NodeSpec:
     remappings: tuple[tuple[str, str], ...] = ()
     # Only started when this launch argument is true ("" = always).
     condition: str = ""
+    # A node from another ROS package (e.g. robot_state_publisher): started by `ros2 launch` only,
+    # since a plain venv does not have it; `pose-ros launch` says it is skipped.
+    package: str = "pose_ros"
+    # Launch arguments naming a file whose *content* becomes a parameter: {argument: parameter}.
+    arg_file_params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ros_only(self) -> bool:
+        return self.package != "pose_ros"
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,10 @@ SYSTEMS: dict[str, SystemSpec] = {
             NodeSpec("retarget", "retarget_node", "retarget", "retarget.yaml",
                      arg_params={"robot": "robot_urdf", "mapping": "mapping_file"},
                      remappings=(("skeletons", "/human_pose/skeletons"),)),
+            # Commanded joint states -> TF for RViz's RobotModel (ROS installs only).
+            NodeSpec("robot_state_publisher", "", "robot_state_publisher", package="robot_state_publisher",
+                     arg_file_params={"robot": "robot_description"},
+                     remappings=(("joint_states", "/retarget/joint_states"),)),
         ),
     ),
 }

@@ -16,7 +16,8 @@ from pose_ros.launch_specs import SYSTEMS, condition_holds, resolve_args
 from pose_ros.nodes.params import ParamSpec, parameters_in_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_NODES = sorted({(n.module, n.executable, n.name, n.params_file) for s in SYSTEMS.values() for n in s.nodes})
+ALL_NODES = sorted({(n.module, n.executable, n.name, n.params_file) for s in SYSTEMS.values() for n in s.nodes
+                    if not n.ros_only})
 
 
 def _console_scripts() -> dict[str, str]:
@@ -66,6 +67,16 @@ def test_launch_file_exists_and_compiles(system):
     assert path.is_file()
     compile(path.read_text(), str(path), "exec")
     assert f'generate("{system}")' in path.read_text()
+
+
+def test_nodes_of_other_packages_get_their_files_from_launch_arguments():
+    for system in SYSTEMS.values():
+        names = {a.name for a in system.args}
+        for spec in system.nodes:
+            if spec.ros_only:
+                assert set(spec.arg_file_params) <= names, f"{spec.name} reads an undeclared launch argument"
+                default = next(a.default for a in system.args if a.name in spec.arg_file_params)
+                assert (ROOT / default).is_file(), f"default file {default} for {spec.name} does not exist"
 
 
 def test_default_launch_arguments_start_something_and_unknown_arguments_are_refused():

@@ -41,7 +41,7 @@ def node_command(spec: NodeSpec, args: dict[str, str], extra_params: dict[str, o
     for arg_name, param in spec.arg_params.items():
         value = args.get(arg_name, "")
         if value != "":
-            params[param] = str(resolve(value)) if ("/" in value or value.endswith((".pt", ".urdf", ".yaml", ".bvh"))) else value
+            params[param] = str(resolve(value).absolute()) if ("/" in value or value.endswith((".pt", ".urdf", ".yaml", ".bvh"))) else value
     params.update(extra_params or {})
     for key, value in params.items():
         cmd += ["-p", f"{key}:={_format_value(value)}"]
@@ -53,8 +53,15 @@ def node_command(spec: NodeSpec, args: dict[str, str], extra_params: dict[str, o
 def plan(system: SystemSpec, overrides: dict[str, str],
          node_params: dict[str, dict[str, object]] | None = None) -> list[NodeProcess]:
     args = resolve_args(system, overrides)
-    return [NodeProcess(spec, node_command(spec, args, (node_params or {}).get(spec.name)))
-            for spec in system.nodes if condition_holds(spec.condition, args)]
+    procs = []
+    for spec in system.nodes:
+        if not condition_holds(spec.condition, args):
+            continue
+        if spec.ros_only:
+            print(f"[launch] skipping {spec.name} ({spec.package} is not available in a venv; ros2 launch starts it)")
+            continue
+        procs.append(NodeProcess(spec, node_command(spec, args, (node_params or {}).get(spec.name))))
+    return procs
 
 
 def _pump(name: str, stream, width: int) -> None:
