@@ -10,8 +10,10 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("pyrealsense2")
+# rclpy before pyrealsense2: the pyrealsense2 2.59 wheel exports its own Fast DDS symbols, and
+# loaded first it captures rclpy's (segfault at interpreter exit).
 rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("pyrealsense2")
 
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -86,11 +88,11 @@ def ros():
 
     thread.start()
     yield add
+    executor.shutdown()  # stop spinning before destroying nodes the executor still holds
+    thread.join(5)
     for node in nodes:
         node.destroy_node()
-    executor.shutdown()
     rclpy.shutdown()
-    thread.join(5)
 
 
 @pytest.fixture

@@ -7,6 +7,10 @@ realsense-ros does too), so hardware, ``.bag`` playback and software devices sha
 
 Colour comes out as RGB uint8, depth as the sensor's uint16 units plus the per-frame depth scale
 (metres per unit); with ``align_depth`` the depth is librealsense-aligned to the colour camera.
+
+In a process that also uses rclpy, import rclpy *before* pyrealsense2: the pyrealsense2 2.59
+wheel exports its own copy of Fast DDS, and loaded first it captures rclpy's symbols (the process
+then segfaults at exit). The camera node imports rclpy at module level for this reason.
 """
 from __future__ import annotations
 
@@ -518,6 +522,7 @@ class CameraSupervisor:
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_report = -1e9
 
     @property
     def connected(self) -> bool:
@@ -544,19 +549,26 @@ class CameraSupervisor:
             except Exception as exc:  # noqa: BLE001 - a dying device may throw anything; we are closing anyway
                 self.log.warning(f"error while closing the lost device: {exc}")
 
+    def _report_open_failure(self, what: str, exc: Exception) -> None:
+        """Log a failed open: in full when new, then at most every 30 s while it repeats."""
+        msg = str(exc)
+        self.stats.open_failures += 1
+        now = time.monotonic()
+        if msg != self.stats.last_error or now - self._last_report >= 30.0:
+            self.log.error(f"{what}: {msg}; retrying every {self.retry_period_s:g} s "
+                           f"(attempt {self.stats.open_attempts})")
+            self._last_report = now
+        self.stats.last_error = msg
+
     def _try_open(self) -> None:
         self.stats.open_attempts += 1
         try:
             self.capture = self._open_capture()
         except StreamConfigError as exc:
-            self.stats.open_failures += 1
-            self.stats.last_error = str(exc)
-            self.log.error(f"bad stream parameters: {exc}")
+            self._report_open_failure("bad stream parameters", exc)
             return
         except Exception as exc:  # noqa: BLE001 - librealsense raises bare RuntimeError for many causes
-            self.stats.open_failures += 1
-            self.stats.last_error = str(exc)
-            self.log.error(f"camera not available: {exc}; retrying every {self.retry_period_s:g} s")
+            self._report_open_failure("camera not available", exc)
             return
         self.stats.opens += 1
         if self.stats.opens > 1:
