@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# rclpy before anything can import pyrealsense2: the pyrealsense2 2.59 wheel exports its own
+# Fast DDS symbols, and a process that loads it first segfaults at exit once rclpy is loaded.
+import rclpy  # noqa: F401,E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("POSE_ROS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
