@@ -41,7 +41,10 @@ class Recorder:
         n.create_subscription(Float64MultiArray, f"{ns}/forward_command", lambda m: self._add(self.fwd, m), qos)
         n.create_subscription(TeleopStatus, f"{ns}/status", lambda m: self._add(self.status, m), qos)
         from trajectory_msgs.msg import JointTrajectory
+        from visualization_msgs.msg import MarkerArray
         n.create_subscription(JointTrajectory, f"{ns}/joint_trajectory", lambda m: self._add(self.traj, m), qos)
+        self.markers = []
+        n.create_subscription(MarkerArray, f"{ns}/robot_markers", lambda m: self._add(self.markers, m), qos)
         self.measured_pub = n.create_publisher(JointState, f"/joint_states_{suffix}", result_qos())
         self.engage = n.create_client(Trigger, f"{ns}/engage")
         self.disengage = n.create_client(Trigger, f"{ns}/disengage")
@@ -104,7 +107,6 @@ def test_replay_to_retarget_over_dds():
                 msg.header.stamp = probe.node.get_clock().now().to_msg()
                 probe.measured_pub.publish(msg)
                 time.sleep(0.05)
-            t_engage = time.monotonic()
             res = probe.call(probe.engage)
             assert res.success and "measured joint state" in res.message, res.message
             assert wait_for(lambda: probe.last_status().state == TeleopState.ENGAGED, 10.0), \
@@ -147,11 +149,19 @@ def test_replay_to_retarget_over_dds():
         fwd = list(probe.fwd)
         status = list(probe.status)
         traj = list(probe.traj)
+        markers = list(probe.markers)
     assert len(fwd) > 100 and len(js) > 100
     names = list(js[-1][1].name)
     assert names[:len(cfg.joint_names)] == cfg.joint_names == mapping.command_joints()
     assert set(names[len(cfg.joint_names):]) == set(mapping.model.actuated_joint_names) - set(cfg.joint_names)
     assert len(traj) > 100 and list(traj[-1][1].joint_names) == cfg.joint_names
+    # robot overlay: one bone per URDF joint with distinct parent/child origins, in the skeleton's camera frame, standing where
+    # the replayed operator stands (~2.5 m in front of the virtual camera)
+    assert len(markers) > 10
+    bones = markers[-1][1].markers[0]
+    assert bones.header.frame_id == "camera_color_optical_frame" and len(bones.points) >= 2 * 20
+    z = np.array([p.z for p in bones.points])
+    assert 0.5 < z.min() and z.max() < 5.0
     assert len(traj[-1][1].points) == 1 and traj[-1][1].points[0].time_from_start.nanosec == 20_000_000
     q = np.array([m.data for _, m in fwd])
     q_js = np.array([m.position[:len(cfg.joint_names)] for _, m in js])
@@ -163,13 +173,17 @@ def test_replay_to_retarget_over_dds():
     dt = np.diff(t_ns) * 1e-9
     assert np.all(dt > 0)
     step = np.abs(np.diff(q_js, axis=0))
-    engage_idx = next(i for i, (tm, _) in enumerate(js) if tm >= t_engage)
-    ok = step[engage_idx + 2:] <= cfg.max_velocity[None] * np.minimum(dt[engage_idx + 2:], cfg.max_dt_s)[:, None] * (1 + 1e-6) + 1e-9
+    # The engage tick: the first status saying ENGAGING; its JointState carries the same stamp.
+    # Engaging re-bases the command on the measured state (where the robot is), so rate limits are
+    # checked from that tick on.
+    engage_stamp = next(m.header.stamp for _, m in status if m.state == TeleopState.ENGAGING)
+    engage_idx = next(i for i, (_, m) in enumerate(js) if m.header.stamp == engage_stamp)
+    ok = step[engage_idx:] <= cfg.max_velocity[None] * np.minimum(dt[engage_idx:], cfg.max_dt_s)[:, None] * (1 + 1e-6) + 1e-9
     bad = np.argwhere(~ok)[:5]
-    assert ok.all(), [(i, j, step[engage_idx + 2 + i, j], dt[engage_idx + 2 + i], cfg.max_velocity[j]) for i, j in bad]
-    # the ramp starts from the measured state, not from home
-    first_after = q_js[engage_idx + 2]
-    assert np.abs(first_after - measured).max() < 0.2
+    assert ok.all(), [(i, j, step[engage_idx + i, j], dt[engage_idx + i], cfg.max_velocity[j]) for i, j in bad]
+    # the ramp starts from the measured state (one control step away at most), not from home
+    first_after = q_js[engage_idx]
+    assert np.abs(first_after - measured).max() <= cfg.max_velocity.max() * 0.05
     assert np.abs(first_after - cfg.home).max() > 0.3
     states = [m.state for _, m in status]
     assert TeleopState.ENGAGING in states and TeleopState.ENGAGED in states and TeleopState.HOLDING in states

@@ -35,6 +35,7 @@ class RetargetResult:
     solve_time_ms: float
     hands_up: bool = False
     reason: str = ""
+    T_cam_body: np.ndarray | None = None   # human body frame in the camera (origin: mid-hips), for overlays
 
 
 class Retargeter:
@@ -103,9 +104,18 @@ class Retargeter:
 
     def body_frame(self, keypoints_cam_m: np.ndarray, names: Sequence[str],
                    confidence: np.ndarray | None = None) -> np.ndarray | None:
-        """R_cam_body (columns: forward, left, up in the camera frame), or None if unobservable."""
+        """T_cam_body 4x4 (rotation columns: forward, left, up in the camera frame; origin midway
+        between the body frame's `left` keypoints, i.e. mid-hips), or None if unobservable."""
         pts, conf = self._inputs(keypoints_cam_m, names, confidence)
-        return self._body_frame(self._lookup(names), pts, conf)
+        idx = self._lookup(names)
+        R = self._body_frame(idx, pts, conf)
+        if R is None:
+            return None
+        bf = self.mapping.body_frame
+        T = np.eye(4)
+        T[:3, :3] = R
+        T[:3, 3] = 0.5 * (self._keypoint(bf.left_from, idx, pts, conf) + self._keypoint(bf.left_to, idx, pts, conf))
+        return T
 
     def _body_frame(self, idx, pts, conf) -> np.ndarray | None:
         bf = self.mapping.body_frame
@@ -202,8 +212,9 @@ class Retargeter:
         err[observed] = np.arccos(cosang)
         self.q_prev = q
         self._fresh = False
-        return RetargetResult(q.copy(), self.joint_names, True, float(np.mean(err[observed])), err,
-                              (time.perf_counter() - t0) * 1e3, hands_up)
+        elapsed_ms = (time.perf_counter() - t0) * 1e3
+        return RetargetResult(q.copy(), self.joint_names, True, float(np.mean(err[observed])), err, elapsed_ms,
+                              hands_up, T_cam_body=self.body_frame(keypoints_cam_m, names, confidence))
 
     def _iterate(self, q: np.ndarray, d: np.ndarray, observed: np.ndarray, iters: int) -> np.ndarray:
         p = self.params

@@ -11,7 +11,9 @@ and `/joint_states` (measured, for the engage ramp). Publishes `~/joint_states`
 (trajectory_msgs/JointTrajectory, one point), `~/forward_command` (std_msgs/Float64MultiArray in
 the mapping's command order, for a ros2_control forward command controller) and `~/status`
 (pose_ros/TeleopStatus). Services `~/engage`, `~/disengage` (std_srvs/Trigger) and
-`~/set_engaged` (std_srvs/SetBool).
+`~/set_engaged` (std_srvs/SetBool). `~/robot_markers` (visualization_msgs/MarkerArray) draws the
+commanded robot as a stick figure standing in the operator's place, in the skeleton's camera
+frame: visible in RViz with no robot_state_publisher or TF.
 """
 from __future__ import annotations
 
@@ -22,11 +24,13 @@ from pathlib import Path
 
 import numpy as np
 from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import Point
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
+from std_msgs.msg import ColorRGBA, Float64MultiArray, Header, MultiArrayDimension
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from visualization_msgs.msg import Marker, MarkerArray
 
 from pose_ros.msg import HumanSkeletonArray, TeleopStatus
 from pose_ros.nodes.params import ParamSpec, declare_parameters
@@ -63,6 +67,10 @@ PARAMETERS = [
               read_only=True),
     ParamSpec("gesture_hold_s", 1.5, "how long the hands-up gesture must be held", min=0.2, max=10.0,
               read_only=True),
+    ParamSpec("markers_topic", "~/robot_markers",
+              "visualization_msgs/MarkerArray: the commanded robot overlaid on the operator (camera frame)",
+              read_only=True),
+    ParamSpec("marker_rate_hz", 10.0, "robot overlay marker rate (0 = off)", min=0.0, max=100.0, read_only=True),
     ParamSpec("status_period_s", 10.0, "period of the status log line", min=0.5, max=3600.0),
 ]
 
@@ -113,6 +121,9 @@ class RetargetNode(Node):
         self.traj_pub = self.create_publisher(JointTrajectory, self.p["trajectory_topic"], qos)
         self.fwd_pub = self.create_publisher(Float64MultiArray, self.p["forward_command_topic"], qos)
         self.status_pub = self.create_publisher(TeleopStatus, self.p["status_topic"], qos)
+        self.marker_pub = self.create_publisher(MarkerArray, self.p["markers_topic"], qos)
+        self._T_cam_body: np.ndarray | None = None
+        self._camera_frame = ""
         self.create_subscription(HumanSkeletonArray, self.p["skeletons_topic"], self._on_skeletons, qos)
         self.create_subscription(JointState, self.p["measured_joint_states_topic"], self._on_measured, qos)
         self.create_service(Trigger, "~/engage", self._srv_engage)
@@ -120,6 +131,8 @@ class RetargetNode(Node):
         self.create_service(SetBool, "~/set_engaged", self._srv_set_engaged)
         self.create_timer(self._period_s, self._on_timer)
         self.create_timer(float(self.p["status_period_s"]), self._log_status)
+        if float(self.p["marker_rate_hz"]) > 0:
+            self.create_timer(1.0 / float(self.p["marker_rate_hz"]), self._publish_markers)
         if self.p["engage_on_start"]:
             self.safety.engage(self._now())
         self.get_logger().info(
@@ -157,6 +170,7 @@ class RetargetNode(Node):
                 self.safety.submit_tracking_lost(now)
                 return
             self._last_residual = res.residual_rad
+            self._T_cam_body, self._camera_frame = res.T_cam_body, msg.header.frame_id
             stamp = self._to_s(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
             if self.p["stamp_source"] == "arrival":
                 stamp = now
@@ -223,6 +237,39 @@ class RetargetNode(Node):
             acceleration_limit_clamps=c.acceleration_limit_clamps, invalid_inputs=c.invalid_inputs,
             stale_inputs=c.stale_inputs, tracking_losses=c.tracking_losses, watchdog_trips=c.watchdog_trips,
             message=out.message))
+
+    def _publish_markers(self) -> None:
+        """Stick figure of the commanded robot at the operator's pelvis (robot base = body frame)."""
+        from pose_ros.human.kinematics import all_link_poses
+
+        with self._lock:
+            T_cam_body, frame = self._T_cam_body, self._camera_frame
+            q = self.safety.q_command
+        if T_cam_body is None or q is None or not self.context.ok():
+            return
+        poses = all_link_poses(self.mapping.model, {**dict(zip(self._extra_names, self._extra_q)),
+                                                    **dict(zip(self.joint_names, q))})
+        T_cam_base = T_cam_body @ np.linalg.inv(poses[self.mapping.base_link])
+        origin = {link: T_cam_base[:3, :3] @ T[:3, 3] + T_cam_base[:3, 3] for link, T in poses.items()}
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=frame)
+        bones = Marker(header=header, ns="robot_bones", id=0, type=Marker.LINE_LIST, action=Marker.ADD)
+        bones.scale.x = 0.015
+        bones.color = ColorRGBA(r=0.2, g=0.6, b=1.0, a=1.0)
+        bones.pose.orientation.w = 1.0
+        for j in self.mapping.model.joints.values():
+            a, b = origin[j.parent], origin[j.child]
+            if np.linalg.norm(a - b) > 1e-6:
+                bones.points += [Point(x=float(a[0]), y=float(a[1]), z=float(a[2])),
+                                 Point(x=float(b[0]), y=float(b[1]), z=float(b[2]))]
+        joints = Marker(header=header, ns="robot_joints", id=0, type=Marker.SPHERE_LIST, action=Marker.ADD)
+        joints.scale.x = joints.scale.y = joints.scale.z = 0.03
+        joints.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        joints.pose.orientation.w = 1.0
+        for j in self.mapping.model.joints.values():
+            if j.movable:
+                c = origin[j.child]
+                joints.points.append(Point(x=float(c[0]), y=float(c[1]), z=float(c[2])))
+        self.marker_pub.publish(MarkerArray(markers=[bones, joints]))
 
     def _log_status(self) -> None:
         with self._lock:
