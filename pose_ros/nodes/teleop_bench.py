@@ -1,0 +1,158 @@
+"""ROS side of the teleop chain bench and test: a camera that publishes a moving real person,
+and a probe that receives skeletons, joint commands and TeleopStatus and engages the robot.
+
+Both attach to a node the caller owns (composition, no Node subclass), so `pose-ros bench-teleop`
+and test/test_teleop_chain.py run exactly the same publisher and receiver. The latency
+bookkeeping is `pose_ros.eval.teleop_latency_bench.TeleopLatencyTracker`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray, Header
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from pose_ros.eval.teleop_latency_bench import PersonSequence, TeleopLatencyTracker
+from pose_ros.msg import HumanSkeletonArray, TeleopStatus
+from pose_ros.nodes.image_conversions import camera_to_camera_info, depth_m_to_image, numpy_to_image, stamp_to_ns
+from pose_ros.nodes.qos import camera_publisher_qos, result_qos
+from pose_ros.nodes.topics import COLOR_OPTICAL_FRAME, COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC
+
+
+class PersonCameraSource:
+    """Publishes `sequence` like realsense-ros (rgb8 colour, 16UC1 aligned depth, camera_info, one
+    stamp) at `rate_hz`. Each frame is stamped with the node's ROS time immediately before it is
+    published; the messages of one period are built once and reused, so publishing costs only
+    the DDS write. `on_publish(stamp_ns)` is called for every frame."""
+
+    def __init__(self, node: Node, sequence: PersonSequence, rate_hz: float, color_topic: str = COLOR_TOPIC,
+                 depth_topic: str = DEPTH_TOPIC, info_topic: str = INFO_TOPIC,
+                 frame_id: str = COLOR_OPTICAL_FRAME, on_publish=None) -> None:
+        if not 0.1 <= rate_hz <= 200.0:
+            raise ValueError(f"camera rate {rate_hz} Hz is out of range; use 0.1 .. 200 Hz")
+        self.node, self.sequence, self.rate_hz = node, sequence, float(rate_hz)
+        qos = camera_publisher_qos()
+        self.color_pub = node.create_publisher(Image, color_topic, qos)
+        self.depth_pub = node.create_publisher(Image, depth_topic, qos)
+        self.info_pub = node.create_publisher(CameraInfo, info_topic, qos)
+        self.frame_id = frame_id
+        self.on_publish = on_publish
+        self.published = 0
+        self._cache: dict[int, tuple[Image, Image]] = {}
+        self._info = camera_to_camera_info(sequence.camera, Header(frame_id=frame_id))
+        self._timer = None
+        self._lock = threading.Lock()
+
+    def _messages(self, k: int) -> tuple[Image, Image]:
+        i = k % self.sequence.period
+        if i not in self._cache:
+            f = self.sequence.frame(i)
+            self._cache[i] = (numpy_to_image(f.rgb, "rgb8", Header(frame_id=self.frame_id)),
+                              depth_m_to_image(f.depth_m, "16UC1", Header(frame_id=self.frame_id)))
+        return self._cache[i]
+
+    def prepare(self) -> None:
+        """Build every frame of one period now (about 10 ms each), not while publishing."""
+        for k in range(self.sequence.period):
+            self._messages(k)
+
+    def publish_one(self) -> int:
+        with self._lock:
+            color, depth = self._messages(self.published)
+            stamp = self.node.get_clock().now()
+            msg_stamp = stamp.to_msg()
+            for m in (color, depth, self._info):
+                m.header.stamp = msg_stamp
+            self.color_pub.publish(color)
+            self.depth_pub.publish(depth)
+            self.info_pub.publish(self._info)
+            self.published += 1
+        if self.on_publish is not None:
+            self.on_publish(stamp.nanoseconds)
+        return stamp.nanoseconds
+
+    def start(self) -> None:
+        if self._timer is None:
+            self._timer = self.node.create_timer(1.0 / self.rate_hz, self.publish_one)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self.node.destroy_timer(self._timer)
+            self._timer = None
+
+
+class TeleopProbe:
+    """Receives the chain's outputs and keeps everything (receive time = the node's ROS time):
+    `skeletons`, `joint_states`, `trajectories`, `forward`, `status` as lists of (t_rx_ns, msg);
+    feeds `tracker` when given. `retarget_ns` is the retarget node's name (`/retarget`)."""
+
+    def __init__(self, node: Node, skeleton_topic: str = "/human_pose/skeletons", retarget_ns: str = "/retarget",
+                 tracker: TeleopLatencyTracker | None = None, depth: int = 500) -> None:
+        self.node, self.tracker = node, tracker
+        self.lock = threading.RLock()
+        self.skeletons: list = []
+        self.joint_states: list = []
+        self.trajectories: list = []
+        self.forward: list = []
+        self.status: list = []
+        qos = result_qos(depth=depth)
+        node.create_subscription(HumanSkeletonArray, skeleton_topic, self._on_skeletons, qos)
+        node.create_subscription(JointState, f"{retarget_ns}/joint_states", self._on_js, qos)
+        node.create_subscription(JointTrajectory, f"{retarget_ns}/joint_trajectory",
+                                 lambda m: self._keep(self.trajectories, m), qos)
+        node.create_subscription(Float64MultiArray, f"{retarget_ns}/forward_command",
+                                 lambda m: self._keep(self.forward, m), qos)
+        node.create_subscription(TeleopStatus, f"{retarget_ns}/status", self._on_status, qos)
+        self.engage_client = node.create_client(Trigger, f"{retarget_ns}/engage")
+        self.disengage_client = node.create_client(Trigger, f"{retarget_ns}/disengage")
+
+    def _now(self) -> int:
+        return self.node.get_clock().now().nanoseconds
+
+    def _keep(self, store: list, msg) -> int:
+        t = self._now()
+        with self.lock:
+            store.append((t, msg))
+        return t
+
+    def _on_skeletons(self, msg: HumanSkeletonArray) -> None:
+        t = self._keep(self.skeletons, msg)
+        if self.tracker is not None:
+            with self.lock:
+                self.tracker.skeleton(stamp_to_ns(msg.header.stamp), t, bool(msg.skeletons))
+
+    def _on_js(self, msg: JointState) -> None:
+        t = self._keep(self.joint_states, msg)
+        if self.tracker is not None:
+            with self.lock:
+                self.tracker.command(stamp_to_ns(msg.header.stamp), t)
+
+    def _on_status(self, msg: TeleopStatus) -> None:
+        self._keep(self.status, msg)
+        if self.tracker is not None:
+            with self.lock:
+                self.tracker.status(stamp_to_ns(msg.header.stamp), float(msg.input_age_s), msg.state_name)
+
+    def last_status(self) -> TeleopStatus | None:
+        with self.lock:
+            return self.status[-1][1] if self.status else None
+
+    def call(self, client, timeout_s: float = 10.0) -> Trigger.Response:
+        """Call a Trigger service from a thread other than the executor's; raises on timeout."""
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise TimeoutError(f"service {client.srv_name} not available after {timeout_s:.0f} s")
+        fut = client.call_async(Trigger.Request())
+        deadline = time.monotonic() + timeout_s
+        while not fut.done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service {client.srv_name} did not answer within {timeout_s:.0f} s")
+            time.sleep(0.01)
+        return fut.result()
+
+    def engage(self, timeout_s: float = 10.0) -> Trigger.Response:
+        return self.call(self.engage_client, timeout_s)

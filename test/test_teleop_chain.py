@@ -1,0 +1,209 @@
+"""The teleop chain end to end over real DDS, as `pose-ros launch teleop camera:=realsense` wires it:
+
+a camera publishing a real COCO person (swaying, masked depth at 2 m on a 3 m wall) ->
+human_pose_node process -> retarget_node process (engaged through ~/engage) -> this probe.
+
+Checks: commands in the mapping's joint order and inside the robot's limits, TeleopStatus
+ENGAGED and tracking, every engaged command traced back to a published colour stamp; then the
+camera stops -> HOLDING -> RETURNING_HOME with commands moving toward home no faster than the
+return-home speed.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, shared_data_path
+from ros_helpers import SpinThread, ros_context, stop_process, wait_for
+
+NS = f"/teleop_chain_{os.getpid()}"   # other ROS tests may share this DDS domain
+RATE_HZ = 15.0                         # lean: the human_pose node runs MediaPipe on a shared CPU
+
+
+def _chain_commands():
+    """human_pose and retarget commands from the teleop launch spec, moved into a private namespace."""
+    from pose_ros.cli.launcher import plan
+    from pose_ros.launch_specs import SYSTEMS
+
+    system = SYSTEMS["teleop"]
+    specs = {s.name: s for s in system.nodes}
+    # The wiring under test: retarget listens where human_pose publishes (~/skeletons).
+    assert dict(specs["retarget"].remappings)["skeletons"] == f"/{specs['human_pose'].name}/skeletons"
+    procs = {p.spec.name: p for p in plan(system, {"camera": "realsense"}, {
+        "human_pose": {"color_topic": f"{NS}/color", "depth_topic": f"{NS}/depth", "info_topic": f"{NS}/info",
+                       "status_period_s": 5.0},
+        "retarget": {"measured_joint_states_topic": f"{NS}/measured_joint_states", "status_period_s": 5.0}})}
+    assert {"human_pose", "retarget"} <= set(procs), sorted(procs)
+    out = {}
+    for name in ("human_pose", "retarget"):
+        cmd = [arg.replace("skeletons:=/human_pose/skeletons", f"skeletons:={NS}/human_pose/skeletons")
+               for arg in procs[name].command]
+        out[name] = cmd + ["-r", f"__ns:={NS}"]
+    return out
+
+
+def _start(cmd, log_path):
+    import subprocess
+
+    return subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def _ns(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def test_latency_tracker_traces_commands_to_frames():
+    """status stamp - input_age_s names the colour frame; the first ENGAGED cycle using it counts."""
+    from pose_ros.eval.teleop_latency_bench import TeleopLatencyTracker
+
+    ms = 1_000_000
+    tr = TeleopLatencyTracker(t_start=0, t_end=10_000 * ms)
+    for k in range(4):
+        tr.published(1000 * ms + k * 33 * ms)                 # frames at 1000, 1033, 1066, 1099 ms
+    tr.skeleton(1000 * ms, 1030 * ms, True)
+    tr.skeleton(1033 * ms, 1070 * ms, True)
+    cycles = [(1040, 1000, "ENGAGED"), (1060, 1000, "ENGAGED"), (1080, 1033, "ENGAGED"),
+              (1100, 1033, "HOLDING"), (1120, 1066, "HOLDING"), (1140, 1077, "ENGAGED")]  # 1077: no such frame
+    for cycle, colour, state in cycles:
+        tr.command(cycle * ms, cycle * ms + 2 * ms)             # received 2 ms after the cycle
+        tr.status(cycle * ms, (cycle - colour) * 1e-3, state)
+    first = tr.first_commands()
+    assert first == {1000 * ms: (1040 * ms, 1042 * ms), 1033 * ms: (1080 * ms, 1082 * ms)}
+    assert tr.unmatched_cycles == 1
+    r = tr.report()
+    assert r["colour_to_command"].n == 2 and r["colour_to_command"].p50_ms == pytest.approx(45.5)
+    assert r["skeleton_to_command"].p50_ms == pytest.approx(12.0)
+    assert r["colour_to_skeleton"].max_ms == pytest.approx(37.0)
+    assert r["frames_published"] == 4 and r["frames_reaching_commands"] == 2
+
+
+@pytest.mark.ros
+def test_camera_to_joint_commands_and_tracking_loss(tmp_path):
+    coco = shared_data_path("coco_person_dev")
+    from pose_ros.eval.teleop_latency_bench import PersonSequence, TeleopLatencyTracker, load_coco_person
+    from pose_ros.human.retarget_mapping import default_mapping_path, load_mapping
+    from pose_ros.human.safety import SafetyConfig, TeleopState
+    from pose_ros.nodes.teleop_bench import PersonCameraSource, TeleopProbe
+
+    mapping = load_mapping(default_mapping_path())
+    cfg = SafetyConfig.from_mapping(mapping)
+    n = len(cfg.joint_names)
+    sequence = PersonSequence(load_coco_person(coco), period_frames=45)
+    assert sequence.has_mask
+
+    cmds = _chain_commands()
+    procs = {name: _start(cmd, tmp_path / f"{name}.log") for name, cmd in cmds.items()}
+    tracker = TeleopLatencyTracker()
+    t_stop = None
+    try:
+        with ros_context() as ctx:
+            import rclpy
+
+            node = rclpy.create_node("teleop_chain_probe", context=ctx)
+            probe = TeleopProbe(node, skeleton_topic=f"{NS}/human_pose/skeletons", retarget_ns=f"{NS}/retarget",
+                                tracker=tracker)
+
+            def on_publish(stamp_ns):
+                with probe.lock:
+                    tracker.published(stamp_ns)
+
+            source = PersonCameraSource(node, sequence, RATE_HZ, color_topic=f"{NS}/color",
+                                        depth_topic=f"{NS}/depth", info_topic=f"{NS}/info", on_publish=on_publish)
+            source.prepare()
+
+            def status():
+                return probe.last_status()
+
+            with SpinThread(ctx, node):
+                up = wait_for(lambda: source.color_pub.get_subscription_count() > 0 and status() is not None, 40.0)
+                assert up, "nodes did not come up: " + "".join((tmp_path / f"{k}.log").read_text()[-800:] for k in procs)
+                assert status().state == TeleopState.DISENGAGED
+                source.start()
+                assert wait_for(lambda: status().tracking, 40.0), \
+                    (tmp_path / "human_pose.log").read_text()[-1500:]
+                res = probe.engage()
+                assert res.success, res.message
+                assert wait_for(lambda: status().state == TeleopState.ENGAGED, 15.0), status().message
+                time.sleep(2.0)                                 # follow the operator for a while
+                # (a starved CPU may pause skeletons > watchdog timeout: hold, then re-engage by itself)
+                assert wait_for(lambda: status().state == TeleopState.ENGAGED and status().tracking, 10.0), \
+                    status().message
+                watchdog0 = status().watchdog_trips
+
+                source.stop()                                   # the camera goes away
+                t_stop = node.get_clock().now().nanoseconds
+                assert wait_for(lambda: status().state == TeleopState.HOLDING, 3.0), status().message
+                assert wait_for(lambda: status().state == TeleopState.RETURNING_HOME, 3.0), status().message
+                time.sleep(1.5)                                 # watch it return
+                assert all(p.poll() is None for p in procs.values()), "a node died"
+    finally:
+        rcs = {name: stop_process(p) for name, p in procs.items()}
+    logs = {name: (tmp_path / f"{name}.log").read_text() for name in procs}
+    assert all(rc == 0 for rc in rcs.values()), {k: logs[k][-1500:] for k in rcs}
+
+    # ---- everything received, checked after the fact ----
+    with probe.lock:
+        js = [m for _, m in probe.joint_states]
+        traj = [m for _, m in probe.trajectories]
+        fwd = [m for _, m in probe.forward]
+        st = [m for _, m in probe.status]
+        skel = [m for _, m in probe.skeletons]
+    assert len(js) > 100 and len(traj) > 100 and len(fwd) > 100 and len(st) > 100
+    assert any(s.skeletons for s in skel)
+    # joint order: the mapping's command order everywhere (JointState first, then the other joints)
+    order = mapping.command_joints()
+    assert list(traj[-1].joint_names) == order == cfg.joint_names
+    assert list(js[-1].name[:n]) == order and len(fwd[-1].data) == n and fwd[-1].layout.dim[0].size == n
+    assert set(js[-1].name[n:]) == set(mapping.model.actuated_joint_names) - set(order)
+    # inside the robot's limits (URDF, and the safety margin inside them), always
+    q = np.array([m.position[:n] for m in js])
+    q_fwd = np.array([m.data for m in fwd])
+    urdf_lo = np.array([mapping.model.limits_of(j).lower for j in order])
+    urdf_hi = np.array([mapping.model.limits_of(j).upper for j in order])
+    for arr in (q, q_fwd, np.array([m.points[0].positions for m in traj])):
+        assert np.all(np.isfinite(arr))
+        assert np.all(arr >= cfg.cmd_lower - 1e-9) and np.all(arr <= cfg.cmd_upper + 1e-9)
+        assert np.all(arr >= urdf_lo) and np.all(arr <= urdf_hi)
+
+    # per control cycle: state of the status with the same stamp as the command
+    state_at = {_ns(s): s for s in st}
+    t = np.array([_ns(m) for m in js], np.int64)
+    states = np.array([state_at[_ns(m)].state if _ns(m) in state_at else -1 for m in js])
+    assert np.all(np.diff(t) > 0)
+    dt = np.minimum(np.diff(t) * 1e-9, cfg.max_dt_s)
+    step = np.abs(np.diff(q, axis=0))
+
+    engaged = states == TeleopState.ENGAGED
+    assert engaged.sum() > 50
+    tracking = [state_at[_ns(m)].tracking for m, e in zip(js, engaged) if e]
+    assert np.mean(tracking) > 0.6, f"tracking in only {np.mean(tracking):.0%} of the engaged cycles"
+    # following the operator: the skier's pose is far from home
+    assert np.abs(q[engaged] - cfg.home).max() > 0.2
+    # every engaged command was computed from a frame this camera published (stamps carried through)
+    first = tracker.first_commands()
+    assert len(first) > 10 and tracker.unmatched_cycles == 0
+    lat_ms = np.array([(rx - colour) * 1e-6 for colour, (_, rx) in first.items()])
+    assert np.all(lat_ms > 0) and np.median(lat_ms) < 1000.0, lat_ms
+
+    # after the camera stopped: ENGAGED -> HOLDING -> RETURNING_HOME, in that order, tracking lost
+    after = [s for s in st if _ns(s) >= t_stop]
+    seq = [s.state for s in after]
+    i_hold = seq.index(TeleopState.HOLDING)
+    i_home = seq.index(TeleopState.RETURNING_HOME)
+    assert set(seq[:i_hold]) <= {TeleopState.ENGAGED} and set(seq[i_hold:i_home]) == {TeleopState.HOLDING}
+    assert not after[-1].tracking and after[-1].watchdog_trips == watchdog0 + 1
+    # returning home: slowly (return-home speed limit) and monotonically closer to home
+    home_idx = np.flatnonzero(states == TeleopState.RETURNING_HOME)
+    assert home_idx.size > 30
+    vmax_home = np.minimum(cfg.return_home_velocity_rad_s, cfg.max_velocity)
+    steps_home = step[home_idx[home_idx > 0] - 1]
+    dts_home = dt[home_idx[home_idx > 0] - 1]
+    assert np.all(steps_home <= vmax_home[None] * dts_home[:, None] * (1 + 1e-6) + 1e-9)
+    dist = np.abs(q[home_idx] - cfg.home).max(axis=1)
+    assert np.all(np.diff(dist) <= 1e-9) and dist[-1] < dist[0] - 0.05
+    # it had not jumped home: still on its way after 1.5 s of return unless it started close
+    assert dist[0] > 0.2
