@@ -9,7 +9,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from pose_ros.launch_specs import SYSTEMS, condition_holds
+from pose_ros.launch_specs import SYSTEMS, condition_holds, robot_urdf_for
 
 
 def _resolve(value: str, share: str) -> str:
@@ -33,10 +33,14 @@ def generate(system_name: str) -> LaunchDescription:
                 params.append(os.path.join(share, "config", spec.params_file))
             overrides = dict(spec.params)
             for arg_name, param in spec.arg_params.items():
-                if args.get(arg_name, "") != "":
-                    overrides[param] = _resolve(args[arg_name], share)
+                value = args.get(arg_name, "")
+                if value.lower() in ("true", "false"):
+                    overrides[param] = value.lower() == "true"
+                elif value != "":
+                    overrides[param] = _resolve(value, share)
             for arg_name, param in spec.arg_file_params.items():
-                with open(_resolve(args[arg_name], share)) as f:
+                path = robot_urdf_for(args) if arg_name == "robot" else args[arg_name]
+                with open(_resolve(path, share)) as f:
                     overrides[param] = f.read()
             if overrides:
                 params.append(overrides)

@@ -89,23 +89,27 @@ SYSTEMS: dict[str, SystemSpec] = {
     "teleop": SystemSpec(
         "teleop", "Humanoid teleoperation: camera -> human_pose -> retarget (safety layer) -> joint commands.",
         (
-            LaunchArg("camera", "replay", "skeleton source: replay (BVH mocap, no camera) | realsense | none"),
-            LaunchArg("robot", "config/robots/pose_ros_humanoid.urdf", "humanoid URDF"),
-            LaunchArg("mapping", "config/robots/pose_ros_humanoid.yaml", "retargeting mapping YAML for that robot"),
+            LaunchArg("camera", "replay", "skeleton source: replay (BVH mocap, no camera) | realsense | "
+                      "none (a realsense-ros driver already running)"),
+            LaunchArg("robot", "", "humanoid URDF; empty = the mapping's own robot"),
+            LaunchArg("mapping", "config/robots/pose_ros_humanoid.yaml", "retargeting mapping YAML "
+                      "(config/robots/unitree_g1.yaml for the Unitree G1)"),
             LaunchArg("bvh", "", "BVH file replayed when camera:=replay (default: CMU 131 walk if present)"),
+            LaunchArg("engage", "false", "engage teleoperation on start; otherwise call /retarget/engage"),
         ),
         (
             NodeSpec("realsense_camera", "realsense_camera_node", "realsense_camera", "realsense_camera.yaml",
                      condition="camera==realsense"),
             NodeSpec("human_pose", "human_pose_node", "human_pose", "human_pose.yaml",
-                     condition="camera==realsense"),
+                     condition="camera!=replay"),
             NodeSpec("skeleton_replay", "skeleton_replay_node", "skeleton_replay", "skeleton_replay.yaml",
                      arg_params={"bvh": "bvh_file"}, remappings=(("skeletons", "/human_pose/skeletons"),),
                      condition="camera==replay"),
             NodeSpec("retarget", "retarget_node", "retarget", "retarget.yaml",
-                     arg_params={"robot": "robot_urdf", "mapping": "mapping_file"},
+                     arg_params={"robot": "robot_urdf", "mapping": "mapping_file", "engage": "engage_on_start"},
                      remappings=(("skeletons", "/human_pose/skeletons"),)),
-            # Commanded joint states -> TF for RViz's RobotModel (ROS installs only).
+            # Commanded joint states -> TF for RViz's RobotModel (ROS installs only). The URDF is the
+            # `robot` argument, or the one the mapping names when that is empty.
             NodeSpec("robot_state_publisher", "", "robot_state_publisher", package="robot_state_publisher",
                      arg_file_params={"robot": "robot_description"},
                      remappings=(("joint_states", "/retarget/joint_states"),)),
@@ -119,11 +123,22 @@ SYSTEMS["demo"] = SystemSpec(
 
 
 def condition_holds(condition: str, args: dict[str, str]) -> bool:
-    """Evaluate a `name==value` condition against launch argument values."""
+    """Evaluate a `name==value` or `name!=value` condition against launch argument values."""
     if not condition:
         return True
-    name, _, expected = condition.partition("==")
-    return str(args.get(name, "")).strip().lower() == expected.strip().lower()
+    negate = "!=" in condition
+    name, _, expected = condition.partition("!=" if negate else "==")
+    equal = str(args.get(name, "")).strip().lower() == expected.strip().lower()
+    return equal != negate
+
+
+def robot_urdf_for(args: dict[str, str]) -> str:
+    """The URDF a teleop launch drives: the `robot` argument, else the one its mapping names."""
+    if args.get("robot"):
+        return args["robot"]
+    from pose_ros.human.retarget_mapping import load_mapping
+    from pose_ros.resources import resolve
+    return str(load_mapping(resolve(args["mapping"])).urdf_path)
 
 
 def resolve_args(system: SystemSpec, overrides: dict[str, str]) -> dict[str, str]:

@@ -75,8 +75,12 @@ def test_nodes_of_other_packages_get_their_files_from_launch_arguments():
         for spec in system.nodes:
             if spec.ros_only:
                 assert set(spec.arg_file_params) <= names, f"{spec.name} reads an undeclared launch argument"
-                default = next(a.default for a in system.args if a.name in spec.arg_file_params)
-                assert (ROOT / default).is_file(), f"default file {default} for {spec.name} does not exist"
+                from pose_ros.launch_specs import robot_urdf_for
+                for mapping in ("config/robots/pose_ros_humanoid.yaml", "config/robots/unitree_g1.yaml"):
+                    args = resolve_args(system, {"mapping": mapping})
+                    if mapping.endswith("g1.yaml") and not robot_urdf_for(args).startswith("/"):
+                        continue
+                    assert Path(robot_urdf_for(args)).is_file(), f"{spec.name}: no URDF for {mapping}"
 
 
 def test_default_launch_arguments_start_something_and_unknown_arguments_are_refused():
@@ -85,6 +89,13 @@ def test_default_launch_arguments_start_something_and_unknown_arguments_are_refu
         assert any(condition_holds(n.condition, args) for n in system.nodes), system.name
     with pytest.raises(ValueError, match="unknown launch argument"):
         resolve_args(SYSTEMS["object_pose"], {"modle": "x.pt"})
+
+
+def test_conditions():
+    assert condition_holds("camera==replay", {"camera": "Replay"})
+    assert condition_holds("camera!=replay", {"camera": "none"})
+    assert not condition_holds("camera!=replay", {"camera": "replay"})
+    assert condition_holds("", {})
 
 
 def test_pose_ros_launch_show_prints_the_node_commands(capsys):
