@@ -30,7 +30,7 @@ fi
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating venv $VENV"
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip wheel "setuptools<80"
+  "$VENV/bin/python" -m pip install -q --upgrade pip wheel "setuptools<80" 2>&1 | grep -v "^WARNING: Location" || true
 fi
 
 # 3. Pinned requirements (skipped while requirements.txt is unchanged).
