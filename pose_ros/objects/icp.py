@@ -102,13 +102,15 @@ def _rot_angle(R_a: np.ndarray, R_b: np.ndarray) -> float:
 
 
 def organized_points_normals(depth_m: np.ndarray, camera, roi: np.ndarray, stride: int = 1,
-                             max_jump_m: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+                             max_jump_m: float = 0.01, normal_step: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Camera-frame points and unit normals for ROI pixels of an organised depth image.
 
     Normals are the cross product of the horizontal and vertical central differences between
     neighbouring (stride-spaced) pixels, oriented towards the camera. Pixels whose neighbours are
     invalid or lie across a depth jump larger than ``max_jump_m`` are dropped (their normal would
-    be garbage). Only the ROI's bounding box is processed, so cost scales with the object size.
+    be garbage). ``normal_step`` (in strided pixels) widens the difference baseline: noisier
+    sensors need a wider one. Only the ROI's bounding box is processed, so cost scales with the
+    object size.
     Distortion is ignored for the normals' neighbourhood geometry but applied to the points.
     """
     H, W = depth_m.shape
@@ -116,8 +118,9 @@ def organized_points_normals(depth_m: np.ndarray, camera, roi: np.ndarray, strid
     if vs.size == 0:
         return np.zeros((0, 3)), np.zeros((0, 3))
     s = max(1, int(stride))
-    v0, v1 = max(int(vs.min()) - s, 0), min(int(vs.max()) + s + 1, H)
-    u0, u1 = max(int(us.min()) - s, 0), min(int(us.max()) + s + 1, W)
+    k = max(1, int(normal_step))
+    v0, v1 = max(int(vs.min()) - s * k, 0), min(int(vs.max()) + s * k + 1, H)
+    u0, u1 = max(int(us.min()) - s * k, 0), min(int(us.max()) + s * k + 1, W)
     d = depth_m[v0:v1:s, u0:u1:s].astype(np.float64)
     r = roi[v0:v1:s, u0:u1:s]
     with np.errstate(invalid="ignore"):
@@ -130,12 +133,14 @@ def organized_points_normals(depth_m: np.ndarray, camera, roi: np.ndarray, strid
     # central differences (one-sided at the crop border is unnecessary: border pixels dropped)
     dx = np.full_like(P, np.nan)
     dy = np.full_like(P, np.nan)
-    dx[:, 1:-1] = P[:, 2:] - P[:, :-2]
-    dy[1:-1, :] = P[2:, :] - P[:-2, :]
+    if P.shape[1] > 2 * k:
+        dx[:, k:-k] = P[:, 2 * k:] - P[:, :-2 * k]
+    if P.shape[0] > 2 * k:
+        dy[k:-k, :] = P[2 * k:, :] - P[:-2 * k, :]
     n = np.cross(dx, dy)
     with np.errstate(invalid="ignore"):
         norm = np.linalg.norm(n, axis=-1)
-        jump_ok = (np.abs(dx[..., 2]) < 2 * max_jump_m) & (np.abs(dy[..., 2]) < 2 * max_jump_m)
+        jump_ok = (np.abs(dx[..., 2]) < 2 * k * max_jump_m) & (np.abs(dy[..., 2]) < 2 * k * max_jump_m)
         ok = r & valid & np.isfinite(norm) & (norm > 1e-12) & jump_ok
     pts = P[ok]
     nrm = n[ok] / norm[ok][:, None]
