@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from pose_ros.core.camera import PinholeCamera
-from pose_ros.objects.covariance import fuse_icp_covariance
+from pose_ros.objects.covariance import fuse_icp_covariance, icp_covariance
 from pose_ros.objects.pnp import PnpConfig, solve_pnp
 from pose_ros.objects.voting import VotingConfig, split_instances, vote_keypoints
 
@@ -62,6 +62,7 @@ class PoseStats:
     icp_reason: str = ""
     depth_agreement: float = float("nan")
     source: str = "network"               # "network" | "tracking"
+    method: str = ""                      # "pnp" | "pnp+icp" | "depth_search+icp" | "icp_tracking"
     time_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -112,7 +113,8 @@ class PoseEstimator:
     def __init__(self, model_file: str | Path, meshes: Any = None, device: str = "cpu", use_icp: bool = True,
                  score_threshold: float = 0.3, icp_config: Any = None, pnp_config: PnpConfig | None = None,
                  voting_config: VotingConfig | None = None, min_instance_pixels: int = 12,
-                 allow_mesh_mismatch: bool = False, threads: int | None = None, seed: int = 0):
+                 allow_mesh_mismatch: bool = False, threads: int | None = None, seed: int = 0,
+                 depth_search: bool = True, depth_search_below: float = 0.8):
         import torch
 
         from pose_ros.objects.model_file import check_meshes, load_model_file
@@ -140,6 +142,8 @@ class PoseEstimator:
         self.pnp_config = pnp_config or PnpConfig()
         self.voting_config = voting_config or VotingConfig()
         self.min_instance_pixels = int(min_instance_pixels)
+        self.depth_search = bool(depth_search)
+        self.depth_search_below = float(depth_search_below)
         self.rng = np.random.default_rng(seed)
         self.drops: Counter[str] = Counter()
         self.last_timing_ms: dict[str, float] = {}
@@ -270,21 +274,51 @@ class PoseEstimator:
             stats.reprojection_error_px = pnp.reprojection_error_px
             if not pnp.ok:
                 self.drops[f"pnp:{pnp.reason.split(' ')[0]}"] += 1
-                continue
-            T = pnp.T_cam_obj
-            cov = pnp.covariance if pnp.covariance is not None else np.eye(6)
             mask_img = cv2.resize(m_out[:ho, :wo].astype(np.uint8), (int(round(wo * f)), int(round(ho * f))),
                                   interpolation=cv2.INTER_NEAREST)
             mask = np.zeros((camera.height, camera.width), bool)
             hh, ww = min(camera.height, mask_img.shape[0]), min(camera.width, mask_img.shape[1])
             mask[:hh, :ww] = mask_img[:hh, :ww] > 0
-            inlier_ratio = stats.pnp_inliers / max(1, len(spec.keypoints_m))
-            depth_here = has_depth and bool(np.count_nonzero(depth[mask] > 0) >= 20)
-            ti = time.perf_counter()
-            if self.use_icp and model is not None and depth_here:
-                from pose_ros.objects.icp import refine_pose_icp
+            inlier_ratio = stats.pnp_inliers / max(1, len(spec.keypoints_m)) if pnp.ok else 0.0
+            depth_here = has_depth and model is not None and bool(np.count_nonzero(depth[mask] > 0) >= 20)
+            best = None                  # (score, T, cov, method, icp result or None, depth agreement)
+            if pnp.ok:
+                T = pnp.T_cam_obj
+                cov = pnp.covariance if pnp.covariance is not None else np.eye(6)
+                icp = None
+                ti = time.perf_counter()
+                if self.use_icp and depth_here:
+                    from pose_ros.objects.icp import refine_pose_icp
 
-                icp = refine_pose_icp(model, T, depth, camera, mask=mask, config=self.icp_config)
+                    icp = refine_pose_icp(model, T, depth, camera, mask=mask, config=self.icp_config)
+                    if icp.applied:
+                        T = icp.T_cam_obj
+                        cov = fuse_icp_covariance(cov, icp.inlier_rmse_m, spec.diameter_m)
+                    else:
+                        self.drops[f"icp_not_applied:{icp.reason.split(' (')[0][:40]}"] += 1
+                acc["icp"] += (time.perf_counter() - ti) * 1e3
+                tsc = time.perf_counter()
+                sc, ag = self._score(model, T, depth, camera, mask, icp, inlier_ratio, stats.vote_inlier_ratio, depth_here)
+                best = (sc, T, cov, "pnp+icp" if icp is not None and icp.applied else "pnp", icp, ag)
+                acc["scoring"] += (time.perf_counter() - tsc) * 1e3
+            if (self.use_icp and self.depth_search and depth_here
+                    and (best is None or best[0] < self.depth_search_below)):
+                from pose_ros.objects.depth_search import depth_pose_search
+
+                ts = time.perf_counter()
+                extra = [pnp.T_cam_obj[:3, :3]] if pnp.ok else None
+                for T0, icp in depth_pose_search(model, mask, depth, camera, self.icp_config, extra_rotations=extra):
+                    sc, ag = self._score(model, icp.T_cam_obj, depth, camera, mask, icp, None, None, True)
+                    if best is None or sc > best[0]:
+                        best = (sc, icp.T_cam_obj, icp_covariance(icp.inlier_rmse_m, spec.diameter_m),
+                                "depth_search+icp", icp, ag)
+                acc["depth_search"] += (time.perf_counter() - ts) * 1e3
+            if best is None:
+                continue
+            score, T, cov, method, icp, agree = best
+            stats.method = method
+            stats.depth_agreement = float(agree)
+            if icp is not None:
                 stats.icp_applied = bool(icp.applied)
                 stats.icp_fitness = float(icp.fitness)
                 stats.icp_rmse_m = float(icp.inlier_rmse_m)
@@ -292,38 +326,33 @@ class PoseEstimator:
                 stats.icp_correction_translation_m = float(icp.correction_translation_m)
                 stats.icp_correction_rotation_rad = float(icp.correction_rotation_rad)
                 stats.icp_reason = icp.reason
-                if icp.applied:
-                    T = icp.T_cam_obj
-                    cov = fuse_icp_covariance(cov, icp.inlier_rmse_m, spec.diameter_m)
-                else:
-                    self.drops[f"icp_not_applied:{icp.reason.split(' (')[0][:40]}"] += 1
-            acc["icp"] += (time.perf_counter() - ti) * 1e3
-            tsc = time.perf_counter()
-            if model is not None and depth_here:
-                from pose_ros.objects.scoring import mask_depth_agreement, pose_score
-
-                agree = mask_depth_agreement(model, T, depth, camera, mask=mask)
-                stats.depth_agreement = float(agree)
-                score = pose_score(agree, stats.icp_fitness if stats.icp_applied else None,
-                                   float(np.clip(inlier_ratio, 0, 1)))
-            else:
-                score = NO_DEPTH_SCORE_CAP * inlier_ratio * max(stats.vote_inlier_ratio, 0.0)
-            acc["scoring"] += (time.perf_counter() - tsc) * 1e3
             if score < self.score_threshold:
                 self.drops["low_score"] += 1
                 continue
             results.append(PoseResult(spec.name, cls, spec.obj_id, -1, T, float(score), cov, stats,
-                                      T_pnp_cam_obj=pnp.T_cam_obj, keypoints_uv=kp_uv, mask=mask))
+                                      T_pnp_cam_obj=pnp.T_cam_obj if pnp.ok else None, keypoints_uv=kp_uv,
+                                      mask=mask))
         results = self._suppress_duplicates(results)
         self._assign_ids(results, prev)
         timing.update({k: float(v) for k, v in acc.items()})
-        for k in ("voting", "pnp", "icp", "scoring"):
+        for k in ("voting", "pnp", "icp", "depth_search", "scoring"):
             timing.setdefault(k, 0.0)
         timing["total"] = (time.perf_counter() - t_all) * 1e3
         for r in results:
             r.stats.time_ms = dict(timing)
         self.last_timing_ms = timing
         return results
+
+    def _score(self, model: Any, T: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera, mask: np.ndarray,
+               icp: Any, inlier_ratio: float | None, vote_ratio: float | None, depth_here: bool) -> tuple[float, float]:
+        """(score, depth agreement): pose_score with depth evidence; the capped PnP-only score without."""
+        if depth_here:
+            from pose_ros.objects.scoring import mask_depth_agreement, pose_score
+
+            agree = mask_depth_agreement(model, T, depth, camera, mask=mask)
+            fit = float(icp.fitness) if icp is not None and icp.applied else None
+            return pose_score(agree, fit, None if inlier_ratio is None else float(np.clip(inlier_ratio, 0, 1))), agree
+        return NO_DEPTH_SCORE_CAP * float(inlier_ratio or 0.0) * max(float(vote_ratio or 0.0), 0.0), float("nan")
 
     def _suppress_duplicates(self, results: list[PoseResult]) -> list[PoseResult]:
         """Same class, centres closer than a third of the diameter: keep the higher score."""

@@ -42,6 +42,8 @@ class TrainConfig:
     use_depth: bool = True
     input_width: int = 320
     input_height: int = 240
+    widths: tuple[int, int, int, int] = (24, 40, 64, 96)
+    decoder_width: int = 40
     crop_width: int | None = 192             # train on random crops (None: whole frames)
     crop_height: int | None = 144
     w_dice: float = 0.5
@@ -206,7 +208,8 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
         if resume:
             log.warning("resume: %s does not exist; starting a new training", out_path)
         net_cfg = NetworkConfig(num_classes=len(models), num_keypoints=len(keypoints[0]), use_depth=cfg.use_depth,
-                                input_width=cfg.input_width, input_height=cfg.input_height)
+                                input_width=cfg.input_width, input_height=cfg.input_height,
+                                widths=tuple(cfg.widths), decoder_width=cfg.decoder_width)
         torch.manual_seed(cfg.seed)
         net = KeypointNet(net_cfg).to(device)
         raw = {}

@@ -1,7 +1,8 @@
 """`pose-ros eval`: run the object pose estimator on a BOP split and report BOP metrics.
 
 Reports ADD, ADD-S, ADD(-S) < 0.1 d, AR_MSSD, AR_MSPD, AR_VSD and AR per object and overall,
-with ICP and without it (the same detections; "without" uses the PnP pose before ICP), writes
+with ICP and without it (the same detections; "without" uses the PnP pose before ICP, and
+instances that only the depth-driven search found count as misses there), writes
 BOP results CSVs, a JSON summary and recall-curve plots. ``--make-testset N`` first renders a
 synthetic test split (unseen scenes, seed disjoint from training) into the split folder.
 """
@@ -45,6 +46,8 @@ def match_estimates(gt: list[Any], results: list[Any], use_icp: bool) -> list[An
     out: list[Any] = [None] * len(gt)
     for r in sorted(results, key=lambda r: -r.score):
         T = r.T_cam_obj if use_icp else r.T_pnp_cam_obj
+        if T is None:                     # no PnP pose (found by the depth search only)
+            continue
         best, best_d = None, np.inf
         for i, g in enumerate(gt):
             if out[i] is not None or int(g.obj_id) != int(r.obj_id):
@@ -90,6 +93,8 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
         gt = [g for g in f.gt if g.obj_id in models and (g.visib_fract is None or g.visib_fract >= min_visib)]
         for mode, use_icp in (("icp", True), ("no_icp", False)):
             for r in results:
+                if not use_icp and r.T_pnp_cam_obj is None:
+                    continue
                 bop[mode].append(BopEstimate(f.scene_id, f.im_id, r.obj_id, r.score,
                                              r.T_cam_obj if use_icp else r.T_pnp_cam_obj, dt))
             matched = match_estimates(gt, results, use_icp)

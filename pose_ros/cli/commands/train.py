@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-depth", action="store_true", help="RGB-only network (no depth input channel)")
     p.add_argument("--input-size", default="320x240", help="network input WxH (multiples of 8)")
+    p.add_argument("--widths", default="24,40,64,96",
+                   help="network channel widths: stem,1/4,1/8,bottleneck (bigger learns orientation faster, runs slower)")
+    p.add_argument("--decoder-width", type=int, default=40)
     p.add_argument("--crop", default="192x144",
                    help="train on random WxH crops of the input frames ('none' = whole frames; faster on CPU)")
     p.add_argument("--time-budget-min", type=float, default=None,
@@ -50,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
         w, h = (int(v) for v in args.input_size.lower().split("x"))
     except ValueError:
         print(f"error: --input-size must look like 320x240; got {args.input_size!r}", file=sys.stderr)
+        return 2
+    try:
+        widths = tuple(int(v) for v in args.widths.split(","))
+        if len(widths) != 4:
+            raise ValueError
+    except ValueError:
+        print(f"error: --widths needs 4 comma-separated integers; got {args.widths!r}", file=sys.stderr)
         return 2
     crop_w = crop_h = None
     if args.crop.lower() != "none":
@@ -74,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, lr=args.lr, seed=args.seed, workers=args.workers,
                           device=args.device, use_depth=not args.no_depth, input_width=w, input_height=h,
                           threads=args.threads, crop_width=crop_w, crop_height=crop_h,
+                          widths=widths, decoder_width=args.decoder_width,
                           time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min)
         data_dir = args.data_dir or args.out.with_name(args.out.name + ".data")
         command = "pose-ros " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -1,0 +1,110 @@
+"""Depth-driven pose search for one detected instance: rotation hypotheses -> fast scoring -> ICP.
+
+Why: PnP needs good 2D keypoints; when the network's keypoint votes are poor (an under-trained
+model, heavy occlusion, blur) PnP fails or lands far from the truth, outside ICP's basin. The
+network's *segmentation* is far easier to learn and with depth it pins down where the object is.
+This search keeps that information: for a fixed near-uniform set of rotations (two offset
+icosahedral groups, 120 rotations, every rotation within ~25 deg of one), the translation is set so
+that the camera-facing model points' centroid lands on the masked scene points' centroid, each
+hypothesis is scored in one vectorised pass (depth agreement vs. free-space violation and mask
+coverage of projected model points), and only the best few are refined by ICP. The caller keeps
+whichever of PnP+ICP and search+ICP scores better, so a good network is never overridden.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from pose_ros.core.camera import PinholeCamera
+
+__all__ = ["DepthSearchConfig", "depth_pose_search", "rotation_grid"]
+
+
+@dataclass
+class DepthSearchConfig:
+    num_model_points: int = 250       # model points used to score a hypothesis
+    top_k: int = 4                    # hypotheses refined by ICP
+    tolerance_m: float = 0.01         # depth agreement band
+    min_scene_points: int = 40
+    icp_max_translation_m: float = 0.06
+    icp_max_rotation_rad: float = 0.7
+
+
+@lru_cache(maxsize=1)
+def rotation_grid() -> np.ndarray:
+    """(120,3,3): the icosahedral group and a copy rotated by half its cell (deterministic)."""
+    g = Rotation.create_group("I")
+    off = Rotation.from_rotvec(np.array([0.31, 0.19, 0.27]))
+    return np.concatenate([g.as_matrix(), (off * g).as_matrix()], 0)
+
+
+def _score_hypotheses(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.ndarray, depth: np.ndarray,
+                      mask: np.ndarray, camera: PinholeCamera, tol: float) -> np.ndarray:
+    """(H,) score per hypothesis: (agree - free_space - outside_mask) / facing points."""
+    pc = np.einsum("hij,nj->hni", R, pts) + t[:, None, :]            # (H,N,3)
+    nc = np.einsum("hij,nj->hni", R, nrm)
+    facing = (np.einsum("hni,hni->hn", nc, -pc) > 0) & (pc[..., 2] > 1e-3)
+    z = np.maximum(pc[..., 2], 1e-3)
+    u = np.rint(camera.fx * pc[..., 0] / z + camera.cx).astype(np.int64)
+    v = np.rint(camera.fy * pc[..., 1] / z + camera.cy).astype(np.int64)
+    inside = (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+    uu, vv = np.clip(u, 0, camera.width - 1), np.clip(v, 0, camera.height - 1)
+    d = depth[vv, uu]
+    valid = facing & inside & (d > 0)
+    r = d - pc[..., 2]
+    agree = valid & (np.abs(r) <= tol)
+    free = valid & (r > tol)
+    outside = facing & (~inside | ~mask[vv, uu]) & ~(valid & (r < -tol))
+    n = np.maximum(facing.sum(1), 1)
+    return (agree.sum(1) - free.sum(1) - 0.5 * outside.sum(1)) / n
+
+
+def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera: PinholeCamera,
+                      icp_config: Any, config: DepthSearchConfig | None = None,
+                      extra_rotations: list[np.ndarray] | None = None) -> list[tuple[np.ndarray, Any]]:
+    """ICP-refined candidate poses (best first) as [(T_init, IcpResult)]; [] without enough depth.
+
+    ``extra_rotations`` (e.g. the PnP rotation) join the grid as hypotheses.
+    """
+    from pose_ros.objects.icp import refine_pose_icp
+
+    cfg = config or DepthSearchConfig()
+    scene, _ = camera.depth_to_points(depth_m, mask)
+    if len(scene) < cfg.min_scene_points:
+        return []
+    # Robust centroid: drop the far tail (table/background leaking into a ragged mask).
+    z = scene[:, 2]
+    scene = scene[z <= np.percentile(z, 80) + 0.25 * model.diameter_m]
+    c_scene = np.median(scene, axis=0)
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(model.points_m), size=min(cfg.num_model_points, len(model.points_m)), replace=False)
+    pts, nrm = model.points_m[idx], model.normals[idx]
+    Rs = rotation_grid()
+    if extra_rotations:
+        Rs = np.concatenate([Rs, np.asarray(extra_rotations).reshape(-1, 3, 3)], 0)
+    # Camera-facing points under each rotation (viewed from the scene centroid's direction).
+    view = -c_scene / np.linalg.norm(c_scene)
+    nc = np.einsum("hij,nj->hni", Rs, nrm)
+    facing = np.einsum("hni,i->hn", nc, view) > 0
+    pr = np.einsum("hij,nj->hni", Rs, pts)
+    w = facing.astype(np.float64)
+    c_vis = (pr * w[..., None]).sum(1) / np.maximum(w.sum(1), 1)[:, None]
+    t = c_scene[None, :] - c_vis
+    scores = _score_hypotheses(Rs, t, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m)
+    order = np.argsort(-scores)[:cfg.top_k]
+    icp_cfg = replace(icp_config, max_translation_correction_m=max(icp_config.max_translation_correction_m,
+                                                                  cfg.icp_max_translation_m),
+                      max_rotation_correction_rad=max(icp_config.max_rotation_correction_rad, cfg.icp_max_rotation_rad))
+    out = []
+    for h in order:
+        T0 = np.eye(4)
+        T0[:3, :3] = Rs[h]
+        T0[:3, 3] = t[h]
+        res = refine_pose_icp(model, T0, depth_m, camera, mask=mask, config=icp_cfg)
+        if res.applied:
+            out.append((T0, res))
+    return out
