@@ -98,6 +98,10 @@ class ObjectPoseNode(Node):
                              f"(it has {self.estimator.class_names})")
         self.colour_of = {n: CLASS_COLOURS[i % len(CLASS_COLOURS)] for i, n in enumerate(self.estimator.class_names)}
         self._tracks = None
+        self.tracker = None
+        if self.refiner is None and self.p["tracking"]:
+            from pose_ros.objects.tracking import PoseTracker
+            self.tracker = PoseTracker(self.estimator)
         self._reset_requested = False
 
         out_qos = result_qos()
@@ -277,6 +281,8 @@ class ObjectPoseNode(Node):
         rgb, depth_m, camera = decoded
         if self._reset_requested:
             self._tracks = None
+            if self.tracker is not None:
+                self.tracker.reset()
             self._reset_requested = False
         t0 = time.perf_counter()
         prev = self._tracks if self.p["tracking"] else None
@@ -288,6 +294,8 @@ class ObjectPoseNode(Node):
                 seeds = [PoseSeed(r.class_name, r.instance_id, r.T_cam_obj) for r in prev] + \
                         [s for s in seeds if (s.class_name, s.instance_id) not in tracked]
             results = self.refiner.refine(depth_m, camera, seeds, enabled_classes=sorted(self.enabled))
+        elif self.tracker is not None:  # ICP from the last poses; the network runs when a track is lost
+            results = self.tracker.update(rgb, depth_m, camera, enabled_classes=sorted(self.enabled))
         else:
             results = self.estimator.estimate(rgb, depth_m, camera, enabled_classes=sorted(self.enabled), prev=prev)
         total_ms = (time.perf_counter() - t0) * 1e3
