@@ -148,6 +148,24 @@ class ObjectPoseNode(Node):
             raise FileNotFoundError(f"meshes_dir {root} is not a folder")
         return load_bop_models(root) if (root / "models_info.json").is_file() else load_object_dir(root)
 
+    def _recorded_meshes(self, model_path: Path) -> list:
+        """meshes_dir empty: the training meshes at the mesh_source paths the model file records
+        (meshes/<name> folders or BOP obj_XXXXXX.ply files; relative = package share)."""
+        from pose_ros.core.object_model import load_bop_models, load_object_dir
+        from pose_ros.objects.model_file import load_model_file
+        from pose_ros.resources import resolve
+        roots: list[Path] = []
+        objects = load_model_file(model_path).objects
+        for spec in objects:
+            src = resolve(spec.mesh_source) if spec.mesh_source else None
+            if src is not None and ((src / "object.yaml").is_file() or src.is_file()) and src.parent not in roots:
+                roots.append(src.parent)
+        models: list = []
+        for root in roots:
+            models += (load_bop_models(root, [o.obj_id for o in objects]) if (root / "models_info.json").is_file()
+                       else load_object_dir(root))
+        return models
+
     def _load_estimator(self):
         from pose_ros.resources import resolve
 
@@ -173,8 +191,7 @@ class ObjectPoseNode(Node):
         if self.p["device"] == "auto":
             import torch
             kwargs["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-        if self.p["meshes_dir"]:
-            kwargs["meshes"] = self._load_models()
+        kwargs["meshes"] = self._load_models() if self.p["meshes_dir"] else self._recorded_meshes(path)
         estimator = PoseEstimator(path, **kwargs)
         self._models_by_name = {o.name: estimator.models[i + 1] for i, o in enumerate(estimator.objects)
                                 if (i + 1) in estimator.models}
