@@ -7,7 +7,8 @@ This search keeps that information: for a fixed near-uniform set of rotations (t
 icosahedral groups, 120 rotations, every rotation within ~25 deg of one), the translation is set so
 that the camera-facing model points' centroid lands on the masked scene points' centroid, each
 hypothesis is scored in one vectorised pass (depth agreement vs. free-space violation and mask
-coverage of projected model points), and only the best few are refined by ICP. The caller keeps
+coverage of projected model points), the best few get a coarse ICP, are re-scored, and the best
+one or two get the full ICP. The caller keeps
 whichever of PnP+ICP and search+ICP scores better, so a good network is never overridden.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ __all__ = ["DepthSearchConfig", "depth_pose_search", "rotation_grid"]
 @dataclass
 class DepthSearchConfig:
     num_model_points: int = 250       # model points used to score a hypothesis
-    top_k: int = 4                    # hypotheses refined by ICP
+    top_k: int = 3                    # hypotheses refined by coarse ICP
+    final_k: int = 1                  # of those, refined by the full ICP and returned
     tolerance_m: float = 0.01         # depth agreement band
     min_scene_points: int = 40
     icp_max_translation_m: float = 0.06
@@ -99,12 +101,27 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     icp_cfg = replace(icp_config, max_translation_correction_m=max(icp_config.max_translation_correction_m,
                                                                   cfg.icp_max_translation_m),
                       max_rotation_correction_rad=max(icp_config.max_rotation_correction_rad, cfg.icp_max_rotation_rad))
-    out = []
+    # Coarse ICP (first levels only) for every shortlisted hypothesis, full ICP for the best ones.
+    n_coarse = max(1, len(icp_cfg.max_correspondence_m) - 1)
+    coarse_cfg = replace(icp_cfg, max_correspondence_m=tuple(icp_cfg.max_correspondence_m[:n_coarse]),
+                         voxel_m=tuple(max(v, 0.004) for v in icp_cfg.voxel_m[:n_coarse]),
+                         max_iterations=tuple(min(i, 15) for i in icp_cfg.max_iterations[:n_coarse]))
+    coarse = []
     for h in order:
         T0 = np.eye(4)
         T0[:3, :3] = Rs[h]
         T0[:3, 3] = t[h]
-        res = refine_pose_icp(model, T0, depth_m, camera, mask=mask, config=icp_cfg)
+        res = refine_pose_icp(model, T0, depth_m, camera, mask=mask, config=coarse_cfg)
         if res.applied:
-            out.append((T0, res))
+            coarse.append((T0, res.T_cam_obj))
+    if not coarse:
+        return []
+    Rc = np.array([T[:3, :3] for _, T in coarse])
+    tc = np.array([T[:3, 3] for _, T in coarse])
+    sc = _score_hypotheses(Rc, tc, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m)
+    out = []
+    for i in np.argsort(-sc)[:cfg.final_k]:
+        res = refine_pose_icp(model, coarse[i][1], depth_m, camera, mask=mask, config=icp_config)
+        if res.applied:
+            out.append((coarse[i][0], res))
     return out
