@@ -47,6 +47,7 @@ class IcpConfig:
     mask_dilate_px: int = 4              # grow a given mask (segmentation edges are ragged)
     max_scene_points: int = 6000         # subsample the crop with a pixel stride above this
     min_model_points: int = 20           # visible model points needed at the initial pose
+    max_model_points: int = 600          # visible model points used per ICP level (speed)
     depth_discontinuity_m: float = 0.01  # neighbour depth jump that invalidates a normal
     convergence_rel: float = 1e-4        # stop a level when fitness and rmse change less than this
     centroid_prealign: bool = True       # with a mask: first shift the model so the visible-point and
@@ -152,13 +153,38 @@ def organized_points_normals(depth_m: np.ndarray, camera, roi: np.ndarray, strid
     return pts, nrm
 
 
+def _voxel_average(points_m: np.ndarray, normals: np.ndarray, voxel_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean point and mean (renormalised) normal per occupied voxel, like Open3D's
+    voxel_down_sample but ~3x faster here (bincount instead of a hash map). Averaging, not
+    picking, matters: it smooths the sensor noise of the coarse levels' targets."""
+    keys = np.floor(points_m / voxel_m).astype(np.int64)
+    keys -= keys.min(axis=0)
+    span = keys.max(axis=0) + 1
+    flat = (keys[:, 0] * span[1] + keys[:, 1]) * span[2] + keys[:, 2]
+    _, inv, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    n = counts.size
+    pts = np.stack([np.bincount(inv, points_m[:, i], n) for i in range(3)], axis=1) / counts[:, None]
+    nrm = np.stack([np.bincount(inv, normals[:, i], n) for i in range(3)], axis=1)
+    nn = np.linalg.norm(nrm, axis=1)
+    ok = nn > 1e-9
+    return pts[ok], nrm[ok] / nn[ok, None]
+
+
+def _cap_points(points: np.ndarray, max_points: int) -> np.ndarray:
+    """Evenly strided subset of at most ``max_points`` rows (model samples are already uniform)."""
+    if max_points <= 0 or points.shape[0] <= max_points:
+        return points
+    step = int(math.ceil(points.shape[0] / max_points))
+    return points[::step]
+
+
 def _icp_level(source_pts: np.ndarray, target, level: tuple[float, float, int], config: IcpConfig,
                T_start: np.ndarray):
     """One ICP level from ``T_start``: returns (T_cam_obj, Open3D result) or (None, None)."""
     import open3d as o3d
 
     max_corr, _, max_it = level
-    source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(source_pts))
+    source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(_cap_points(source_pts, config.max_model_points)))
     kernel = o3d.pipelines.registration.TukeyLoss(k=min(config.robust_kernel_m, max_corr))
     est = o3d.pipelines.registration.TransformationEstimationPointToPlane(kernel)
     crit = o3d.pipelines.registration.ICPConvergenceCriteria(relative_fitness=config.convergence_rel,
@@ -274,8 +300,18 @@ def refine_pose_icp(model, T_init_cam_obj, depth_m, camera, mask: np.ndarray | N
     target_full = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(scene_pts))
     target_full.normals = o3d.utility.Vector3dVector(scene_nrm)
     levels = list(zip(config.max_correspondence_m, config.voxel_m, config.max_iterations))
-    targets = [target_full.voxel_down_sample(v) if v > 0 else target_full for v in config.voxel_m]
-    targets = [t if len(t.points) >= 3 else target_full for t in targets]
+    targets = []
+    for v in config.voxel_m:
+        if v <= 0:
+            targets.append(target_full)
+            continue
+        p_v, n_v = _voxel_average(scene_pts, scene_nrm, v)
+        if p_v.shape[0] < 3:
+            targets.append(target_full)
+            continue
+        t = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p_v))
+        t.normals = o3d.utility.Vector3dVector(n_v)
+        targets.append(t)
     iters = 0
     best = None
     for T_start, vis_start in starts:
