@@ -154,12 +154,14 @@ def _errors(model, T_est: np.ndarray | None, T_gt: np.ndarray) -> tuple[float, f
 def run_refine_bench(data_dir: str | Path, translations_m=DEFAULT_TRANSLATIONS_M,
                      rotations_deg=DEFAULT_ROTATIONS_DEG, directions: int = 3, seed: int = 0,
                      icp_config=None, run_ppf: bool = True, ppf_config=None, max_frames: int | None = None,
-                     progress: bool = True) -> list[RefineCase]:
+                     progress: bool = True, calibration_levels: tuple = ()) -> list[RefineCase]:
     """Run every method on every GT instance with a non-empty visible mask.
 
     ICP: each (translation, rotation) pair of the full grid, ``directions`` seeded random
     directions each, GT visible mask given. PPF: once per instance (it is global), same mask,
     top hypothesis refined by OpenCV's ICP ("ppf") and, separately, by our ICP ("ppf+icp").
+    ``calibration_levels`` ((t_m, r_deg), ...) add larger perturbations as method "icp_cal"
+    (reported separately; they supply the failures that ``calibrate_score_weights`` needs).
     """
     from tqdm import tqdm
 
@@ -177,6 +179,7 @@ def run_refine_bench(data_dir: str | Path, translations_m=DEFAULT_TRANSLATIONS_M
     icp_config = icp_config or IcpConfig()
     ppf_config = ppf_config or PpfConfig(icp="none", num_hypotheses=1)
     rng = np.random.default_rng(seed)
+    rng_cal = np.random.default_rng(seed + 1_000_003)
     ppf_models: dict[int, PpfBaseline] = {}
     cases: list[RefineCase] = []
     inst = [(f, g) for f in frames for g in f.gt if g.mask_visib.any()]
@@ -187,22 +190,24 @@ def run_refine_bench(data_dir: str | Path, translations_m=DEFAULT_TRANSLATIONS_M
     for f, g in bar:
         m = models[g.obj_id]
         bar.set_postfix_str(f"{f.scene} im {f.im_id} obj {g.obj_id}")
-        for tr in translations_m:
-            for rd in rotations_deg:
-                for _ in range(int(directions)):
-                    T0 = perturb_pose(g.T_cam_obj, tr, rd, rng)
+        grid = [(tr, rd, "icp", rng) for tr in translations_m for rd in rotations_deg]
+        # Separate stream: adding calibration levels must not change the main results.
+        grid += [(tr, rd, "icp_cal", rng_cal) for tr, rd in calibration_levels]
+        for tr, rd, icp_name, gen in grid:
+            for _ in range(int(directions)):
+                T0 = perturb_pose(g.T_cam_obj, tr, rd, gen)
+                if icp_name == "icp":
                     adds, te, re = _errors(m, T0, g.T_cam_obj)
                     ag0 = mask_depth_agreement(m, T0, f.depth_m, f.camera, mask=g.mask_visib)
                     cases.append(RefineCase("start", f.scene, f.im_id, g.obj_id, tr, rd, adds, m.diameter_m, te, re,
                                             0.0, False, cpu_s=0.0, agreement=ag0))
-                    c0 = time.process_time()
-                    res = refine_pose_icp(m, T0, f.depth_m, f.camera, mask=g.mask_visib, config=icp_config)
-                    cpu = time.process_time() - c0
-                    adds, te, re = _errors(m, res.T_cam_obj, g.T_cam_obj)
-                    ag = mask_depth_agreement(m, res.T_cam_obj, f.depth_m, f.camera, mask=g.mask_visib)
-                    cases.append(RefineCase("icp", f.scene, f.im_id, g.obj_id, tr, rd, adds, m.diameter_m, te, re,
-                                            res.time_s, res.applied, cpu_s=cpu, agreement=ag,
-                                            fitness=res.fitness))
+                c0 = time.process_time()
+                res = refine_pose_icp(m, T0, f.depth_m, f.camera, mask=g.mask_visib, config=icp_config)
+                cpu = time.process_time() - c0
+                adds, te, re = _errors(m, res.T_cam_obj, g.T_cam_obj)
+                ag = mask_depth_agreement(m, res.T_cam_obj, f.depth_m, f.camera, mask=g.mask_visib)
+                cases.append(RefineCase(icp_name, f.scene, f.im_id, g.obj_id, tr, rd, adds, m.diameter_m, te, re,
+                                        res.time_s, res.applied, cpu_s=cpu, agreement=ag, fitness=res.fitness))
         if not run_ppf:
             continue
         if g.obj_id not in ppf_models:
@@ -247,11 +252,11 @@ def summarize(cases: list[RefineCase]) -> list[dict]:
                 "cpu_median_ms": float(np.nanmedian(cpu) * 1000) if np.isfinite(cpu).any() else float("nan"),
                 "applied": float(np.mean([c.applied for c in cs]))}
 
-    for method in ("start", "icp", "ppf", "ppf+icp"):
+    for method in ("start", "icp", "icp_cal", "ppf", "ppf+icp"):
         cs = [c for c in cases if c.method == method]
         if not cs:
             continue
-        if method in ("start", "icp"):
+        if method in ("start", "icp", "icp_cal"):
             levels = sorted({(c.t_pert_m, c.r_pert_deg) for c in cs})
             for tr, rd in levels:
                 sub = [c for c in cs if c.t_pert_m == tr and c.r_pert_deg == rd]
@@ -317,24 +322,39 @@ def plot_summary(cases: list[RefineCase], rows: list[dict], path: str | Path) ->
 def calibrate_score_weights(cases: list[RefineCase]):
     """Fit the logistic ``ScoreWeights`` (bias, w_agree, w_fit) on ICP outputs, label = success.
 
-    ``w_pnp`` is not identifiable here (no PnP in this benchmark) and keeps its default. Returns
-    (weights, stats) with the log-loss and the Brier score of the fitted model.
+    Features are those a pipeline has for the pose it publishes: depth agreement at the final
+    pose, and the ICP fitness when ICP was applied (else the mean fitness, as ``pose_score``
+    does for a missing term). ``w_pnp`` is not identifiable here (no PnP in this benchmark) and
+    keeps its default. Returns (weights, stats) with log-loss, Brier score and reliability bins.
     """
     from scipy.optimize import minimize
 
     from pose_ros.objects.scoring import DEFAULT_WEIGHTS, ScoreWeights
 
-    cs = [c for c in cases if c.method == "icp" and np.isfinite(c.agreement) and np.isfinite(c.fitness)]
+    cs = [c for c in cases if c.method in ("icp", "icp_cal") and np.isfinite(c.agreement)]
     if len(cs) < 20:
         raise ValueError(f"need at least 20 ICP cases to calibrate; got {len(cs)}")
-    X = np.array([[1.0, c.agreement, c.fitness] for c in cs])
+    fits = [c.fitness for c in cs if c.applied and np.isfinite(c.fitness)]
+    fit_mean = float(np.mean(fits)) if fits else 0.5
+    X = np.array([[1.0, c.agreement, c.fitness if (c.applied and np.isfinite(c.fitness)) else fit_mean]
+                  for c in cs])
     y = np.array([float(c.success) for c in cs])
 
     def nll(w):
         z = X @ w
-        return float(np.mean(np.logaddexp(0.0, z) - y * z)) + 1e-3 * float(w[1:] @ w[1:])
+        return float(np.mean(np.logaddexp(0.0, z) - y * z)) + 1e-4 * float(w[1:] @ w[1:])
 
     w = minimize(nll, np.zeros(3), method="BFGS").x
     p = 1.0 / (1.0 + np.exp(-(X @ w)))
-    stats = {"n": len(cs), "positives": int(y.sum()), "log_loss": nll(w), "brier": float(np.mean((p - y) ** 2))}
-    return ScoreWeights(bias=float(w[0]), w_agree=float(w[1]), w_fit=float(w[2]), w_pnp=DEFAULT_WEIGHTS.w_pnp), stats
+    bins = np.linspace(0, 1, 6)
+    rel = []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        sel = (p >= lo) & (p < hi if hi < 1 else p <= hi)
+        if sel.any():
+            rel.append({"p_range": [float(lo), float(hi)], "n": int(sel.sum()), "mean_p": float(p[sel].mean()),
+                        "observed": float(y[sel].mean())})
+    stats = {"n": len(cs), "positives": int(y.sum()), "log_loss": nll(w), "brier": float(np.mean((p - y) ** 2)),
+             "reliability": rel}
+    weights = ScoreWeights(bias=float(w[0]), w_agree=float(w[1]), w_fit=float(w[2]), w_pnp=DEFAULT_WEIGHTS.w_pnp,
+                           fit_mean=fit_mean)
+    return weights, stats

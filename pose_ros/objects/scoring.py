@@ -110,6 +110,8 @@ class ScoreWeights:
     w_agree: float = 9.0
     w_fit: float = 3.0
     w_pnp: float = 2.0
+    fit_mean: float = 0.5      # ICP fitness assumed when ICP did not run (calibration-set mean)
+    pnp_mean: float = 0.75     # PnP inlier ratio assumed when absent (prior, not fitted)
 
 
 DEFAULT_WEIGHTS = ScoreWeights()
@@ -134,10 +136,10 @@ def pose_score(agreement: float, icp_fitness: float | None = None, pnp_inlier_ra
         if not (math.isfinite(x) and -1e-9 <= x <= 1.0 + 1e-9):
             raise ValueError(f"{name} must be in [0,1]; got {val}")
         z += w * x
+    # A missing term contributes its typical value, so a pose is neither rewarded nor penalised
+    # merely because ICP was skipped (or no PnP ran).
     if icp_fitness is None:
-        # Without the ICP term the logistic is shifted by its mean contribution so a pose is not
-        # penalised merely because ICP was skipped.
-        z += 0.5 * weights.w_fit
+        z += weights.fit_mean * weights.w_fit
     if pnp_inlier_ratio is None:
-        z += 0.75 * weights.w_pnp
+        z += weights.pnp_mean * weights.w_pnp
     return float(1.0 / (1.0 + math.exp(-z)))
