@@ -78,10 +78,40 @@ def test_pose_score_monotonic_and_validated():
     hi = pose_score(0.9, 0.9, 0.9)
     assert 0.0 <= lo < hi <= 1.0
     assert pose_score(0.9, 0.9, 0.9) > pose_score(0.5, 0.9, 0.9)
-    assert pose_score(0.9, 0.5, 0.9) < pose_score(0.9, 0.9, 0.9)
+    assert pose_score(0.9, 0.5, 0.9) <= pose_score(0.9, 0.9, 0.9)
+    assert pose_score(0.9, 0.9, 0.3) < pose_score(0.9, 0.9, 0.9)
+    # calibrated on real YCB-V: a well-supported pose is confident, an unsupported one is not
+    assert pose_score(0.95) > 0.95 and pose_score(0.1) < 0.1
     assert 0.0 < pose_score(0.8) < 1.0   # optional terms may be missing
     for bad in (1.5, -0.2, float("nan")):
         with pytest.raises(ValueError, match="agreement"):
             pose_score(bad)
     with pytest.raises(ValueError, match="pnp_inlier_ratio"):
         pose_score(0.5, 0.5, 2.0)
+
+
+def test_bench_harness_and_score_calibration_on_real_frames(tmp_path):
+    """Small run of the YCB-V refinement benchmark: table, plot, and a logistic calibration
+    whose probabilities separate successes from failures."""
+    import cv2
+
+    from pose_ros.eval.ycbv_refine_bench import (calibrate_score_weights, format_summary, plot_summary,
+                                                 run_refine_bench, summarize)
+    from pose_ros.objects.scoring import pose_score
+
+    root = shared_data_path("ycbv_real")
+    cases = run_refine_bench(root, translations_m=(0.01,), rotations_deg=(5.0,), directions=3, run_ppf=False,
+                             max_frames=2, progress=False, calibration_levels=((0.1, 90.0),))
+    methods = {c.method for c in cases}
+    assert methods == {"start", "icp", "icp_cal"}
+    rows = summarize(cases)
+    icp_all = next(r for r in rows if r["method"] == "icp" and r["level"] == "all")
+    assert icp_all["n"] == 2 * 3 * 3 and icp_all["success_add_s"] >= 0.8
+    assert "icp" in format_summary(rows)
+    img = cv2.imread(str(plot_summary(cases, rows, tmp_path / "b.png")))
+    assert img is not None
+    w, stats = calibrate_score_weights(cases)
+    assert stats["n"] == 36 and 0 < stats["positives"] < 36
+    ok = [pose_score(c.agreement, weights=w) for c in cases if c.method.startswith("icp") and c.success]
+    bad = [pose_score(c.agreement, weights=w) for c in cases if c.method.startswith("icp") and not c.success]
+    assert np.mean(ok) > np.mean(bad) + 0.5
