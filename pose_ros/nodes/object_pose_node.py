@@ -91,6 +91,7 @@ class ObjectPoseNode(Node):
         self.refiner = None
         self.estimator = self._load_estimator()
         self._seeds: list = []
+        self._seeds_fresh = False
         self.enabled = set(self.p["enabled_objects"]) or set(self.estimator.class_names)
         unknown = self.enabled - set(self.estimator.class_names)
         if unknown:
@@ -232,6 +233,7 @@ class ObjectPoseNode(Node):
             except ValueError as exc:
                 self._drop("bad initial pose", str(exc))
         self._seeds = seeds
+        self._seeds_fresh = True
 
     def _on_frame(self, colour: Image, depth: Image, info: CameraInfo) -> None:
         with self._pending_lock:
@@ -264,6 +266,8 @@ class ObjectPoseNode(Node):
             try:
                 self._process(*frame)
             except Exception as exc:  # never let one bad frame kill the node
+                if not self.context.ok():  # shutting down: publishers are gone, not an estimator fault
+                    return
                 self._drop("estimator error", repr(exc))
 
     def _decode(self, colour: Image, depth: Image, info: CameraInfo):
@@ -305,11 +309,14 @@ class ObjectPoseNode(Node):
         prev = self._tracks if self.p["tracking"] else None
         if self.refiner is not None:
             from pose_ros.objects.depth_refiner import PoseSeed
-            seeds = self._seeds
-            if prev:  # track: start from the last refined poses, keep new seeds for new objects
-                tracked = {(r.class_name, r.instance_id) for r in prev}
-                seeds = [PoseSeed(r.class_name, r.instance_id, r.T_cam_obj) for r in prev] + \
-                        [s for s in seeds if (s.class_name, s.instance_id) not in tracked]
+            seeds, fresh = self._seeds, self._seeds_fresh
+            self._seeds_fresh = False
+            if prev:  # track from the last refined poses; a fresh seed for an instance replaces its track
+                seeded = {(s.class_name, s.instance_id) for s in seeds} if fresh else set()
+                seeds = [PoseSeed(r.class_name, r.instance_id, r.T_cam_obj) for r in prev
+                         if (r.class_name, r.instance_id) not in seeded] + \
+                        [s for s in seeds if fresh or (s.class_name, s.instance_id) not in
+                         {(r.class_name, r.instance_id) for r in prev}]
             results = self.refiner.refine(depth_m, camera, seeds, enabled_classes=sorted(self.enabled))
         elif self.tracker is not None:  # ICP from the last poses; the network runs when a track is lost
             results = self.tracker.update(rgb, depth_m, camera, enabled_classes=sorted(self.enabled))
