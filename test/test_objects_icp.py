@@ -73,7 +73,8 @@ def test_icp_result_fields_and_correction_magnitudes(ycbv):
     assert res.iterations > 0 and res.num_scene_points >= 50 and res.num_model_points >= 20
 
 
-@pytest.mark.parametrize("case", ["zeros", "nan", "wrong_shape", "empty_mask", "int_depth", "far_away"])
+@pytest.mark.parametrize("case", ["zeros", "nan", "wrong_shape", "empty_mask", "int_depth", "far_away",
+                                  "instance_mask"])
 def test_bad_depth_returns_initial_pose_with_reason(ycbv, case):
     from pose_ros.objects.icp import refine_pose_icp
 
@@ -92,6 +93,8 @@ def test_bad_depth_returns_initial_pose_with_reason(ycbv, case):
         mask = np.zeros(f.depth_m.shape, bool)
     elif case == "int_depth":
         depth = (f.depth_m * 1000).astype(np.uint16)
+    elif case == "instance_mask":
+        mask = np.where(g.mask_visib, 0, -1).astype(np.int32)   # forgot "== k"
     elif case == "far_away":
         T0[:3, 3] += [0.0, 0.0, 3.0]  # no depth anywhere near 3.6 m
     res = refine_pose_icp(m, T0, depth, f.camera, mask=mask)

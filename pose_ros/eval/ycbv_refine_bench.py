@@ -154,7 +154,7 @@ def _errors(model, T_est: np.ndarray | None, T_gt: np.ndarray) -> tuple[float, f
 def run_refine_bench(data_dir: str | Path, translations_m=DEFAULT_TRANSLATIONS_M,
                      rotations_deg=DEFAULT_ROTATIONS_DEG, directions: int = 3, seed: int = 0,
                      icp_config=None, run_ppf: bool = True, ppf_config=None, max_frames: int | None = None,
-                     progress: bool = True, calibration_levels: tuple = ()) -> list[RefineCase]:
+                     progress: bool = True, calibration_levels: tuple = (), icp_mask: str = "gt") -> list[RefineCase]:
     """Run every method on every GT instance with a non-empty visible mask.
 
     ICP: each (translation, rotation) pair of the full grid, ``directions`` seeded random
@@ -162,7 +162,12 @@ def run_refine_bench(data_dir: str | Path, translations_m=DEFAULT_TRANSLATIONS_M
     top hypothesis refined by OpenCV's ICP ("ppf") and, separately, by our ICP ("ppf+icp").
     ``calibration_levels`` ((t_m, r_deg), ...) add larger perturbations as method "icp_cal"
     (reported separately; they supply the failures that ``calibrate_score_weights`` needs).
+    ``icp_mask`` "gt" gives ICP the GT visible mask; "none" makes it crop the depth with the
+    model's silhouette at the perturbed pose (what a pipeline without segmentation does). The
+    agreement used for scoring/calibration always uses the GT mask.
     """
+    if icp_mask not in ("gt", "none"):
+        raise ValueError(f"icp_mask must be 'gt' or 'none'; got {icp_mask!r}")
     from tqdm import tqdm
 
     from pose_ros.core.object_model import load_bop_models
@@ -202,7 +207,8 @@ def run_refine_bench(data_dir: str | Path, translations_m=DEFAULT_TRANSLATIONS_M
                     cases.append(RefineCase("start", f.scene, f.im_id, g.obj_id, tr, rd, adds, m.diameter_m, te, re,
                                             0.0, False, cpu_s=0.0, agreement=ag0))
                 c0 = time.process_time()
-                res = refine_pose_icp(m, T0, f.depth_m, f.camera, mask=g.mask_visib, config=icp_config)
+                res = refine_pose_icp(m, T0, f.depth_m, f.camera, mask=g.mask_visib if icp_mask == "gt" else None,
+                                      config=icp_config)
                 cpu = time.process_time() - c0
                 adds, te, re = _errors(m, res.T_cam_obj, g.T_cam_obj)
                 ag = mask_depth_agreement(m, res.T_cam_obj, f.depth_m, f.camera, mask=g.mask_visib)

@@ -256,6 +256,10 @@ def refine_pose_icp(model, T_init_cam_obj, depth_m, camera, mask: np.ndarray | N
         mask = np.asarray(mask)
         if mask.shape != (H, W):
             return _fail(T_init, f"mask shape {mask.shape} does not match camera (H,W)=({H},{W})", t0)
+        if mask.dtype != bool:
+            if np.issubdtype(mask.dtype, np.number) and mask.size and float(np.nanmin(mask)) < 0:
+                return _fail(T_init, "mask has negative values (an instance_mask?); pass instance_mask == k", t0)
+            mask = mask.astype(bool)
         if not np.any(mask):
             return _fail(T_init, "empty mask", t0)
 

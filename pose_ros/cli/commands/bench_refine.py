@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames (quick runs)")
     p.add_argument("--no-ppf", action="store_true", help="skip the PPF baseline")
+    p.add_argument("--icp-mask", choices=("gt", "none"), default="gt",
+                   help="scene crop for our ICP: the GT visible mask (default) or none (model silhouette at "
+                        "the start pose); PPF always uses the GT mask")
     p.add_argument("--calibrate", action="store_true",
                    help="also run larger perturbations (6cm/30deg, 8cm/45deg, 10cm/90deg, method icp_cal) and fit "
                         "pose_score's logistic weights on all ICP outputs; prints them")
@@ -44,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         cases = run_refine_bench(args.data, [t / 100.0 for t in args.translations_cm], args.rotations_deg,
                                  directions=args.directions, seed=args.seed, run_ppf=not args.no_ppf,
-                                 max_frames=args.max_frames,
+                                 max_frames=args.max_frames, icp_mask=args.icp_mask,
                                  calibration_levels=((0.06, 30.0), (0.08, 45.0), (0.1, 90.0)) if args.calibrate else ())
     except YcbvDataError as exc:
         print(f"error: {exc}")
