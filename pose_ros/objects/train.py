@@ -299,7 +299,9 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
                 prog["epoch"] += 1
                 prog["batch_in_epoch"] = 0
             save()
-    except KeyboardInterrupt:
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM handler, a dead DataLoader worker...): keep what was learned;
+        # --resume continues from the last completed batch.
         save()
         raise
     finished = prog["epoch"] >= cfg.epochs
