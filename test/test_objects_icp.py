@@ -162,3 +162,25 @@ def test_config_and_pose_validation():
         IcpConfig(max_correspondence_m=(0.0,), voxel_m=(0.0,), max_iterations=(5,))
     with pytest.raises(ValueError, match="4x4"):
         refine_pose_icp(None, np.eye(3), np.zeros((4, 4)), None)
+
+
+def test_visibility_culls_back_faces_and_hidden_surfaces(ycbv):
+    from pose_ros.objects.visibility import visible_model_points, visible_point_mask
+
+    frames, models = ycbv
+    f = _first_frames(frames)[0]
+    # Two parallel square sheets facing the camera, 5 cm apart: back-face culling keeps both,
+    # only the z-buffer can hide the rear one.
+    g = np.linspace(-0.04, 0.04, 30)
+    sheet = np.array([[x, y, 0.0] for x in g for y in g])
+    pts = np.vstack([sheet + [0, 0, 0.6], sheet + [0, 0, 0.65]])
+    nrm = np.tile([0.0, 0.0, -1.0], (len(pts), 1))
+    keep = visible_point_mask(pts, nrm, f.camera)
+    assert keep[: len(sheet)].all() and not keep[len(sheet):].any()
+    # Real model at its GT pose: fewer than ~2/3 of the surface is visible, all facing the camera.
+    gt = f.gt[0]
+    m = models[gt.obj_id]
+    vis = visible_model_points(m, gt.T_cam_obj, f.camera)
+    frac = vis.index.size / len(m.points_m)
+    assert 0.2 < frac < 0.65
+    assert np.all(np.einsum("ij,ij->i", vis.normals_cam, vis.points_cam_m) < 0)
