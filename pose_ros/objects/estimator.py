@@ -144,6 +144,7 @@ class PoseEstimator:
         self.min_instance_pixels = int(min_instance_pixels)
         self.depth_search = bool(depth_search)
         self.depth_search_below = float(depth_search_below)
+        self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
         self.drops: Counter[str] = Counter()
         self.last_timing_ms: dict[str, float] = {}
@@ -234,6 +235,7 @@ class PoseEstimator:
         from pose_ros.objects.network import CENTRE_OFFSET_SCALE_PX
 
         t_all = t_start if t_start is not None else time.perf_counter()
+        self.rng = np.random.default_rng(self.seed)      # same frame -> same result (RANSAC voting)
         timing: dict[str, float] = dict(maps.time_ms)
         seg, vec, ctr, s = maps.seg_logits, maps.vectors, maps.centre, maps.scale
         w_c, h_c = maps.content_size
