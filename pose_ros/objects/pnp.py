@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
 from pose_ros.core.camera import PinholeCamera
@@ -127,13 +126,11 @@ def solve_pnp(keypoints_m: np.ndarray, keypoints_uv: np.ndarray, camera: Pinhole
     Wt = _whiteners(cov[idx][inl] if cfg.weighted_refine else np.tile(np.eye(2), (len(inl), 1, 1)))
     Xi, uvi = Xo[inl], uvo[inl]
 
-    def resid(p: np.ndarray) -> np.ndarray:
-        r = _project(camera, perturb_pose(T, p), Xi) - uvi
+    def resid(p: np.ndarray, T_base: np.ndarray) -> np.ndarray:
+        r = _project(camera, perturb_pose(T_base, p), Xi) - uvi
         return np.einsum("kij,kj->ki", Wt, r).ravel()
 
-    sol = least_squares(resid, np.zeros(6), method="lm", x_scale=np.array([1e-3] * 3 + [1e-2] * 3))
-    T = perturb_pose(T, sol.x)
-    J = sol.jac
+    T, J = _gauss_newton(resid, T)
     try:
         cov6 = np.linalg.inv(J.T @ J)
     except np.linalg.LinAlgError:
@@ -146,6 +143,44 @@ def solve_pnp(keypoints_m: np.ndarray, keypoints_uv: np.ndarray, camera: Pinhole
     elif res.reprojection_error_px > cfg.max_mean_reprojection_px:
         res.ok, res.reason = False, f"large_reprojection_error ({res.reprojection_error_px:.1f} px)"
     return res
+
+
+def _numeric_jacobian(f, T: np.ndarray, step: float = 1e-6) -> np.ndarray:
+    """d f(p, T) / d p at p = 0 by central differences (6 unknowns)."""
+    cols = []
+    for i in range(6):
+        d = np.zeros(6)
+        d[i] = step
+        cols.append((f(d, T) - f(-d, T)) / (2 * step))
+    return np.stack(cols, 1)
+
+
+def _gauss_newton(f, T: np.ndarray, iterations: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Levenberg-Marquardt on the left perturbation of T for residuals f(p, T) (~1 ms for 9
+    keypoints, far cheaper than a general solver). Returns the pose and the Jacobian there."""
+    r = f(np.zeros(6), T)
+    cost = float(r @ r)
+    lam = 1e-6
+    J = _numeric_jacobian(f, T)
+    for _ in range(iterations):
+        A = J.T @ J
+        try:
+            dp = -np.linalg.solve(A + lam * np.diag(np.diag(A) + 1e-12), J.T @ r)
+        except np.linalg.LinAlgError:
+            break
+        T_new = perturb_pose(T, dp)
+        r_new = f(np.zeros(6), T_new)
+        c = float(r_new @ r_new)
+        if c < cost:
+            T, r, cost, lam = T_new, r_new, c, lam * 0.1
+            J = _numeric_jacobian(f, T)
+            if np.abs(dp).max() < 1e-10:
+                break
+        else:
+            lam *= 10.0
+            if lam > 1e6:
+                break
+    return T, J
 
 
 def check_plausible(T: np.ndarray, camera: PinholeCamera, keypoints_m: np.ndarray,

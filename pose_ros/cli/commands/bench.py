@@ -2,7 +2,8 @@
 
 Frames are rendered once (tabletop scenes with exactly ``--objects`` known objects, sensor depth
 noise) at ``--size``; then the estimator runs on them repeatedly. Reports mean / p50 / p95 per
-stage (preprocess, network, instances, voting, pnp, icp, scoring, total) and end-to-end FPS.
+stage (preprocess, network, instances, voting, pnp, icp, depth_search, scoring, total) and
+end-to-end FPS.
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             res = est.estimate(rgb, depth, cam)
             times.append(dict(est.last_timing_ms))
             found.append(len(res))
-    keys = ["preprocess", "network", "instances", "voting", "pnp", "icp", "scoring", "total"]
+    keys = ["preprocess", "network", "instances", "voting", "pnp", "icp", "depth_search", "scoring", "total"]
     print(f"object pose bench: {w}x{h}, {args.objects} objects/frame, {len(times)} runs, torch threads "
           f"{torch.get_num_threads()}, device {args.device}, ICP {'off' if args.no_icp else 'on'}")
     print(f"{'stage':<11}{'mean ms':>9}{'p50':>9}{'p95':>9}")
