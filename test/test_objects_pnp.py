@@ -153,3 +153,24 @@ def test_perturb_pose_is_left_multiplicative():
     Tp = perturb_pose(T, p)
     assert np.allclose(Tp[:3, 3], [0.11, 0.2, 0.5])
     assert np.allclose(Tp[:3, :3] @ [1, 0, 0], [0, 1, 0])
+
+
+def test_covariance_helpers_fuse_and_ros_layout():
+    from pose_ros.objects.covariance import (covariance_is_valid, fuse_icp_covariance, icp_covariance, pose_std,
+                                             to_ros_covariance)
+
+    X, T, uv, rng = _scene(seed=5)
+    r = solve_pnp(X, uv + rng.normal(0, 0.5, uv.shape), CAM, np.tile(np.eye(2) * 0.25, (9, 1, 1)))
+    assert r.ok and covariance_is_valid(r.covariance)
+    fused = fuse_icp_covariance(r.covariance, 0.002, 0.2)
+    assert covariance_is_valid(fused)
+    # fusing independent evidence never increases any variance, and beats each source alone
+    assert np.all(np.diag(fused) <= np.diag(r.covariance) + 1e-15)
+    assert np.all(np.diag(fused) <= np.diag(icp_covariance(0.002, 0.2)) + 1e-15)
+    t_sd, r_sd = pose_std(icp_covariance(0.002, 0.2))
+    assert np.allclose(t_sd, np.sqrt(3) * 0.002) and np.allclose(r_sd, np.sqrt(3) * 0.002 / 0.1)
+    ros = to_ros_covariance(fused)
+    assert len(ros) == 36 and np.allclose(np.reshape(ros, (6, 6)), fused)
+    bad = to_ros_covariance(np.full((6, 6), np.nan))
+    assert np.allclose(np.diag(np.reshape(bad, (6, 6))), -1.0)
+    assert not covariance_is_valid(-np.eye(6))
