@@ -60,6 +60,11 @@ class PoseTracker:
         self.tracks = []
         self.since_detect = 0
 
+    def seed(self, results: list[PoseResult]) -> None:
+        """Start tracking from externally known poses (another detector, a saved scene, a test)."""
+        self.tracks = [_Track(r, r.stats.icp_fitness if r.stats.icp_applied else 0.0) for r in results]
+        self.since_detect = 0
+
     def update(self, rgb: np.ndarray, depth_m: np.ndarray | None, camera: PinholeCamera,
                enabled_classes: Iterable[str | int] | None = None) -> list[PoseResult]:
         rgb, depth = self.est._check_inputs(rgb, depth_m, camera)
