@@ -68,8 +68,13 @@ def refine_angular(x0: np.ndarray, points_uv: np.ndarray, dirs: np.ndarray, iter
         c = dirs[:, 0] * d[:, 1] - dirs[:, 1] * d[:, 0]
         r = c / n
         J = np.stack([-dirs[:, 1], dirs[:, 0]], 1) / n[:, None] - (c / n ** 3)[:, None] * d
-        A = J.T @ J + np.eye(2) * 1e-9
-        step = -np.linalg.solve(A, J.T @ r)
+        A = J.T @ J
+        g = J.T @ r
+        a, b, d = A[0, 0] + 1e-9, A[0, 1], A[1, 1] + 1e-9
+        det = a * d - b * b
+        if not det > 1e-18:
+            return None
+        step = -np.array([d * g[0] - b * g[1], a * g[1] - b * g[0]]) / det   # closed-form 2x2 solve
         if not np.isfinite(step).all():
             return None
         x = x + step
