@@ -30,6 +30,7 @@ class DepthSearchConfig:
     num_model_points: int = 250       # model points used to score a hypothesis
     top_k: int = 3                    # hypotheses refined by coarse ICP
     final_k: int = 1                  # of those, refined by the full ICP and returned
+    kp_weight: float = 1.5            # weight of the voted-keypoint agreement in the hypothesis score
     tolerance_m: float = 0.01         # depth agreement band
     min_scene_points: int = 40
     icp_max_translation_m: float = 0.06
@@ -65,12 +66,27 @@ def _score_hypotheses(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.nda
     return (agree.sum(1) - free.sum(1) - 0.5 * outside.sum(1)) / n
 
 
+def _keypoint_agreement(R: np.ndarray, t: np.ndarray, keypoints_m: np.ndarray, kp_uv: np.ndarray,
+                        kp_sigma_px: np.ndarray, camera: PinholeCamera) -> np.ndarray:
+    """(H,) mean over voted keypoints of exp(-d^2 / 2 sigma^2): the network's 2D evidence."""
+    pc = np.einsum("hij,kj->hki", R, keypoints_m) + t[:, None, :]
+    z = np.maximum(pc[..., 2], 1e-3)
+    uv = np.stack([camera.fx * pc[..., 0] / z + camera.cx, camera.fy * pc[..., 1] / z + camera.cy], -1)
+    d2 = ((uv - kp_uv[None]) ** 2).sum(-1)
+    return np.exp(-0.5 * d2 / kp_sigma_px[None] ** 2).mean(1)
+
+
 def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera: PinholeCamera,
                       icp_config: Any, config: DepthSearchConfig | None = None,
-                      extra_rotations: list[np.ndarray] | None = None) -> list[tuple[np.ndarray, Any]]:
+                      extra_rotations: list[np.ndarray] | None = None,
+                      keypoints: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> list[tuple[np.ndarray, Any]]:
     """ICP-refined candidate poses (best first) as [(T_init, IcpResult)]; [] without enough depth.
 
-    ``extra_rotations`` (e.g. the PnP rotation) join the grid as hypotheses.
+    ``extra_rotations`` (e.g. the PnP rotation) join the grid as hypotheses. ``keypoints`` =
+    (keypoints_m (K,3), voted uv (K,2), sigma px (K,)) of the valid votes adds the network's 2D
+    keypoint evidence to the hypothesis score (weight ``kp_weight``): depth alone cannot tell
+    texture-defined flips apart (a box turned 180 deg), the keypoints can, even when too coarse
+    for PnP. Collapsed/uninformative votes score all hypotheses alike and change nothing.
     """
     from pose_ros.objects.icp import refine_pose_icp
 
@@ -97,6 +113,8 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     c_vis = (pr * w[..., None]).sum(1) / np.maximum(w.sum(1), 1)[:, None]
     t = c_scene[None, :] - c_vis
     scores = _score_hypotheses(Rs, t, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m)
+    if keypoints is not None and len(keypoints[0]):
+        scores = scores + cfg.kp_weight * _keypoint_agreement(Rs, t, *keypoints, camera)
     order = np.argsort(-scores)[:cfg.top_k]
     icp_cfg = replace(icp_config, max_translation_correction_m=max(icp_config.max_translation_correction_m,
                                                                   cfg.icp_max_translation_m),
@@ -119,6 +137,8 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     Rc = np.array([T[:3, :3] for _, T in coarse])
     tc = np.array([T[:3, 3] for _, T in coarse])
     sc = _score_hypotheses(Rc, tc, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m)
+    if keypoints is not None and len(keypoints[0]):
+        sc = sc + cfg.kp_weight * _keypoint_agreement(Rc, tc, *keypoints, camera)
     out = []
     for i in np.argsort(-sc)[:cfg.final_k]:
         res = refine_pose_icp(model, coarse[i][1], depth_m, camera, mask=mask, config=icp_config)

@@ -4,6 +4,12 @@ Why one object: the ROS node, the CLI (`eval`, `bench`) and the tests all call e
 is measured offline is what runs on the robot. The estimator is stateless between frames except for
 counters (drops by reason, last per-stage timings); ``tracking.PoseTracker`` adds state.
 
+Depth-driven search: when PnP fails or its pose scores below ``depth_search_below``, the
+instance's mask, depth and voted keypoints drive ``depth_search.depth_pose_search`` (rotation grid
+scored against depth, mask and keypoints, then ICP); the better-scoring pose wins. With a weak
+network this is what finds most poses; with a good one PnP+ICP scores high and the search is
+skipped (it costs ~50-150 ms per instance on 2 CPU cores).
+
 Camera handling: any input resolution. The image is letterboxed into the network input (uniform
 scale, padding bottom/right), so the network always sees undistorted aspect ratios; keypoints are
 mapped back to the input image pixels and PnP runs with the input camera's own K and distortion.
@@ -309,7 +315,15 @@ class PoseEstimator:
 
                 ts = time.perf_counter()
                 extra = [pnp.T_cam_obj[:3, :3]] if pnp.ok else None
-                for T0, icp in depth_pose_search(model, mask, depth, camera, self.icp_config, extra_rotations=extra):
+                kps = None
+                if vr.valid.any():
+                    # sigma: the vote spread, but at least 10% of the object's projected size
+                    z = max(float(np.median(depth[mask][depth[mask] > 0])), 0.1)
+                    floor = 0.1 * camera.fx * spec.diameter_m / z
+                    sig = np.sqrt(np.maximum(np.trace(kp_cov, axis1=1, axis2=2) / 2, floor ** 2))
+                    kps = (spec.keypoints_m[vr.valid], kp_uv[vr.valid], sig[vr.valid])
+                for T0, icp in depth_pose_search(model, mask, depth, camera, self.icp_config, extra_rotations=extra,
+                                                 keypoints=kps):
                     sc, ag = self._score(model, icp.T_cam_obj, depth, camera, mask, icp, None, None, True)
                     if best is None or sc > best[0]:
                         best = (sc, icp.T_cam_obj, icp_covariance(icp.inlier_rmse_m, spec.diameter_m),
