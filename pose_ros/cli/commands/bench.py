@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=4, help="passes over the frames")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--no-icp", action="store_true")
+    p.add_argument("--no-icp", action="store_true", help="PnP poses only (also disables the depth search)")
+    p.add_argument("--no-depth-search", action="store_true", help="never run the depth-driven pose search")
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=run)
 
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     meshes = args.bop_models or args.meshes or Path("meshes")
     try:
-        est = PoseEstimator(args.model, meshes=meshes, device=args.device, use_icp=not args.no_icp)
+        est = PoseEstimator(args.model, meshes=meshes, device=args.device, use_icp=not args.no_icp,
+                            depth_search=not args.no_depth_search)
     except (ModelFileError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
             found.append(len(res))
     keys = ["preprocess", "network", "instances", "voting", "pnp", "icp", "depth_search", "scoring", "total"]
     print(f"object pose bench: {w}x{h}, {args.objects} objects/frame, {len(times)} runs, torch threads "
-          f"{torch.get_num_threads()}, device {args.device}, ICP {'off' if args.no_icp else 'on'}")
+          f"{torch.get_num_threads()}, device {args.device}, ICP {'off' if args.no_icp else 'on'}, depth search "
+          f"{'off' if args.no_icp or args.no_depth_search else 'on'}")
     print(f"{'stage':<11}{'mean ms':>9}{'p50':>9}{'p95':>9}")
     for k in keys:
         v = np.array([t.get(k, 0.0) for t in times])
