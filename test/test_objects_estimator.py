@@ -333,3 +333,26 @@ def test_depth_pose_search_finds_objects_from_mask_and_depth():
         ok += err < 0.1 * models[mi].diameter_m
     assert ok >= 2
     assert depth_pose_search(models[0], np.zeros((480, 640), bool), depth, CAM, IcpConfig()) == []
+
+
+def test_eval_cli_on_a_rendered_bop_split(estimator, tmp_path, capsys):
+    """`pose-ros eval --make-testset`: renders a BOP split, writes results CSVs, summary and plots."""
+    import json
+
+    from pose_ros.cli import main
+    from pose_ros.eval.bop_results import read_bop_results
+
+    split = tmp_path / "test_split"
+    rc = main(["eval", str(split), "--model", str(MODEL), "--meshes", str(REPO / "meshes"), "--make-testset", "2",
+               "--no-vsd", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    assert (split / "000000" / "scene_gt.json").is_file()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["frames"] == 2
+    for mode in ("icp", "no_icp"):
+        o = summary[mode]["overall"]
+        assert o["n"] >= 2 and {"ADD", "ADD-S", "ADD(-S)", "AR_MSSD", "AR_MSPD"} <= set(o)
+        assert all(0.0 <= o[k] <= 1.0 for k in ("ADD", "ADD-S", "ADD(-S)", "AR_MSSD", "AR_MSPD"))
+        read_bop_results(tmp_path / "out" / f"results_{mode}.csv")
+        assert (tmp_path / "out" / f"recall_{mode}.png").stat().st_size > 1000
+    assert "with ICP" in capsys.readouterr().out
