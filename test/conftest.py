@@ -31,3 +31,29 @@ def shared_data_path(*parts: str) -> Path:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture
+def ros():
+    """Global rclpy context + a spinning executor; yields `add(node)` which spins a node until teardown."""
+    import threading
+
+    from rclpy.executors import MultiThreadedExecutor
+
+    rclpy.init()
+    executor = MultiThreadedExecutor(num_threads=3)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    nodes = []
+
+    def add(node):
+        nodes.append(node)
+        executor.add_node(node)
+        return node
+
+    thread.start()
+    yield add
+    executor.shutdown()  # stop spinning before destroying nodes the executor still holds
+    thread.join(5)
+    for node in nodes:
+        node.destroy_node()
+    rclpy.shutdown()

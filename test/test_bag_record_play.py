@@ -15,7 +15,6 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("pyrealsense2")
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
@@ -74,25 +73,6 @@ def _wait(pred, timeout_s: float = 15.0) -> bool:
     return pred()
 
 
-@pytest.fixture
-def ros():
-    rclpy.init()
-    executor = MultiThreadedExecutor(num_threads=3)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    nodes = []
-
-    def add(node):
-        nodes.append(node)
-        executor.add_node(node)
-        return node
-
-    thread.start()
-    yield add
-    executor.shutdown()  # stop spinning before destroying nodes the executor still holds
-    thread.join(5)
-    for node in nodes:
-        node.destroy_node()
-    rclpy.shutdown()
 
 
 @pytest.fixture

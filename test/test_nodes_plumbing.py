@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo
 
 from pose_ros.core.camera import PinholeCamera
 from pose_ros.nodes.image_conversions import (CameraInfoError, ImageConversionError, camera_info_to_camera,

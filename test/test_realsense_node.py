@@ -12,7 +12,6 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("pyrealsense2")
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
@@ -82,25 +81,6 @@ class Listener:
             return list(self.msgs[topic])
 
 
-@pytest.fixture
-def ros():
-    rclpy.init()
-    executor = MultiThreadedExecutor(num_threads=2)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    nodes = []
-
-    def add(node):
-        nodes.append(node)
-        executor.add_node(node)
-        return node
-
-    thread.start()
-    yield add
-    executor.shutdown()  # stop spinning before destroying nodes the executor still holds
-    thread.join(5)
-    for node in nodes:
-        node.destroy_node()
-    rclpy.shutdown()
 
 
 def test_parameters_are_declared_with_descriptions():
