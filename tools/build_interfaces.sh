@@ -34,8 +34,11 @@ cmake -S "$ROOT" -B "$BUILD" \
   -DBUILD_TESTING=OFF > "$BUILD/configure.log" 2>&1 || { tail -40 "$BUILD/configure.log"; exit 1; }
 cmake --build "$BUILD" -j"$(nproc)" > "$BUILD/build.log" 2>&1 || { grep -m20 -B2 -A8 -i "error" "$BUILD/build.log"; exit 1; }
 cmake --install "$BUILD" > "$BUILD/install.log" 2>&1 || { tail -40 "$BUILD/install.log"; exit 1; }
-# rosidl writes an empty pose_ros/__init__.py; the real one lives in the checkout.
+# rosidl writes an empty pose_ros/__init__.py; the real one lives in the checkout. It also writes
+# pose_ros-*.egg-info: pip would take that for an installed pose_ros and, on `pip install -e .`,
+# "uninstall" it by deleting the generated files. Neither belongs here.
 rm -f "$GEN_PY/pose_ros/__init__.py"
+rm -rf "$GEN_PY"/pose_ros-*.egg-info
 echo "$GEN_PY" > "$VENV/lib/python$PYVER/site-packages/pose_ros_interfaces.pth"
 touch "$STAMP"
 echo "[interfaces] done: $GEN_PY/pose_ros"
