@@ -8,7 +8,7 @@ VENV="$ROOT/.venv"
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # 1. Debian packages: open3d needs libusb; pyrealsense2 too.
-if ! ldconfig -p 2>/dev/null | grep -q "libusb-1.0.so.0"; then
+if ! ldconfig -p 2>/dev/null | grep "libusb-1.0.so.0" >/dev/null; then  # not -q: early exit + pipefail
   say "installing Debian package libusb-1.0-0"
   if [[ $(id -u) -eq 0 ]]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null
