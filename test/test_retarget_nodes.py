@@ -109,7 +109,7 @@ def test_replay_to_retarget_over_dds():
                 time.sleep(0.05)
             res = probe.call(probe.engage)
             assert res.success and "measured joint state" in res.message, res.message
-            assert wait_for(lambda: probe.last_status().state == TeleopState.ENGAGED, 10.0), \
+            assert wait_for(lambda: probe.last_status().state == TeleopState.ENGAGED, 30.0), \
                 probe.last_status().message
             time.sleep(1.0)
             res = probe.call(probe.disengage)
