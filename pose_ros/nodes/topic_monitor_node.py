@@ -18,6 +18,7 @@ import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
+from pose_ros.core.transforms import rotation_angle_rad
 from pose_ros.msg import ObjectPoseArray
 from pose_ros.nodes.image_conversions import stamp_to_ns
 from pose_ros.nodes.params import ParamSpec, declare_parameters
@@ -67,7 +68,7 @@ class TopicMonitorNode(Node):
         self.latencies_ms: list[float] = []
         self.errors: list[dict] = []
         self.unmatched_gt = 0
-        self.points_by_class = self._load_points()
+        self.models = self._load_models()
         qos = sensor_qos(reliability=self.p["image_qos"])
         self.create_subscription(Image, self.p["color_topic"], lambda m: self._on_image("color", m), qos)
         self.create_subscription(Image, self.p["depth_topic"], lambda m: self._on_image("depth", m), qos)
@@ -77,13 +78,13 @@ class TopicMonitorNode(Node):
             self.create_subscription(ObjectPoseArray, self.p["object_poses_topic"], self._on_poses, result_qos())
         self.create_timer(float(self.p["report_period_s"]), self.report)
 
-    def _load_points(self) -> dict[str, tuple[np.ndarray, float, bool]]:
-        """{class name: (model points m, diameter m, symmetric)} for ADD(-S), if meshes load."""
+    def _load_models(self) -> dict:
+        """{class name: ObjectModel} for ADD(-S), if the meshes load."""
         try:
             from pose_ros.core.object_model import load_object_dir
             from pose_ros.resources import meshes_dir
             root = Path(self.p["meshes_dir"]) if self.p["meshes_dir"] else meshes_dir()
-            return {m.name: (m.points_m, m.diameter_m, m.is_symmetric) for m in load_object_dir(root)}
+            return {m.name: m for m in load_object_dir(root)}
         except Exception as exc:  # ADD needs meshes; without them translation/rotation still work
             self.get_logger().warn(f"no meshes for ADD(-S) ({exc}); reporting translation/rotation error only")
             return {}
@@ -120,19 +121,12 @@ class TopicMonitorNode(Node):
 
     def _error(self, name: str, T_est: np.ndarray, T_gt: np.ndarray) -> dict:
         t_err = float(np.linalg.norm(T_est[:3, 3] - T_gt[:3, 3]))
-        R_rel = T_est[:3, :3] @ T_gt[:3, :3].T
-        r_err = float(np.degrees(np.arccos(np.clip((np.trace(R_rel) - 1) / 2, -1, 1))))
+        r_err = float(np.degrees(rotation_angle_rad(T_est[:3, :3], T_gt[:3, :3])))
         out = {"t_err_m": t_err, "r_err_deg": r_err}
-        if name in self.points_by_class:
-            pts, diameter, symmetric = self.points_by_class[name]
-            est = pts @ T_est[:3, :3].T + T_est[:3, 3]
-            ref = pts @ T_gt[:3, :3].T + T_gt[:3, 3]
-            if symmetric:
-                from scipy.spatial import cKDTree
-                add = float(cKDTree(est).query(ref)[0].mean())
-            else:
-                add = float(np.linalg.norm(est - ref, axis=1).mean())
-            out["add_over_d"] = add / diameter
+        model = self.models.get(name)
+        if model is not None:
+            from pose_ros.eval.pose_metrics import add_s_error
+            out["add_over_d"] = add_s_error(model, T_est, T_gt) / model.diameter_m
         return out
 
     def summary(self) -> dict:
