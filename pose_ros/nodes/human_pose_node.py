@@ -16,7 +16,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import Counter
 
 import numpy as np
 from geometry_msgs.msg import Point
@@ -28,6 +27,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from pose_ros.msg import HumanKeypoint, HumanSkeleton, HumanSkeletonArray
 from pose_ros.nodes.image_conversions import (camera_info_to_camera, image_to_depth_m, image_to_rgb,
                                               numpy_to_image, stamp_to_ns)
+from pose_ros.nodes.drop_log import DropLog
 from pose_ros.nodes.params import ParamSpec, declare_parameters
 from pose_ros.nodes.qos import camera_publisher_qos, result_qos, sensor_qos
 from pose_ros.nodes.runner import run_node
@@ -104,8 +104,7 @@ class HumanPoseNode(Node):
         self._pending: tuple[Image, Image | None] | None = None
         self._cond = threading.Condition()
         self._running = True
-        self.drops: Counter[str] = Counter()
-        self._logged_kinds: set[str] = set()
+        self.drops = DropLog(self.get_logger(), "the status line")
         self.processed = 0
         self._proc_ms: list[float] = []
         self._last_marker_ids: set[int] = set()
@@ -162,21 +161,15 @@ class HumanPoseNode(Node):
             try:
                 self._process(*pair)
             except ValueError as exc:  # bad input: every library error is a ValueError subclass
-                self._drop(type(exc).__name__, str(exc))
+                self.drops.record(type(exc).__name__, str(exc))
             except Exception as exc:  # never let the worker die silently
-                self._drop(f"unexpected {type(exc).__name__}", str(exc))
-
-    def _drop(self, kind: str, detail: str) -> None:
-        self.drops[kind] += 1
-        if kind not in self._logged_kinds:
-            self._logged_kinds.add(kind)
-            self.get_logger().warning(f"dropping frame ({kind}): {detail} (counted; totals in the status line)")
+                self.drops.record(f"unexpected {type(exc).__name__}", str(exc))
 
     def _process(self, color: Image, depth: Image | None) -> None:
         t0 = time.perf_counter()
         info = self._camera_info
         if info is None:
-            self._drop("no camera_info", f"nothing received on {self.p['info_topic']} yet")
+            self.drops.record("no camera_info", f"nothing received on {self.p['info_topic']} yet")
             return
         camera = camera_info_to_camera(info)
         rgb = image_to_rgb(color)
@@ -184,7 +177,7 @@ class HumanPoseNode(Node):
         if depth is not None:
             depth_m = image_to_depth_m(depth, float(self.p["depth_scale_m"]))
             if depth_m.shape != rgb.shape[:2]:
-                self._drop("depth size mismatch",
+                self.drops.record("depth size mismatch",
                            f"depth {depth_m.shape[1]}x{depth_m.shape[0]} vs colour {rgb.shape[1]}x{rgb.shape[0]}: "
                            "subscribe to the depth aligned to colour")
                 return

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from pose_ros.msg import ObjectPose, ObjectPoseArray, PoseRefinementStats
 from pose_ros.nodes.image_conversions import (CameraInfoError, ImageConversionError, camera_info_to_camera,
                                               image_to_depth_m, image_to_rgb, numpy_to_image, stamp_to_ns)
+from pose_ros.nodes.drop_log import DropLog
 from pose_ros.nodes.params import ParamSpec, declare_parameters
 from pose_ros.nodes.qos import result_qos, sensor_qos
 from pose_ros.nodes.ros_conversions import T_to_pose, T_to_transform
@@ -84,8 +85,7 @@ class ObjectPoseNode(Node):
     def __init__(self) -> None:
         super().__init__("object_pose")
         self.p = declare_parameters(self, PARAMETERS)
-        self.drops: Counter[str] = Counter()
-        self._logged_reasons: set[str] = set()
+        self.drops = DropLog(self.get_logger(), "/diagnostics")
         self.processed = 0
         self.stage_ms: deque[dict] = deque(maxlen=100)
         self.refiner = None
@@ -211,13 +211,6 @@ class ObjectPoseNode(Node):
         return TransformBroadcaster(self)
 
     # ------------------------------------------------------------------ input
-    def _drop(self, reason: str, detail: str = "") -> None:
-        self.drops[reason] += 1
-        if reason not in self._logged_reasons:
-            self._logged_reasons.add(reason)
-            self.get_logger().warn(f"dropping frame: {reason}{': ' + detail if detail else ''} "
-                                   "(logged once; counts in /diagnostics)")
-
     def _offer(self, index: int, msg) -> None:
         if index == 2:
             self._last_info_ns = time.monotonic_ns()
@@ -231,7 +224,7 @@ class ObjectPoseNode(Node):
             try:
                 seeds.append(PoseSeed(o.class_name, o.instance_id, pose_to_T(o.pose.pose)))
             except ValueError as exc:
-                self._drop("bad initial pose", str(exc))
+                self.drops.record("bad initial pose", str(exc))
         self._seeds = seeds
         self._seeds_fresh = True
 
@@ -245,9 +238,9 @@ class ObjectPoseNode(Node):
     def _check_inputs(self) -> None:
         counts = self.sync.stats.received
         if counts[0] > 0 and counts[2] == 0:
-            self._drop("no camera_info", f"no messages on {self.p['info_topic']}; is the driver publishing it?")
+            self.drops.record("no camera_info", f"no messages on {self.p['info_topic']}; is the driver publishing it?")
         if counts[0] > 0 and counts[1] == 0:
-            self._drop("no depth", f"no messages on {self.p['depth_topic']}; enable aligned depth in the driver")
+            self.drops.record("no depth", f"no messages on {self.p['depth_topic']}; enable aligned depth in the driver")
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
@@ -268,27 +261,27 @@ class ObjectPoseNode(Node):
             except Exception as exc:  # never let one bad frame kill the node
                 if not self.context.ok():  # shutting down: publishers are gone, not an estimator fault
                     return
-                self._drop("estimator error", repr(exc))
+                self.drops.record("estimator error", repr(exc))
 
     def _decode(self, colour: Image, depth: Image, info: CameraInfo):
         try:
             rgb = image_to_rgb(colour)
             depth_m = image_to_depth_m(depth)
         except ImageConversionError as exc:
-            self._drop("bad image", str(exc))
+            self.drops.record("bad image", str(exc))
             return None
         try:
             camera = camera_info_to_camera(info)
         except CameraInfoError as exc:
-            self._drop("bad camera_info", str(exc))
+            self.drops.record("bad camera_info", str(exc))
             return None
         if rgb.shape[:2] != depth_m.shape:
-            self._drop("colour/depth size mismatch",
+            self.drops.record("colour/depth size mismatch",
                        f"colour {rgb.shape[1]}x{rgb.shape[0]} vs depth {depth_m.shape[1]}x{depth_m.shape[0]}: "
                        "subscribe to depth aligned to colour")
             return None
         if (camera.width, camera.height) != (rgb.shape[1], rgb.shape[0]):
-            self._drop("camera_info size mismatch",
+            self.drops.record("camera_info size mismatch",
                        f"camera_info {camera.width}x{camera.height} vs image {rgb.shape[1]}x{rgb.shape[0]}")
             return None
         if not np.any(depth_m > 0):
