@@ -305,11 +305,11 @@ class ObjectPoseNode(Node):
             seeds, fresh = self._seeds, self._seeds_fresh
             self._seeds_fresh = False
             if prev:  # track from the last refined poses; a fresh seed for an instance replaces its track
-                seeded = {(s.class_name, s.instance_id) for s in seeds} if fresh else set()
-                seeds = [PoseSeed(r.class_name, r.instance_id, r.T_cam_obj) for r in prev
-                         if (r.class_name, r.instance_id) not in seeded] + \
-                        [s for s in seeds if fresh or (s.class_name, s.instance_id) not in
-                         {(r.class_name, r.instance_id) for r in prev}]
+                tracks = {(r.class_name, r.instance_id): PoseSeed(r.class_name, r.instance_id, r.T_cam_obj)
+                          for r in prev}
+                by_key = {(sd.class_name, sd.instance_id): sd for sd in seeds}
+                merged = {**by_key, **tracks} if not fresh else {**tracks, **by_key}
+                seeds = list(merged.values())
             results = self.refiner.refine(depth_m, camera, seeds, enabled_classes=sorted(self.enabled))
         elif self.tracker is not None:  # ICP from the last poses; the network runs when a track is lost
             results = self.tracker.update(rgb, depth_m, camera, enabled_classes=sorted(self.enabled))
