@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -26,6 +25,7 @@ from pose_ros.nodes.realsense_camera_node import RealSenseCameraNode  # noqa: E4
 from pose_ros.nodes.topics import COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC  # noqa: E402
 from pose_ros.sensors.bag import BagReader, BagWriter  # noqa: E402
 from pose_ros.sensors.software_device import SoftwareRealSense  # noqa: E402
+from ros_helpers import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -64,14 +64,6 @@ class Capture:
             return len(self.msgs[topic])
 
 
-def _wait(pred, timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
-
 
 
 
@@ -96,7 +88,7 @@ def test_record_read_back_and_replay(ros, camera, tmp_path):
     ros(live.node)
     rec_node = ros(rclpy.create_node("test_recorder"))
     recorder = BagRecorder(rec_node, BagWriter(tmp_path / "trio"), list(TRIO))
-    assert _wait(lambda: all(recorder.counts[t] >= 15 for t in TRIO)), recorder.counts
+    assert wait_for(lambda: all(recorder.counts[t] >= 15 for t in TRIO), 15.0), recorder.counts
     recorder.close()
     assert recorder.missing == [] and recorder.errors == 0
 
@@ -131,7 +123,7 @@ def test_record_read_back_and_replay(ros, camera, tmp_path):
     player = BagPlayer(play_node, reader, rate=2.0, start_delay_s=0.5).start()
     assert player.done.wait(30)
     assert player.published == len(recorded)
-    assert _wait(lambda: replay.count(COLOR_TOPIC) >= len(stamps[COLOR_TOPIC]) - 1, 5)
+    assert wait_for(lambda: replay.count(COLOR_TOPIC) >= len(stamps[COLOR_TOPIC]) - 1, 5)
     with replay.lock:
         got = list(replay.msgs[COLOR_TOPIC])
     want = [m.data for m in recorded if m.topic == COLOR_TOPIC]
@@ -161,7 +153,7 @@ def test_cli_record_and_play_between_processes(ros, camera, tmp_path):
     n_rec = reader.topics[COLOR_TOPIC].message_count
     # Real-time replay of large frames to a subscriber in a loaded CI process may lose a few (the
     # exact, in-order comparison is test_record_read_back_and_replay); most must arrive, all must match.
-    assert _wait(lambda: replay.count(COLOR_TOPIC) >= 0.8 * n_rec, 10), (replay.count(COLOR_TOPIC), n_rec)
+    assert wait_for(lambda: replay.count(COLOR_TOPIC) >= 0.8 * n_rec, 10), (replay.count(COLOR_TOPIC), n_rec)
     recorded = {m.data for m in reader.messages([COLOR_TOPIC])}
     with replay.lock:
         assert all(b in recorded for b in replay.msgs[COLOR_TOPIC])
