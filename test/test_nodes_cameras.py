@@ -41,6 +41,21 @@ class CameraListener:
         return [v for _, v in sorted(self.by_stamp.items()) if len(v) == 4]
 
 
+def run_camera_until(module: str, name: str, params: dict, n_frames: int, log_path) -> tuple[CameraListener, int]:
+    """Run a camera node process until `n_frames` complete frames arrived; (listener, exit code)."""
+    proc = start_node_process(module, name=name, params=params, log_path=log_path)
+    try:
+        with ros_context() as context:
+            import rclpy
+            node = rclpy.create_node(f"{name}_listener", context=context)
+            listener = CameraListener(node)
+            with SpinThread(context, node):
+                assert wait_for(lambda: len(listener.complete()) >= n_frames, 60.0), log_path.read_text()
+    finally:
+        code = stop_process(proc)
+    return listener, code
+
+
 def _measured_rate(times: list[float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0])
 
@@ -51,19 +66,11 @@ def test_synthetic_camera_publishes_renderer_output_exactly_at_the_set_rate(tmp_
     from pose_ros.synth.stream import SyntheticSceneStream
 
     rate_hz = 4.0
-    proc = start_node_process("synthetic_camera_node", name="synthetic_camera",
-                              params={"rate_hz": rate_hz, "noise": False, "time_scale": 0.0, "seed": 3,
-                                      "depth_encoding": "32FC1", "width": 320, "height": 240},
-                              log_path=tmp_path / "camera.log")
-    try:
-        with ros_context() as context:
-            import rclpy
-            node = rclpy.create_node("camera_listener", context=context)
-            listener = CameraListener(node)
-            with SpinThread(context, node):
-                assert wait_for(lambda: len(listener.complete()) >= 12, 60.0), (tmp_path / "camera.log").read_text()
-    finally:
-        assert stop_process(proc) in (0, -2)
+    listener, code = run_camera_until(
+        "synthetic_camera_node", "synthetic_camera",
+        {"rate_hz": rate_hz, "noise": False, "time_scale": 0.0, "seed": 3, "depth_encoding": "32FC1",
+         "width": 320, "height": 240}, 12, tmp_path / "camera.log")
+    assert code in (0, -2)
     frames = listener.complete()
     rate = _measured_rate(listener.arrivals["color"][2:])  # skip discovery warm-up
     assert abs(rate - rate_hz) / rate_hz < 0.25, f"measured {rate:.2f} Hz for a set rate of {rate_hz} Hz"
@@ -85,27 +92,15 @@ def test_dataset_camera_replays_ycbv_frames_exactly(tmp_path):
     from pose_ros.eval.bop_io import BopSceneReader
 
     scene = shared_data_path("ycbv_real", "data", "0000")
-    proc = start_node_process("dataset_camera_node", name="dataset_camera",
-                              params={"dataset_path": str(scene), "rate_hz": 4.0, "depth_encoding": "32FC1"},
-                              log_path=tmp_path / "dataset.log")
-    try:
-        with ros_context() as context:
-            import rclpy
-            node = rclpy.create_node("dataset_listener", context=context)
-            listener = CameraListener(node)
-            with SpinThread(context, node):
-                assert wait_for(lambda: len(listener.complete()) >= 6, 60.0), (tmp_path / "dataset.log").read_text()
-    finally:
-        stop_process(proc)
+    listener, _ = run_camera_until("dataset_camera_node", "dataset_camera",
+                                   {"dataset_path": str(scene), "rate_hz": 4.0, "depth_encoding": "32FC1"},
+                                   6, tmp_path / "dataset.log")
     reader = BopSceneReader(scene, load_masks=False)
-    expected = {}
-    for im_id in reader.im_ids:
-        frame = reader.frame(im_id)
-        expected[frame.depth_m.tobytes()[:4096]] = frame
+    expected = [reader.frame(im_id) for im_id in reader.im_ids]
     matched = 0
     for f in listener.complete():
         depth = image_to_depth_m(f["depth"])
-        frame = next((fr for fr in expected.values() if np.array_equal(fr.depth_m, depth)), None)
+        frame = next((fr for fr in expected if np.array_equal(fr.depth_m, depth)), None)
         assert frame is not None, "received depth matches no recorded frame"
         np.testing.assert_array_equal(image_to_rgb(f["color"]), frame.rgb)
         np.testing.assert_allclose(camera_info_to_camera(f["info"]).K, frame.camera.K)
