@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
         overrides["dataset"] = args.dataset
     summary_path = Path(tempfile.mkdtemp(prefix="pose_ros_demo_")) / "summary.json"
     monitor = {"topic_monitor": {"summary_file": str(summary_path)}}
-    if model.is_file() and (Path(__file__).resolve().parents[2] / "nodes" / "object_pose_node.py").is_file():
+    if model.is_file():
         system = SYSTEMS["demo"]
         overrides["model"] = str(model)
     else:
