@@ -1,9 +1,11 @@
-"""Retargeting metrics: limit violations of a joint trajectory, direction error, solve time.
+"""Retargeting metrics: limit violations of a joint trajectory, direction and position error, solve time.
 
 Violations are checked against the robot's own URDF limits (not the safety layer's tighter
 ones), from the trajectory actually commanded, so "0" means the robot was never asked for
 something it cannot do. Velocities and accelerations are finite differences of the commanded
-positions.
+positions. Position errors are |achieved - scaled target| of the position targets (hands, elbows,
+feet relative to their anchors), reported in centimetres; "hand" error averages the targets whose
+name contains "hand" or "wrist" (the end effectors a teleoperator watches).
 """
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ class RetargetMetrics:
     max_abs_velocity_rad_s: float
     per_segment_error_deg: dict[str, float] = field(default_factory=dict)
     worst_joints: list[str] = field(default_factory=list)   # joints with violations
+    mean_position_error_cm: float = float("nan")           # all position targets, commanded pose
+    mean_hand_position_error_cm: float = float("nan")      # hand/wrist targets only
+    p95_hand_position_error_cm: float = float("nan")
+    per_target_position_error_cm: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -53,9 +59,10 @@ def compute_retarget_metrics(t_s: np.ndarray, q: np.ndarray, joint_names: list[s
                              upper: np.ndarray, vmax: np.ndarray, direction_errors_rad: np.ndarray,
                              segment_names: list[str], solve_time_ms: np.ndarray,
                              ik_residual_rad: np.ndarray | None = None, amax: np.ndarray | None = None,
-                             mask: np.ndarray | None = None) -> RetargetMetrics:
-    """`direction_errors_rad` (T,S) NaN where unobserved; `mask` (T,) selects frames for the
-    error statistics (e.g. engaged frames); limits are checked on every frame."""
+                             mask: np.ndarray | None = None, position_errors_m: np.ndarray | None = None,
+                             target_names: list[str] | None = None) -> RetargetMetrics:
+    """`direction_errors_rad` (T,S) and `position_errors_m` (T,P) NaN where unobserved; `mask` (T,)
+    selects frames for the error statistics (e.g. engaged frames); limits are checked on every frame."""
     t_s, q = np.asarray(t_s, float), np.asarray(q, float)
     if q.ndim != 2 or q.shape != (t_s.shape[0], len(joint_names)):
         raise ValueError(f"q must be (T, {len(joint_names)}) matching t_s ({t_s.shape[0]}), got {q.shape}")
@@ -78,7 +85,9 @@ def compute_retarget_metrics(t_s: np.ndarray, q: np.ndarray, joint_names: list[s
     ik = np.asarray(ik_residual_rad, float)[mask] if ik_residual_rad is not None else np.array([np.nan])
     speeds = np.abs(np.diff(q, axis=0) / np.diff(t_s)[:, None]) if len(t_s) > 1 else np.zeros((1, 1))
     bad_cols = pos_bad.any(0) | (vel_bad.any(0) if len(vel_bad) else False)
+    pos = position_stats_cm(position_errors_m, target_names, mask)
     return RetargetMetrics(
+        **pos,
         num_frames=int(len(t_s)), duration_s=float(t_s[-1] - t_s[0]) if len(t_s) else 0.0,
         joint_limit_violations=int(pos_bad.sum()), velocity_limit_violations=int(vel_bad.sum()),
         acceleration_limit_violations=int(acc_bad.sum()),
@@ -92,6 +101,36 @@ def compute_retarget_metrics(t_s: np.ndarray, q: np.ndarray, joint_names: list[s
         max_abs_velocity_rad_s=float(speeds.max()) if speeds.size else 0.0,
         per_segment_error_deg=per_seg,
         worst_joints=[joint_names[i] for i in np.nonzero(bad_cols)[0]] if np.ndim(bad_cols) else [])
+
+
+def is_hand_target(name: str) -> bool:
+    return "hand" in name or "wrist" in name
+
+
+def position_stats_cm(position_errors_m: np.ndarray | None, target_names: list[str] | None,
+                      mask: np.ndarray | None = None) -> dict:
+    """Mean over all targets, mean/p95 over hand targets, per-target mean, in cm (NaN if none)."""
+    nan = float("nan")
+    out = dict(mean_position_error_cm=nan, mean_hand_position_error_cm=nan, p95_hand_position_error_cm=nan,
+               per_target_position_error_cm={})
+    if position_errors_m is None:
+        return out
+    err = np.asarray(position_errors_m, float).reshape(len(position_errors_m), -1)
+    names = list(target_names or [f"target_{k}" for k in range(err.shape[1])])
+    if len(names) != err.shape[1]:
+        raise ValueError(f"target_names has {len(names)} names for {err.shape[1]} position-error columns")
+    if mask is not None:
+        err = err[np.asarray(mask, bool)]
+    cm = 100.0 * err
+    finite = cm[np.isfinite(cm)]
+    hands = cm[:, [is_hand_target(n) for n in names]]
+    hands = hands[np.isfinite(hands)]
+    out["mean_position_error_cm"] = float(finite.mean()) if finite.size else nan
+    out["mean_hand_position_error_cm"] = float(hands.mean()) if hands.size else nan
+    out["p95_hand_position_error_cm"] = float(np.percentile(hands, 95)) if hands.size else nan
+    out["per_target_position_error_cm"] = {
+        n: float(np.nanmean(cm[:, k])) if np.any(np.isfinite(cm[:, k])) else nan for k, n in enumerate(names)}
+    return out
 
 
 def format_metrics(m: RetargetMetrics) -> str:
@@ -108,6 +147,11 @@ def format_metrics(m: RetargetMetrics) -> str:
         f"max joint speed: {m.max_abs_velocity_rad_s:.2f} rad/s",
         "per segment (deg): " + ", ".join(f"{k} {v:.1f}" for k, v in m.per_segment_error_deg.items()),
     ]
+    if m.per_target_position_error_cm:
+        lines.insert(5, f"hand position error (scaled target vs commanded): mean {m.mean_hand_position_error_cm:.2f} cm "
+                        f"(p95 {m.p95_hand_position_error_cm:.2f}); all position targets {m.mean_position_error_cm:.2f} cm")
+        lines.append("per position target (cm): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in m.per_target_position_error_cm.items()))
     if m.worst_joints:
         lines.append("joints with violations: " + ", ".join(m.worst_joints))
     return "\n".join(lines)

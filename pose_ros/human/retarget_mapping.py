@@ -1,9 +1,11 @@
 """Retargeting mapping (YAML): which human keypoints drive which robot links, for one robot.
 
 The mapping is what makes the retargeter robot-agnostic: segment direction pairs (human
-keypoint A->B must point like robot point A'->B'), how the human body frame is built from the
-keypoints (so the result does not depend on where the camera is), the teleoperated joints and
-their command order, the home pose, solver weights and safety limits. Every name is checked
+keypoint A->B must point like robot point A'->B'), position targets (chains of segments whose
+human vectors, each scaled to the robot's segment length, place an end effector relative to an
+anchor: GMR-style per-segment scaling), how the human body frame is built from the keypoints (so
+the result does not depend on where the camera is), the teleoperated joints and their command
+order, the home pose, solver weights and safety limits. Every name, weight and key is checked
 against the URDF and the keypoint convention at load time, so typos fail loudly.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import yaml
 
 from pose_ros.human.conventions import BLAZEPOSE33_NAMES
-from pose_ros.human.kinematics import PointRef
+from pose_ros.human.kinematics import PointRef, all_link_poses
 from pose_ros.human.urdf_model import UrdfModel, default_robot_dir, load_urdf
 
 
@@ -34,6 +36,23 @@ class SegmentSpec:
     robot_to: PointRef
     weight: float = 1.0
     group: str = ""
+    scale: float | None = None      # fixed robot/human length ratio; None = measured per operator
+
+
+@dataclass(frozen=True)
+class PositionTargetSpec:
+    """Place robot point `tip` relative to robot point `anchor` where the operator's chain of
+    segments puts it, each human segment vector scaled by robot length / operator length.
+
+    `anchor` is the first chain segment's robot_from, `tip` the last one's robot_to; consecutive
+    segments share their joint keypoint and robot point, so the scaled vectors sum to a path.
+    """
+    name: str
+    chain: tuple[str, ...]          # segment names, anchor -> tip
+    group: str
+    weight: float                   # IK weight of the 3D residual, per m^2
+    anchor: PointRef
+    tip: PointRef
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,14 @@ class SolverParams:
     limit_margin_rad: float = 0.02     # IK bounds are the URDF limits shrunk by this
     max_step_rad: float = 0.2          # trust region per iteration (largest joint change)
     hands_up_height_m: float = 0.15    # wrists this far above the nose -> hands-up gesture
+    # Operator limb-length estimate (per-segment scaling of the position targets).
+    limb_window: int = 240             # median over this many confident samples per segment
+    limb_min_samples: int = 5          # before this many, no outlier gate
+    limb_min_confidence: float = 0.5   # both keypoints at least this confident to measure a length
+    limb_outlier_ratio: float = 0.35   # samples this far (relative) from the median are dropped
+    limb_reset_after_invalid: int = 15  # this many invalid frames in a row = operator lost: re-measure
+    reach_fraction: float = 1.0        # position targets clamped to this fraction of the chain's reach
+                                       # (< 1 keeps arms off full extension, the IK's singularity)
 
 
 @dataclass
@@ -82,6 +109,7 @@ class RetargetMapping:
     home: dict[str, float]
     solver: SolverParams
     safety: dict = field(default_factory=dict)
+    position_targets: list[PositionTargetSpec] = field(default_factory=list)
 
     def groups(self, full_body: bool = False) -> list[str]:
         return self.teleop_groups + (self.full_body_groups if full_body else [])
@@ -93,6 +121,26 @@ class RetargetMapping:
     def active_segments(self, full_body: bool = False) -> list[SegmentSpec]:
         groups = set(self.groups(full_body))
         return [s for s in self.segments if s.group in groups]
+
+    def active_position_targets(self, full_body: bool = False) -> list[PositionTargetSpec]:
+        groups = set(self.groups(full_body))
+        return [t for t in self.position_targets if t.group in groups]
+
+    def segment(self, name: str) -> SegmentSpec:
+        for s in self.segments:
+            if s.name == name:
+                return s
+        raise MappingError(f"{self.path}: no segment '{name}'; segments: {', '.join(s.name for s in self.segments)}")
+
+    def robot_segment_lengths_m(self) -> dict[str, float]:
+        """{segment: |robot_to - robot_from|} at the home pose (joints not in home at 0), metres:
+        the robot side of every per-segment scale."""
+        poses = all_link_poses(self.model, self.home)
+
+        def at(p: PointRef) -> np.ndarray:
+            return (poses[p.link] @ np.r_[p.offset_link_m, 1.0])[:3]
+
+        return {s.name: float(np.linalg.norm(at(s.robot_to) - at(s.robot_from))) for s in self.segments}
 
     def home_vector(self, joint_names: list[str]) -> np.ndarray:
         return np.array([self.home.get(j, 0.0) for j in joint_names], dtype=np.float64)
@@ -119,6 +167,25 @@ def _check_link(model: UrdfModel, name: str, where: str) -> str:
     if name not in model.links:
         raise MappingError(f"{where}: unknown robot link '{name}'; valid links: {', '.join(model.links)}")
     return name
+
+
+def _positive(value, where: str, what: str = "weight") -> float:
+    """A finite number > 0 (bools and strings rejected: YAML `weight: yes` is a typo, not 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise MappingError(f"{where}: {what} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_keys(entry, allowed: tuple[str, ...], where: str) -> None:
+    if not isinstance(entry, dict):
+        raise MappingError(f"{where}: must be a mapping with keys {', '.join(allowed)}, got {entry!r}")
+    for k in entry:
+        if k not in allowed:
+            raise MappingError(f"{where}: unknown key '{k}'; valid keys: {', '.join(allowed)}")
+
+
+_SEGMENT_KEYS = ("name", "group", "weight", "human", "robot", "scale")
+_TARGET_KEYS = ("name", "group", "weight", "chain")
 
 
 def _point(model: UrdfModel, spec, where: str) -> PointRef:
@@ -196,9 +263,15 @@ def load_mapping(path: str | Path, urdf_path: str | Path | None = None) -> Retar
             raise MappingError(f"{where}: group '{g}' is not in joint_groups ({', '.join(joint_groups)})")
 
     segments = []
-    for i, s in enumerate(_require(raw, "segments", where)):
+    seg_list = _require(raw, "segments", where)
+    if not isinstance(seg_list, list):
+        raise MappingError(f"{where} segments: must be a list of {{name, group, human, robot, weight}}")
+    for i, s in enumerate(seg_list):
         sw = f"{where} segments[{i}]"
+        _check_keys(s, _SEGMENT_KEYS, sw)
         name = str(s.get("name", f"segment_{i}"))
+        if any(prev.name == name for prev in segments):
+            raise MappingError(f"{sw}: duplicate segment name '{name}'")
         human = _require(s, "human", sw)
         rob = _require(s, "robot", sw)
         if len(human) != 2 or len(rob) != 2:
@@ -206,18 +279,18 @@ def load_mapping(path: str | Path, urdf_path: str | Path | None = None) -> Retar
         group = str(_require(s, "group", sw))
         if group not in joint_groups:
             raise MappingError(f"{sw} ({name}): group '{group}' is not in joint_groups ({', '.join(joint_groups)})")
-        weight = float(s.get("weight", 1.0))
-        if not weight > 0:
-            raise MappingError(f"{sw} ({name}): weight must be > 0")
+        weight = _positive(s.get("weight", 1.0), f"{sw} ({name})")
+        scale = _positive(s["scale"], f"{sw} ({name})", "scale") if s.get("scale") is not None else None
         segments.append(SegmentSpec(
             name=name,
             human_from=_check_keypoint(human[0], valid_kp, f"{sw} ({name}).human"),
             human_to=_check_keypoint(human[1], valid_kp, f"{sw} ({name}).human"),
             robot_from=_point(model, rob[0], f"{sw} ({name}).robot"),
             robot_to=_point(model, rob[1], f"{sw} ({name}).robot"),
-            weight=weight, group=group))
+            weight=weight, group=group, scale=scale))
         for p in (segments[-1].robot_from, segments[-1].robot_to):
             model.chain(base_link, p.link)  # must hang below the base
+    targets = _position_targets(raw.get("position_targets") or [], segments, joint_groups, where)
 
     home = {}
     for j, v in (raw.get("home") or {}).items():
@@ -232,11 +305,64 @@ def load_mapping(path: str | Path, urdf_path: str | Path | None = None) -> Retar
     for k in solver_raw:
         if k not in valid_solver:
             raise MappingError(f"{where} solver: unknown key '{k}'; valid: {', '.join(valid_solver)}")
+        default = valid_solver[k].default
+        v = solver_raw[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or (isinstance(default, int) and not isinstance(v, int)):
+            raise MappingError(f"{where} solver.{k}: must be a finite {type(default).__name__}, got {v!r}")
     solver = SolverParams(**solver_raw)
+    if not 0 < solver.reach_fraction <= 1:
+        raise MappingError(f"{where} solver.reach_fraction: must be in (0, 1], got {solver.reach_fraction}")
+    for k in ("limb_window", "limb_min_samples", "limb_reset_after_invalid"):
+        if getattr(solver, k) < 1:
+            raise MappingError(f"{where} solver.{k}: must be >= 1, got {getattr(solver, k)}")
+    if not solver.limb_outlier_ratio > 0:
+        raise MappingError(f"{where} solver.limb_outlier_ratio: must be > 0, got {solver.limb_outlier_ratio}")
     return RetargetMapping(path=path, model=model, urdf_path=Path(urdf_path), base_link=base_link,
                            body_frame=body, virtual_keypoints=virtual, segments=segments,
                            joint_groups=joint_groups, teleop_groups=teleop, full_body_groups=full,
-                           home=home, solver=solver, safety=dict(raw.get("safety") or {}))
+                           home=home, solver=solver, safety=dict(raw.get("safety") or {}),
+                           position_targets=targets)
+
+
+def _position_targets(raw_targets, segments: list[SegmentSpec], joint_groups: dict[str, list[str]],
+                      where: str) -> list[PositionTargetSpec]:
+    """Validate `position_targets`: known segments chained end to start (human keypoints and robot
+    points both), a known group, a positive weight."""
+    if not isinstance(raw_targets, list):
+        raise MappingError(f"{where} position_targets: must be a list of {{name, group, weight, chain}}")
+    by_name = {s.name: s for s in segments}
+    out: list[PositionTargetSpec] = []
+    for i, t in enumerate(raw_targets):
+        tw = f"{where} position_targets[{i}]"
+        _check_keys(t, _TARGET_KEYS, tw)
+        name = str(_require(t, "name", tw))
+        tw = f"{tw} ({name})"
+        if any(o.name == name for o in out):
+            raise MappingError(f"{tw}: duplicate position target name")
+        chain = _require(t, "chain", tw)
+        if isinstance(chain, str):
+            chain = [chain]
+        if not isinstance(chain, list) or not chain:
+            raise MappingError(f"{tw}: chain must be a non-empty list of segment names, anchor -> tip")
+        for c in chain:
+            if c not in by_name:
+                raise MappingError(f"{tw}: unknown segment '{c}' in chain; valid segments: {', '.join(by_name)}")
+        for a, b in zip(chain[:-1], chain[1:]):
+            sa, sb = by_name[a], by_name[b]
+            if sa.human_to != sb.human_from:
+                raise MappingError(f"{tw}: chain breaks between '{a}' and '{b}': human keypoint "
+                                   f"'{sa.human_to}' != '{sb.human_from}' (segments must join end to start)")
+            if sa.robot_to != sb.robot_from:
+                raise MappingError(f"{tw}: chain breaks between '{a}' and '{b}': robot point "
+                                   f"{sa.robot_to} != {sb.robot_from} (segments must join end to start)")
+        group = str(_require(t, "group", tw))
+        if group not in joint_groups:
+            raise MappingError(f"{tw}: group '{group}' is not in joint_groups ({', '.join(joint_groups)})")
+        out.append(PositionTargetSpec(name=name, chain=tuple(chain), group=group,
+                                      weight=_positive(_require(t, "weight", tw), tw),
+                                      anchor=by_name[chain[0]].robot_from, tip=by_name[chain[-1]].robot_to))
+    return out
 
 
 def _resolve(mapping_path: Path, ref: str) -> Path:

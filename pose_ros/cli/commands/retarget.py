@@ -27,6 +27,11 @@ class OfflineRun:
     segment_names: list[str]
     solve_time_ms: np.ndarray
     counters: dict
+    position_error_m: np.ndarray = None      # (T,P) |achieved - scaled target| of the commanded pose
+    target_names: list[str] = None
+    ik_position_error_m: np.ndarray = None   # (T,P) of the raw IK solution
+    limb_lengths_m: dict = None              # operator estimate at the end of the clip
+    targets_clamped: int = 0                 # frames x targets pulled onto the robot's reach
 
 
 def run_retarget(keypoints_cam_m: np.ndarray, names, t_s: np.ndarray, retargeter, safety) -> OfflineRun:
@@ -39,6 +44,9 @@ def run_retarget(keypoints_cam_m: np.ndarray, names, t_s: np.ndarray, retargeter
     state = np.zeros(T, dtype=np.int64)
     resid, st = np.full(T, np.nan), np.full(T, np.nan)
     derr = np.full((T, len(retargeter.segments)), np.nan)
+    P = len(retargeter.position_targets)
+    perr, perr_ik = np.full((T, P), np.nan), np.full((T, P), np.nan)
+    clamped = 0
     safety.set_measured(safety.config.home, float(t_s[0]))
     for i in tqdm(range(T), desc="retarget", unit="frame", disable=not sys.stderr.isatty()):
         now = float(t_s[i])
@@ -46,6 +54,8 @@ def run_retarget(keypoints_cam_m: np.ndarray, names, t_s: np.ndarray, retargeter
         st[i], q_ik[i] = res.solve_time_ms, res.q
         if res.valid:
             resid[i] = res.residual_rad
+            perr_ik[i] = res.position_errors_m
+            clamped += res.targets_clamped
             safety.submit_target(res.q, stamp_s=now, now_s=now, hands_up=res.hands_up)
         else:
             safety.submit_tracking_lost(now)
@@ -57,10 +67,15 @@ def run_retarget(keypoints_cam_m: np.ndarray, names, t_s: np.ndarray, retargeter
         if observed.any():
             u = retargeter.segment_directions(out.q)
             derr[i, observed] = np.arccos(np.clip(np.einsum("si,si->s", u[observed], dirs[observed]), -1, 1))
+        if P:
+            x, seen = retargeter.target_positions(keypoints_cam_m[i], names)
+            perr[i, seen] = np.linalg.norm(retargeter.achieved_positions(out.q)[seen] - x[seen], axis=1)
     return OfflineRun(t_s=np.asarray(t_s, float), joint_names=list(retargeter.joint_names), q_cmd=q_cmd,
                       qd_cmd=qd_cmd, q_ik=q_ik, state=state, ik_residual_rad=resid, direction_error_rad=derr,
                       segment_names=[s.name for s in retargeter.segments], solve_time_ms=st,
-                      counters=safety.counters.as_dict())
+                      counters=safety.counters.as_dict(), position_error_m=perr,
+                      target_names=retargeter.position_target_names, ik_position_error_m=perr_ik,
+                      limb_lengths_m=retargeter.limb_lengths_m, targets_clamped=clamped)
 
 
 def _write_outputs(out_dir: Path, run: OfflineRun, lower, upper, plot: bool) -> list[Path]:
@@ -79,7 +94,11 @@ def _write_outputs(out_dir: Path, run: OfflineRun, lower, upper, plot: bool) -> 
     np.savez(npz_path, time_s=run.t_s, joint_names=np.array(run.joint_names), q=run.q_cmd, qd=run.qd_cmd,
              q_ik=run.q_ik, state=run.state, ik_residual_rad=run.ik_residual_rad,
              direction_error_rad=run.direction_error_rad, segment_names=np.array(run.segment_names),
-             solve_time_ms=run.solve_time_ms, lower=lower, upper=upper)
+             solve_time_ms=run.solve_time_ms, lower=lower, upper=upper,
+             position_error_m=run.position_error_m, ik_position_error_m=run.ik_position_error_m,
+             position_target_names=np.array(run.target_names, dtype=str),
+             limb_names=np.array(list(run.limb_lengths_m), dtype=str),
+             limb_lengths_m=np.array(list(run.limb_lengths_m.values()), dtype=float))
     written.append(npz_path)
     if plot:
         import matplotlib
@@ -111,6 +130,14 @@ def _write_outputs(out_dir: Path, run: OfflineRun, lower, upper, plot: bool) -> 
     return written
 
 
+def _directions_only(mapping):
+    """The same mapping with every position target at weight 0: targets are still measured (so the
+    hand-position error is comparable) but the IK matches directions only, as before issue #5."""
+    import dataclasses
+    return dataclasses.replace(mapping, position_targets=[
+        dataclasses.replace(t, weight=0.0) for t in mapping.position_targets])
+
+
 def _cmd(args: argparse.Namespace) -> int:
     from pose_ros.eval.retarget_metrics import compute_retarget_metrics, format_metrics
     from pose_ros.human.bvh import bvh_to_camera_skeletons, frame_times_s, load_bvh
@@ -125,6 +152,8 @@ def _cmd(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.directions_only:
+        mapping = _directions_only(mapping)
     frames = slice(0, args.max_frames) if args.max_frames else None
     kp_cam, _ = bvh_to_camera_skeletons(clip, distance_m=args.distance, frames=frames)
     t_s = frame_times_s(clip)[: kp_cam.shape[0]]
@@ -140,7 +169,8 @@ def _cmd(args: argparse.Namespace) -> int:
     metrics = compute_retarget_metrics(run.t_s, run.q_cmd, run.joint_names, lower, upper, vmax,
                                        run.direction_error_rad, run.segment_names, run.solve_time_ms,
                                        ik_residual_rad=run.ik_residual_rad, amax=config.max_acceleration,
-                                       mask=engaged if engaged.any() else None)
+                                       mask=engaged if engaged.any() else None,
+                                       position_errors_m=run.position_error_m, target_names=run.target_names)
     out_dir = Path(args.out) if args.out else Path("out") / "retarget" / f"{Path(args.bvh).stem}_{mapping.model.name}"
     written = _write_outputs(out_dir, run, lower, upper, plot=not args.no_plot)
     (out_dir / "metrics.json").write_text(metrics.to_json())
@@ -150,6 +180,11 @@ def _cmd(args: argparse.Namespace) -> int:
     print(f"clip: {args.bvh}, {clip.num_frames} frames at {1.0 / clip.frame_time_s:.1f} Hz; engaged after "
           f"{first_engaged:.2f} s ramp; error stats over {int(engaged.sum())} engaged frames")
     print(format_metrics(metrics))
+    if run.limb_lengths_m:
+        scales = retargeter.segment_scales()
+        print("operator segment lengths (m, x robot/operator scale): " + ", ".join(
+            f"{k} {v:.3f} (x{scales[k]:.2f})" for k, v in run.limb_lengths_m.items()))
+        print(f"position targets clamped to the robot's reach: {run.targets_clamped} (frames x targets)")
     print("safety interventions: " + ", ".join(f"{k} {v}" for k, v in run.counters.items()))
     print("wrote: " + ", ".join(str(p) for p in written + [out_dir / 'metrics.json']))
     return 0 if metrics.joint_limit_violations == 0 and metrics.velocity_limit_violations == 0 else 1
@@ -167,4 +202,6 @@ def register(subparsers) -> None:
     p.add_argument("--distance", type=float, default=2.5, help="virtual camera distance to the subject, m")
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--directions-only", action="store_true",
+                   help="IK on limb directions only (position targets weighted 0, still measured): the baseline")
     p.set_defaults(func=_cmd)
