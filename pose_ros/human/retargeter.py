@@ -413,6 +413,17 @@ class Retargeter:
             H = Jf.T @ Jf + reg
             g = Jf.T @ ef + p.w_previous * (q - q_prev) + p.w_home * (q - self.q_home)
             dq = np.linalg.solve(H, g)
+            # Joints at a bound that the step pushes further out are held there and the step is
+            # solved again without them: clipping them after the joint solve would leave the other
+            # joints with a step that assumed the clipped ones moved (a torso at its pitch limit
+            # then freezes the arms that should make up for it).
+            for _ in range(2):
+                blocked = ((q <= self.lower + 1e-9) & (dq > 0)) | ((q >= self.upper - 1e-9) & (dq < 0))
+                if not blocked.any():
+                    break
+                free = ~blocked
+                dq = np.zeros(n)
+                dq[free] = np.linalg.solve(H[np.ix_(free, free)], g[free])
             big = np.max(np.abs(dq))
             if big > p.max_step_rad:      # trust region: no branch flips in one iteration
                 dq *= p.max_step_rad / big
