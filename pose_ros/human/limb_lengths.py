@@ -60,12 +60,11 @@ class LimbLengthEstimator:
             return
         self._buf_m[take, self._count[take] % self.window] = lengths_m[take]
         self._count[take] += 1
-        rows = self._buf_m[take]
-        full = self._count[take] >= self.window
-        if full.all():
-            med[take] = np.median(rows, axis=1)
-        else:
-            med[take] = np.nanmedian(rows, axis=1)
+        # Median of each row's filled part: unfilled slots (NaN) sort to the end.
+        rows = np.sort(self._buf_m[take], axis=1)
+        n = np.minimum(self._count[take], self.window)
+        r = np.arange(take.size)
+        med[take] = 0.5 * (rows[r, (n - 1) // 2] + rows[r, n // 2])
 
     @property
     def lengths_m(self) -> np.ndarray:
