@@ -105,7 +105,7 @@ def test_camera_to_joint_commands_and_tracking_loss(tmp_path):
 
             node = rclpy.create_node("teleop_chain_probe", context=ctx)
             probe = TeleopProbe(node, skeleton_topic=f"{NS}/human_pose/skeletons", retarget_ns=f"{NS}/retarget",
-                                tracker=tracker)
+                                tracker=tracker, all_commands=True)
 
             def on_publish(stamp_ns):
                 with probe.lock:

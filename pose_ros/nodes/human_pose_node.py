@@ -101,12 +101,16 @@ class HumanPoseNode(Node):
         self.debug_pub = self.create_publisher(Image, "~/debug_image", camera_publisher_qos(depth=1))
 
         self._camera_info: CameraInfo | None = None
-        self._pending: tuple[Image, Image | None] | None = None
+        self._pending: tuple[Image, Image | None, int] | None = None   # colour, depth, pairing time (ns)
+        self._camera_key: tuple | None = None
+        self._camera = None
         self._cond = threading.Condition()
         self._running = True
         self.drops = DropLog(self.get_logger(), "the status line")
         self.processed = 0
         self._proc_ms: list[float] = []
+        # Per processed frame (ms): colour stamp -> paired, paired -> worker start, start -> published.
+        self._stage_ms: list[tuple[float, float, float]] = []
         self._last_marker_ids: set[int] = set()
         self._last_frame_id = ""
 
@@ -134,10 +138,11 @@ class HumanPoseNode(Node):
         self._camera_info = msg
 
     def _on_pair(self, color: Image, depth: Image | None) -> None:
+        t_pair = self.get_clock().now().nanoseconds
         with self._cond:
             if self._pending is not None:
                 self.drops["overrun (newest frame wins)"] += 1
-            self._pending = (color, depth)
+            self._pending = (color, depth, t_pair)
             self._cond.notify()
 
     # ------------------------------------------------------------------ worker
@@ -154,24 +159,29 @@ class HumanPoseNode(Node):
             if wait > 0:
                 time.sleep(wait)  # newer frames may replace the pending one meanwhile
             with self._cond:
-                pair, self._pending = self._pending, None
-            if pair is None:
+                pending, self._pending = self._pending, None
+            if pending is None:
                 continue
             last_start = time.monotonic()
             try:
-                self._process(*pair)
+                self._process(*pending)
             except ValueError as exc:  # bad input: every library error is a ValueError subclass
                 self.drops.record(type(exc).__name__, str(exc))
             except Exception as exc:  # never let the worker die silently
                 self.drops.record(f"unexpected {type(exc).__name__}", str(exc))
 
-    def _process(self, color: Image, depth: Image | None) -> None:
+    def _process(self, color: Image, depth: Image | None, t_pair_ns: int) -> None:
+        t_start_ns = self.get_clock().now().nanoseconds
         t0 = time.perf_counter()
         info = self._camera_info
         if info is None:
             self.drops.record("no camera_info", f"nothing received on {self.p['info_topic']} yet")
             return
-        camera = camera_info_to_camera(info)
+        key = (info.width, info.height, info.distortion_model, tuple(info.k), tuple(info.d))
+        if key != self._camera_key:  # the intrinsics rarely change: validate and build them once
+            self._camera = camera_info_to_camera(info)
+            self._camera_key = key
+        camera = self._camera
         rgb = image_to_rgb(color)
         depth_m = None
         if depth is not None:
@@ -181,11 +191,16 @@ class HumanPoseNode(Node):
                            f"depth {depth_m.shape[1]}x{depth_m.shape[0]} vs colour {rgb.shape[1]}x{rgb.shape[0]}: "
                            "subscribe to the depth aligned to colour")
                 return
-        stamp_s = stamp_to_ns(color.header.stamp) * 1e-9
-        skeletons = self.estimator.process(rgb, depth_m, camera, stamp_s)
+        stamp_ns = stamp_to_ns(color.header.stamp)
+        skeletons = self.estimator.process(rgb, depth_m, camera, stamp_ns * 1e-9)
         self.processed += 1
         self._proc_ms.append((time.perf_counter() - t0) * 1e3)
         self._publish(color.header, skeletons)
+        t_pub_ns = self.get_clock().now().nanoseconds
+        self._stage_ms.append(((t_pair_ns - stamp_ns) * 1e-6, (t_start_ns - t_pair_ns) * 1e-6,
+                               (t_pub_ns - t_start_ns) * 1e-6))
+        if self.marker_pub.get_subscription_count() > 0:  # markers cost ~1 ms: only for a listener
+            self.marker_pub.publish(self._markers(color.header, skeletons))
         if self.debug_pub.get_subscription_count() > 0:
             from pose_ros.human.skeleton_estimator import draw_skeletons
 
@@ -205,7 +220,6 @@ class HumanPoseNode(Node):
                 msg.keypoints.append(kp)
             out.skeletons.append(msg)
         self.skeleton_pub.publish(out)
-        self.marker_pub.publish(self._markers(header, skeletons))
 
     def _markers(self, header: Header, skeletons: list) -> MarkerArray:
         from pose_ros.human.conventions import edges_for
@@ -242,12 +256,21 @@ class HumanPoseNode(Node):
         ms = sorted(self._proc_ms)
         self._proc_ms.clear()
         timing = f"{len(ms)} frames, p50 {ms[len(ms) // 2]:.1f} ms, max {ms[-1]:.1f} ms" if ms else "no frames"
+        stages = ""
+        if self._stage_ms:
+            # Where a frame's latency goes: transport + sync, waiting for the worker, the work itself.
+            a = np.asarray(self._stage_ms)
+            self._stage_ms.clear()
+            p50 = np.percentile(a, 50, axis=0)
+            p95 = np.percentile(a, 95, axis=0)
+            stages = ("; from colour stamp p50/p95 ms: paired " f"{p50[0]:.1f}/{p95[0]:.1f}, worker wait "
+                      f"{p50[1]:.1f}/{p95[1]:.1f}, process+publish {p50[2]:.1f}/{p95[2]:.1f}")
         drops = ", ".join(f"{k}: {v}" for k, v in sorted(self.drops.items())) or "none"
         sync = ""
         if self._sync is not None:
             st = self._sync.stats
             sync = f"; sync matched {st.matched_sets}, unmatched {st.dropped_unmatched}"
-        self.get_logger().info(f"processed {self.processed} ({timing}); drops: {drops}{sync}")
+        self.get_logger().info(f"processed {self.processed} ({timing}{stages}); drops: {drops}{sync}")
 
     def destroy_node(self) -> None:
         with self._cond:

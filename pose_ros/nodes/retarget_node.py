@@ -2,8 +2,11 @@
 
 Thin: the IK is `pose_ros.human.retargeter.Retargeter`, every command passes
 `pose_ros.human.safety.SafetyLayer` (the same objects `pose-ros retarget` runs offline).
-Skeletons are retargeted as they arrive; a fixed-rate timer steps the safety layer and publishes,
-so the watchdog, hold and return-home run even when no input comes.
+Skeletons are retargeted as they arrive and an accepted target is stepped through the safety layer
+and published at once (event-driven: a fresh camera frame does not wait for the next control tick).
+A fixed-rate timer steps and publishes whenever no command went out for a control period, so the
+watchdog, hold and return-home run even when no input comes. Every command, from either path,
+passes the same rate-limited `SafetyLayer.step`, whose limits hold for any step length.
 
 Subscribes `skeletons` (pose_ros/HumanSkeletonArray: the one with is_operator, else the first)
 and `/joint_states` (measured, for the engage ramp). Publishes `~/joint_states`
@@ -43,8 +46,10 @@ PARAMETERS = [
     ParamSpec("mapping_file", "", "retargeting mapping YAML; empty = config/robots/pose_ros_humanoid.yaml",
               read_only=True),
     ParamSpec("full_body", False, "also command the legs (the mapping's full_body_groups)", read_only=True),
-    ParamSpec("rate_hz", 50.0, "control loop rate: safety step + command publish", min=1.0, max=1000.0,
-              read_only=True),
+    ParamSpec("rate_hz", 50.0, "control loop rate: safety step + command publish when no fresh skeleton "
+              "triggered one within a period", min=1.0, max=1000.0, read_only=True),
+    ParamSpec("publish_on_input", True, "step and publish as soon as a skeleton is accepted (lowest latency); "
+              "false = only on the control timer", read_only=True),
     ParamSpec("skeletons_topic", "skeletons", "input pose_ros/HumanSkeletonArray", read_only=True),
     ParamSpec("measured_joint_states_topic", "/joint_states", "robot's measured sensor_msgs/JointState",
               read_only=True),
@@ -70,7 +75,8 @@ PARAMETERS = [
     ParamSpec("markers_topic", "~/robot_markers",
               "visualization_msgs/MarkerArray: the commanded robot overlaid on the operator (camera frame)",
               read_only=True),
-    ParamSpec("marker_rate_hz", 10.0, "robot overlay marker rate (0 = off)", min=0.0, max=100.0, read_only=True),
+    ParamSpec("marker_rate_hz", 10.0, "robot overlay marker rate (0 = off; skipped while nobody subscribes)",
+              min=0.0, max=100.0, read_only=True),
     ParamSpec("status_period_s", 10.0, "period of the status log line", min=0.5, max=3600.0),
 ]
 
@@ -108,11 +114,17 @@ class RetargetNode(Node):
         extra = [j for j in self.mapping.model.actuated_joint_names if j not in self._index]
         self._extra_names = extra if self.p["publish_all_joints"] else []
         self._extra_q = [self.mapping.home.get(j, 0.0) for j in self._extra_names]
-        self._lock = threading.Lock()
+        # Guards the safety layer and keeps step + publish atomic, so commands leave in stamp order
+        # whichever path (skeleton callback or timer) produced them.
+        self._lock = threading.RLock()
         self._last_solve_ms = math.nan
         self._last_residual = math.nan
         self._partial_js_warned = False
         self._period_s = 1.0 / float(self.p["rate_hz"])
+        self._period_ns = int(round(self._period_s * 1e9))
+        self._last_cycle_ns = -1              # ROS time of the last published command (both paths)
+        self._publish_on_input = bool(self.p["publish_on_input"])
+        self._traj_duration = Duration(sec=int(self._period_s), nanosec=int((self._period_s % 1.0) * 1e9))
         # Safety-layer time is seconds since start: float64 keeps sub-microsecond resolution.
         self._t0_ns = self.get_clock().now().nanoseconds
 
@@ -174,7 +186,9 @@ class RetargetNode(Node):
             stamp = self._to_s(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
             if self.p["stamp_source"] == "arrival":
                 stamp = now
-            self.safety.submit_target(res.q, stamp_s=stamp, now_s=now, hands_up=res.hands_up)
+            accepted = self.safety.submit_target(res.q, stamp_s=stamp, now_s=now, hands_up=res.hands_up)
+            if accepted and self._publish_on_input:
+                self._cycle()
 
     def _on_measured(self, msg: JointState) -> None:
         q = np.full(len(self.joint_names), np.nan)
@@ -212,36 +226,51 @@ class RetargetNode(Node):
 
     # -- control loop ----------------------------------------------------------------------
     def _on_timer(self) -> None:
+        """Keeps the command stream and the safety state machine going without input."""
+        now_ns = self.get_clock().now().nanoseconds
+        with self._lock:
+            # Skip the tick when a fresh skeleton produced a command recently (within ~one
+            # period, with slack for timer jitter): the stream never pauses for two periods.
+            if self._last_cycle_ns >= 0 and now_ns - self._last_cycle_ns < 0.75 * self._period_ns:
+                return
+            self._cycle()
+
+    def _cycle(self) -> None:
+        """One safety step at the current time, published on every command topic (lock held)."""
         if not self.context.ok():      # shutting down (Ctrl-C): nothing to publish to
             return
-        now_msg = self.get_clock().now()
         with self._lock:
+            now_msg = self.get_clock().now()
+            if now_msg.nanoseconds <= self._last_cycle_ns:
+                return  # same clock reading as the previous command: nothing new to send
+            self._last_cycle_ns = now_msg.nanoseconds
             out = self.safety.step(self._to_s(now_msg.nanoseconds))
             solve_ms, residual = self._last_solve_ms, self._last_residual
-        header = Header(stamp=now_msg.to_msg())
-        q, qd = [float(v) for v in out.q], [float(v) for v in out.qd]
-        self.js_pub.publish(JointState(header=header, name=self.joint_names + self._extra_names,
-                                       position=q + self._extra_q,
-                                       velocity=qd + [0.0] * len(self._extra_names)))
-        dur = Duration(sec=int(self._period_s), nanosec=int((self._period_s % 1.0) * 1e9))
-        self.traj_pub.publish(JointTrajectory(header=header, joint_names=self.joint_names, points=[
-            JointTrajectoryPoint(positions=q, velocities=qd, time_from_start=dur)]))
-        fwd = Float64MultiArray(data=q)
-        fwd.layout.dim = [MultiArrayDimension(label="joints", size=len(q), stride=len(q))]
-        self.fwd_pub.publish(fwd)
-        c = out.counters
-        self.status_pub.publish(TeleopStatus(
-            header=header, state=int(out.state), state_name=out.state_name, tracking=bool(out.tracking),
-            input_age_s=float(out.input_age_s), solve_time_ms=float(solve_ms), ik_residual_rad=float(residual),
-            position_limit_clamps=c.position_limit_clamps, velocity_limit_clamps=c.velocity_limit_clamps,
-            acceleration_limit_clamps=c.acceleration_limit_clamps, invalid_inputs=c.invalid_inputs,
-            stale_inputs=c.stale_inputs, tracking_losses=c.tracking_losses, watchdog_trips=c.watchdog_trips,
-            message=out.message))
+            header = Header(stamp=now_msg.to_msg())
+            q, qd = out.q.tolist(), out.qd.tolist()
+            self.js_pub.publish(JointState(header=header, name=self.joint_names + self._extra_names,
+                                           position=q + self._extra_q,
+                                           velocity=qd + [0.0] * len(self._extra_names)))
+            self.traj_pub.publish(JointTrajectory(header=header, joint_names=self.joint_names, points=[
+                JointTrajectoryPoint(positions=q, velocities=qd, time_from_start=self._traj_duration)]))
+            fwd = Float64MultiArray(data=q)
+            fwd.layout.dim = [MultiArrayDimension(label="joints", size=len(q), stride=len(q))]
+            self.fwd_pub.publish(fwd)
+            c = out.counters
+            self.status_pub.publish(TeleopStatus(
+                header=header, state=int(out.state), state_name=out.state_name, tracking=bool(out.tracking),
+                input_age_s=float(out.input_age_s), solve_time_ms=float(solve_ms),
+                ik_residual_rad=float(residual), position_limit_clamps=c.position_limit_clamps,
+                velocity_limit_clamps=c.velocity_limit_clamps, acceleration_limit_clamps=c.acceleration_limit_clamps,
+                invalid_inputs=c.invalid_inputs, stale_inputs=c.stale_inputs, tracking_losses=c.tracking_losses,
+                watchdog_trips=c.watchdog_trips, message=out.message))
 
     def _publish_markers(self) -> None:
         """Stick figure of the commanded robot at the operator's pelvis (robot base = body frame)."""
         from pose_ros.human.kinematics import all_link_poses
 
+        if self.marker_pub.get_subscription_count() == 0:  # forward kinematics + markers: only for a viewer
+            return
         with self._lock:
             T_cam_body, frame = self._T_cam_body, self._camera_frame
             q = self.safety.q_command

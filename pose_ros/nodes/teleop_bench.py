@@ -88,11 +88,18 @@ class PersonCameraSource:
 
 class TeleopProbe:
     """Receives the chain's outputs and keeps everything (receive time = the node's ROS time):
-    `skeletons`, `joint_states`, `trajectories`, `forward`, `status` as lists of (t_rx_ns, msg);
-    feeds `tracker` when given. `retarget_ns` is the retarget node's name (`/retarget`)."""
+    `skeletons`, `joint_states`, `status` and, with `all_commands`, `trajectories` and `forward`,
+    as lists of (t_rx_ns, msg); feeds `tracker` when given. `retarget_ns` is the retarget node's
+    name (`/retarget`).
+
+    The latency bench needs only JointState + TeleopStatus (+ skeletons): by default the probe
+    does not subscribe to the two redundant command topics, because on a 2-core machine their
+    extra 100 messages/s through a Python executor take CPU from the nodes being measured (a
+    robot's controller also listens to one command topic). Tests that check every command topic
+    pass `all_commands=True`."""
 
     def __init__(self, node: Node, skeleton_topic: str = "/human_pose/skeletons", retarget_ns: str = "/retarget",
-                 tracker: TeleopLatencyTracker | None = None, depth: int = 500) -> None:
+                 tracker: TeleopLatencyTracker | None = None, depth: int = 500, all_commands: bool = False) -> None:
         self.node, self.tracker = node, tracker
         self.lock = threading.RLock()
         self.skeletons: list = []
@@ -103,10 +110,11 @@ class TeleopProbe:
         qos = result_qos(depth=depth)
         node.create_subscription(HumanSkeletonArray, skeleton_topic, self._on_skeletons, qos)
         node.create_subscription(JointState, f"{retarget_ns}/joint_states", self._on_js, qos)
-        node.create_subscription(JointTrajectory, f"{retarget_ns}/joint_trajectory",
-                                 lambda m: self._keep(self.trajectories, m), qos)
-        node.create_subscription(Float64MultiArray, f"{retarget_ns}/forward_command",
-                                 lambda m: self._keep(self.forward, m), qos)
+        if all_commands:
+            node.create_subscription(JointTrajectory, f"{retarget_ns}/joint_trajectory",
+                                     lambda m: self._keep(self.trajectories, m), qos)
+            node.create_subscription(Float64MultiArray, f"{retarget_ns}/forward_command",
+                                     lambda m: self._keep(self.forward, m), qos)
         node.create_subscription(TeleopStatus, f"{retarget_ns}/status", self._on_status, qos)
         self.engage_client = node.create_client(Trigger, f"{retarget_ns}/engage")
         self.disengage_client = node.create_client(Trigger, f"{retarget_ns}/disengage")
