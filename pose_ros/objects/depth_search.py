@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -29,8 +29,10 @@ __all__ = ["DepthSearchConfig", "depth_pose_search", "rotation_grid"]
 class DepthSearchConfig:
     num_model_points: int = 250       # model points used to score a hypothesis
     top_k: int = 3                    # hypotheses refined by coarse ICP
+    top_k_verified: int = 8           # ... when a render-and-compare ``verify`` ranks them instead
     final_k: int = 1                  # of those, refined by the full ICP and returned
     kp_weight: float = 1.5            # weight of the voted-keypoint agreement in the hypothesis score
+    colour_weight: float = 1.5        # weight of the model-colour vs image correlation (textured models)
     tolerance_m: float = 0.01         # depth agreement band
     min_scene_points: int = 40
     icp_max_translation_m: float = 0.06
@@ -46,8 +48,13 @@ def rotation_grid() -> np.ndarray:
 
 
 def _score_hypotheses(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.ndarray, depth: np.ndarray,
-                      mask: np.ndarray, camera: PinholeCamera, tol: float) -> np.ndarray:
-    """(H,) score per hypothesis: (agree - free_space - outside_mask) / facing points."""
+                      mask: np.ndarray, camera: PinholeCamera, tol: float,
+                      colour: tuple[np.ndarray, np.ndarray] | None = None, colour_weight: float = 0.0) -> np.ndarray:
+    """(H,) score per hypothesis: (agree - free_space - outside_mask) / facing points.
+
+    ``colour`` = (model point colours (N,3), image (H,W,3) float) adds ``colour_weight`` times the
+    colour correlation over the points that agree with depth (``_colour_correlation``).
+    """
     pc = np.einsum("hij,nj->hni", R, pts) + t[:, None, :]            # (H,N,3)
     nc = np.einsum("hij,nj->hni", R, nrm)
     facing = (np.einsum("hni,hni->hn", nc, -pc) > 0) & (pc[..., 2] > 1e-3)
@@ -63,7 +70,36 @@ def _score_hypotheses(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.nda
     free = valid & (r > tol)
     outside = facing & (~inside | ~mask[vv, uu]) & ~(valid & (r < -tol))
     n = np.maximum(facing.sum(1), 1)
-    return (agree.sum(1) - free.sum(1) - 0.5 * outside.sum(1)) / n
+    score = (agree.sum(1) - free.sum(1) - 0.5 * outside.sum(1)) / n
+    if colour is not None and colour_weight > 0:
+        cols, img = colour
+        score = score + colour_weight * _colour_correlation(cols, img[vv, uu], agree & mask[vv, uu])
+    return score
+
+
+def _colour_correlation(cols: np.ndarray, obs: np.ndarray, sel: np.ndarray, min_points: int = 15,
+                        min_std: float = 0.03) -> np.ndarray:
+    """(H,) per-hypothesis correlation of model colours (N,3) with observed colours (H,N,3) on ``sel``.
+
+    Same statistic as ``appearance.AppearanceScorer`` (channel Pearson correlations weighted by the
+    model colour spread), on the sampled model points instead of a render: cheap enough for every
+    hypothesis of the grid. 0 (no evidence) where too few points are selected.
+    """
+    w = sel.astype(np.float64)[..., None]                              # (H,N,1)
+    n = np.maximum(w.sum(1), 1.0)                                      # (H,1)
+    a = np.broadcast_to(cols[None].astype(np.float64), obs.shape)
+    ma = (w * a).sum(1) / n
+    mb = (w * obs).sum(1) / n
+    da, db = a - ma[:, None], obs - mb[:, None]
+    va = (w * da * da).sum(1) / n
+    vb = (w * db * db).sum(1) / n
+    cov = (w * da * db).sum(1) / n
+    sa = np.sqrt(va)
+    r = cov / np.maximum(sa * np.sqrt(vb), 1e-6)
+    wt = np.where(sa >= min_std, sa, 0.0)
+    out = (wt * r).sum(1) / np.maximum(wt.sum(1), 1e-9)
+    out[(n[:, 0] < min_points) | (wt.sum(1) <= 0)] = 0.0
+    return out
 
 
 def _keypoint_agreement(R: np.ndarray, t: np.ndarray, keypoints_m: np.ndarray, kp_uv: np.ndarray,
@@ -79,7 +115,9 @@ def _keypoint_agreement(R: np.ndarray, t: np.ndarray, keypoints_m: np.ndarray, k
 def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera: PinholeCamera,
                       icp_config: Any, config: DepthSearchConfig | None = None,
                       extra_rotations: list[np.ndarray] | None = None,
-                      keypoints: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> list[tuple[np.ndarray, Any]]:
+                      keypoints: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                      rgb: np.ndarray | None = None,
+                      verify: Callable[[np.ndarray], float] | None = None) -> list[tuple[np.ndarray, Any]]:
     """ICP-refined candidate poses (best first) as [(T_init, IcpResult)]; [] without enough depth.
 
     ``extra_rotations`` (e.g. the PnP rotation) join the grid as hypotheses. ``keypoints`` =
@@ -87,7 +125,13 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     keypoint evidence to the hypothesis score (weight ``kp_weight``): depth alone cannot tell
     texture-defined flips apart (a box turned 180 deg), the keypoints can, even when too coarse
     for PnP. Collapsed/uninformative votes score all hypotheses alike and change nothing.
+    ``rgb`` (H,W,3 uint8) adds the correlation of the model's colours with the image
+    (``colour_weight``) for textured models, the other evidence that tells such flips apart.
+    ``verify(T_cam_obj) -> score`` (a render-and-compare check, higher is better) ranks the
+    coarse-ICP candidates instead of the point-sample score; more of them are then refined
+    (``top_k_verified``), since the check can afford to look at hypotheses the cheap score misranks.
     """
+    from pose_ros.objects.appearance import point_colours
     from pose_ros.objects.icp import refine_pose_icp
 
     cfg = config or DepthSearchConfig()
@@ -101,6 +145,11 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     rng = np.random.default_rng(0)
     idx = rng.choice(len(model.points_m), size=min(cfg.num_model_points, len(model.points_m)), replace=False)
     pts, nrm = model.points_m[idx], model.normals[idx]
+    colour = None
+    if rgb is not None and cfg.colour_weight > 0:
+        cols = point_colours(model)
+        if cols is not None:
+            colour = (cols[idx], np.asarray(rgb, np.float32) / 255.0)
     Rs = rotation_grid()
     if extra_rotations:
         Rs = np.concatenate([Rs, np.asarray(extra_rotations).reshape(-1, 3, 3)], 0)
@@ -112,10 +161,11 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     w = facing.astype(np.float64)
     c_vis = (pr * w[..., None]).sum(1) / np.maximum(w.sum(1), 1)[:, None]
     t = c_scene[None, :] - c_vis
-    scores = _score_hypotheses(Rs, t, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m)
+    scores = _score_hypotheses(Rs, t, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m,
+                               colour, cfg.colour_weight)
     if keypoints is not None and len(keypoints[0]):
         scores = scores + cfg.kp_weight * _keypoint_agreement(Rs, t, *keypoints, camera)
-    order = np.argsort(-scores)[:cfg.top_k]
+    order = np.argsort(-scores)[:cfg.top_k_verified if verify is not None else cfg.top_k]
     icp_cfg = replace(icp_config, max_translation_correction_m=max(icp_config.max_translation_correction_m,
                                                                   cfg.icp_max_translation_m),
                       max_rotation_correction_rad=max(icp_config.max_rotation_correction_rad, cfg.icp_max_rotation_rad))
@@ -136,9 +186,13 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
         return []
     Rc = np.array([T[:3, :3] for _, T in coarse])
     tc = np.array([T[:3, 3] for _, T in coarse])
-    sc = _score_hypotheses(Rc, tc, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m)
-    if keypoints is not None and len(keypoints[0]):
-        sc = sc + cfg.kp_weight * _keypoint_agreement(Rc, tc, *keypoints, camera)
+    if verify is not None:
+        sc = np.array([verify(T) for _, T in coarse])
+    else:
+        sc = _score_hypotheses(Rc, tc, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m,
+                               colour, cfg.colour_weight)
+        if keypoints is not None and len(keypoints[0]):
+            sc = sc + cfg.kp_weight * _keypoint_agreement(Rc, tc, *keypoints, camera)
     out = []
     for i in np.argsort(-sc)[:cfg.final_k]:
         res = refine_pose_icp(model, coarse[i][1], depth_m, camera, mask=mask, config=icp_config)

@@ -46,6 +46,8 @@ __all__ = ["PoseResult", "PoseStats", "PoseEstimator", "NetworkMaps", "Estimator
 log = logging.getLogger(__name__)
 
 NO_DEPTH_SCORE_CAP = 0.5
+APPEARANCE_MARGIN = 0.05        # render-and-compare gain a near-symmetric twin needs to replace a pose
+APPEARANCE_SCORE_SLACK = 0.1    # depth-score loss tolerated for that switch
 
 
 class EstimatorInputError(ValueError):
@@ -67,6 +69,8 @@ class PoseStats:
     icp_correction_rotation_rad: float = 0.0
     icp_reason: str = ""
     depth_agreement: float = float("nan")
+    appearance: float = float("nan")      # rendered-texture vs image correlation of the final pose
+    appearance_flipped: bool = False      # the appearance check replaced the pose by a near-symmetric twin
     source: str = "network"               # "network" | "tracking"
     method: str = ""                      # "pnp" | "pnp+icp" | "depth_search+icp" | "icp_tracking"
     time_ms: dict[str, float] = field(default_factory=dict)
@@ -120,7 +124,7 @@ class PoseEstimator:
                  score_threshold: float = 0.3, icp_config: Any = None, pnp_config: PnpConfig | None = None,
                  voting_config: VotingConfig | None = None, min_instance_pixels: int = 12,
                  allow_mesh_mismatch: bool = False, threads: int | None = None, seed: int = 0,
-                 depth_search: bool = True, depth_search_below: float = 0.8):
+                 depth_search: bool = True, depth_search_below: float = 0.8, appearance_check: bool = True):
         import torch
 
         from pose_ros.objects.model_file import check_meshes, load_model_file
@@ -150,6 +154,15 @@ class PoseEstimator:
         self.min_instance_pixels = int(min_instance_pixels)
         self.depth_search = bool(depth_search)
         self.depth_search_below = float(depth_search_below)
+        self.appearance_check = bool(appearance_check)
+        self._appearance: Any = None
+        if self.appearance_check and self.use_icp:
+            from pose_ros.objects.appearance import AppearanceScorer
+            from pose_ros.objects.near_symmetry import near_symmetries
+
+            self._appearance = AppearanceScorer()
+            self._near_syms = {c: near_symmetries(m) if self._appearance.is_textured(m) else []
+                               for c, m in self.models.items()}
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
         self.drops: Counter[str] = Counter()
@@ -231,11 +244,15 @@ class PoseEstimator:
         rgb, depth = self._check_inputs(rgb, depth_m, camera)
         classes = self._resolve_classes(enabled_classes)
         maps = self.infer_maps(rgb, depth)
-        return self.decode(maps, depth, camera, classes, prev, t_all)
+        return self.decode(maps, depth, camera, classes, prev, t_all, rgb=rgb)
 
     def decode(self, maps: NetworkMaps, depth: np.ndarray | None, camera: PinholeCamera, classes: set[int],
-               prev: Sequence[PoseResult] | None = None, t_start: float | None = None) -> list[PoseResult]:
-        """Everything after the network: instances, voting, PnP, ICP, scoring (``depth`` validated)."""
+               prev: Sequence[PoseResult] | None = None, t_start: float | None = None,
+               rgb: np.ndarray | None = None) -> list[PoseResult]:
+        """Everything after the network: instances, voting, PnP, ICP, scoring (``depth`` validated).
+
+        ``rgb`` (the validated colour image) enables the appearance check among near-symmetric poses.
+        """
         import cv2
 
         from pose_ros.objects.network import CENTRE_OFFSET_SCALE_PX
@@ -322,8 +339,13 @@ class PoseEstimator:
                     floor = 0.1 * camera.fx * spec.diameter_m / z
                     sig = np.sqrt(np.maximum(np.trace(kp_cov, axis1=1, axis2=2) / 2, floor ** 2))
                     kps = (spec.keypoints_m[vr.valid], kp_uv[vr.valid], sig[vr.valid])
+                verify = None
+                if self._appearance is not None and rgb is not None:
+                    def verify(T: np.ndarray, _m: Any = model, _mask: np.ndarray = mask) -> float:
+                        return self._appearance.verify(_m, T, rgb, depth, _mask, camera).combined()
                 for T0, icp in depth_pose_search(model, mask, depth, camera, self.icp_config, extra_rotations=extra,
-                                                 keypoints=kps):
+                                                 keypoints=kps, rgb=rgb if self.appearance_check else None,
+                                                 verify=verify):
                     sc, ag = self._score(model, icp.T_cam_obj, depth, camera, mask, icp, None, None, True)
                     if best is None or sc > best[0]:
                         best = (sc, icp.T_cam_obj, icp_covariance(icp.inlier_rmse_m, spec.diameter_m),
@@ -331,6 +353,11 @@ class PoseEstimator:
                 acc["depth_search"] += (time.perf_counter() - ts) * 1e3
             if best is None:
                 continue
+            if (self._appearance is not None and rgb is not None and best[4] is not None and best[4].applied
+                    and self._near_syms.get(cls)):
+                ta = time.perf_counter()
+                best = self._check_appearance(cls, model, best, rgb, depth, camera, mask, stats)
+                acc["appearance"] += (time.perf_counter() - ta) * 1e3
             score, T, cov, method, icp, agree = best
             stats.method = method
             stats.depth_agreement = float(agree)
@@ -351,13 +378,45 @@ class PoseEstimator:
         results = self._suppress_duplicates(results)
         self._assign_ids(results, prev)
         timing.update({k: float(v) for k, v in acc.items()})
-        for k in ("voting", "pnp", "icp", "depth_search", "scoring"):
+        for k in ("voting", "pnp", "icp", "depth_search", "appearance", "scoring"):
             timing.setdefault(k, 0.0)
         timing["total"] = (time.perf_counter() - t_all) * 1e3
         for r in results:
             r.stats.time_ms = dict(timing)
         self.last_timing_ms = timing
         return results
+
+    def _check_appearance(self, cls: int, model: Any, best: tuple, rgb: np.ndarray, depth: np.ndarray,
+                          camera: PinholeCamera, mask: np.ndarray, stats: PoseStats) -> tuple:
+        """Among the pose and its near-symmetric twins, keep the one the render-and-compare check prefers.
+
+        Every twin is rendered and compared (colour correlation + depth consistency + silhouette
+        IoU, ``appearance.Verification``); a twin replaces the pose only if it is better by
+        ``APPEARANCE_MARGIN`` and, after ICP from it, the depth score stays within
+        ``APPEARANCE_SCORE_SLACK`` of the original, so a flip never trades away clear geometric evidence.
+        """
+        from pose_ros.objects.icp import refine_pose_icp
+
+        score, T, cov, method, icp, agree = best
+        v0 = self._appearance.verify(model, T, rgb, depth, mask, camera)
+        stats.appearance = v0.colour
+        twins = self._near_syms[cls]
+        vs = [self._appearance.verify(model, T @ S, rgb, depth, mask, camera).combined() for S in twins]
+        k1 = int(np.argmax(vs))
+        if vs[k1] < v0.combined() + APPEARANCE_MARGIN:
+            return best
+        icp1 = refine_pose_icp(model, T @ twins[k1], depth, camera, mask=mask, config=self.icp_config)
+        if not icp1.applied:
+            return best
+        sc1, ag1 = self._score(model, icp1.T_cam_obj, depth, camera, mask, icp1, None, None, True)
+        if sc1 < score - APPEARANCE_SCORE_SLACK:
+            return best
+        stats.appearance = self._appearance.verify(model, icp1.T_cam_obj, rgb, depth, mask, camera).colour
+        stats.appearance_flipped = True
+        d = self.objects[cls - 1].diameter_m
+        cov1 = fuse_icp_covariance(cov, icp1.inlier_rmse_m, d) if method.startswith("pnp") \
+            else icp_covariance(icp1.inlier_rmse_m, d)
+        return (sc1, icp1.T_cam_obj, cov1, method + "+appearance", icp1, ag1)
 
     def _score(self, model: Any, T: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera, mask: np.ndarray,
                icp: Any, inlier_ratio: float | None, vote_ratio: float | None, depth_here: bool) -> tuple[float, float]:
