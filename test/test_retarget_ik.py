@@ -201,7 +201,11 @@ def test_cli_writes_trajectories_plot_and_metrics(tmp_path, capsys):
     assert code == 0, text
     assert "joint-limit violations: 0" in text and "velocity-limit violations: 0" in text
     assert "mean limb-direction error" in text and "solve time per frame" in text
+    assert "hand position error (scaled target vs commanded)" in text and "operator segment lengths" in text
     data = np.load(out / "joint_trajectory.npz")
+    assert data["position_error_m"].shape == (240, 4)
+    assert list(data["position_target_names"]) == ["left_elbow", "left_hand", "right_elbow", "right_hand"]
+    assert 0.2 < dict(zip(data["limb_names"], data["limb_lengths_m"]))["left_upper_arm"] < 0.4
     assert data["q"].shape == (240, 17) and list(data["joint_names"])[0] == "waist_yaw_joint"
     assert np.allclose(np.diff(data["time_s"]), 1 / 120, rtol=1e-3)
     header = (out / "joint_trajectory.csv").read_text().splitlines()[0].split(",")
@@ -209,4 +213,5 @@ def test_cli_writes_trajectories_plot_and_metrics(tmp_path, capsys):
     assert (out / "joint_limits.png").stat().st_size > 10_000
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["joint_limit_violations"] == 0 and metrics["num_frames"] == 240
+    assert 0 < metrics["mean_hand_position_error_cm"] < 20
     assert main(["retarget", str(tmp_path / "missing.bvh"), "--out", str(out)]) == 2
