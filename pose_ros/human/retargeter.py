@@ -205,9 +205,6 @@ class Retargeter:
         cache[name] = out
         return out
 
-    def _keypoint(self, name: str, idx: dict, pts: np.ndarray, conf: np.ndarray) -> np.ndarray | None:
-        return self._kp(name, idx, pts, conf, {})[0]
-
     def body_frame(self, keypoints_cam_m: np.ndarray, names: Sequence[str],
                    confidence: np.ndarray | None = None) -> np.ndarray | None:
         """T_cam_body 4x4 (rotation columns: forward, left, up in the camera frame; origin midway

@@ -1,14 +1,17 @@
 """`pose-ros retarget`: retarget a BVH clip onto a URDF through the IK and the safety layer.
 
 Offline replay of exactly what the retarget node does per frame (the same Retargeter and
-SafetyLayer objects), so the printed numbers are the ones the robot would see.
+SafetyLayer objects), so the printed numbers are the ones the robot would see. Besides limits and
+limb-direction error it reports the hand-position error (the commanded pose against the operator's
+hands scaled segment by segment to the robot) and the operator's measured segment lengths;
+--directions-only gives the direction-matching baseline on the same targets.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +30,11 @@ class OfflineRun:
     segment_names: list[str]
     solve_time_ms: np.ndarray
     counters: dict
-    position_error_m: np.ndarray = None      # (T,P) |achieved - scaled target| of the commanded pose
-    target_names: list[str] = None
-    ik_position_error_m: np.ndarray = None   # (T,P) of the raw IK solution
-    limb_lengths_m: dict = None              # operator estimate at the end of the clip
-    targets_clamped: int = 0                 # frames x targets pulled onto the robot's reach
+    position_error_m: np.ndarray | None = None     # (T,P) |achieved - scaled target| of the commanded pose
+    target_names: list[str] = field(default_factory=list)
+    ik_position_error_m: np.ndarray | None = None  # (T,P) of the raw IK solution
+    limb_lengths_m: dict[str, float] = field(default_factory=dict)   # operator estimate at the clip's end
+    targets_clamped: int = 0                       # frames x targets pulled onto the robot's reach
 
 
 def run_retarget(keypoints_cam_m: np.ndarray, names, t_s: np.ndarray, retargeter, safety) -> OfflineRun:
