@@ -64,10 +64,10 @@ def _match(results, obj_id, T_gt):
 
 
 def test_end_to_end_accuracy_on_unseen_rendered_scenes(estimator, scenes):
-    """Regression guard at the level the CPU-trained demo model reaches (see the report / README):
-    shape-level ADD-S < 0.1 d for most visible objects, full ADD(-S) for at least a third. The
-    ADD(-S) target of "most" is NOT met by the shipped model: its 2D keypoints are too coarse to
-    resolve texture-defined flips (box) and the mug handle; depth search + ICP carry the pose."""
+    """Regression guard at the level the shipped pipeline reaches (README: 72.8% ADD(-S) on the
+    synthetic test set): shape-level ADD-S < 0.1 d for most visible objects and full ADD(-S) for at
+    least half. The CPU-trained keypoints are too coarse for PnP; the depth-driven search ranked by
+    render-and-compare and the near-symmetric twin check resolve the box flips and the mug handle."""
     from pose_ros.eval.pose_metrics import adds_error
 
     models, frames = scenes
@@ -91,7 +91,7 @@ def test_end_to_end_accuracy_on_unseen_rendered_scenes(estimator, scenes):
         assert len({r.instance_id for r in res}) == len(res)
     assert total >= 8
     assert ok_shape / total >= 0.6, f"{ok_shape}/{total} visible objects within ADD-S 0.1 d"
-    assert ok / total >= 1 / 3, f"{ok}/{total} visible objects within ADD(-S) 0.1 d"
+    assert ok / total >= 0.5, f"{ok}/{total} visible objects within ADD(-S) 0.1 d"
 
 
 def test_zero_and_nan_depth_fall_back_to_pnp_with_lowered_score(estimator, scenes):

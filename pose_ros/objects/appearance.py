@@ -27,7 +27,7 @@ import numpy as np
 
 from pose_ros.core.camera import PinholeCamera
 
-__all__ = ["AppearanceConfig", "AppearanceScorer", "Verification", "has_texture", "point_colours"]
+__all__ = ["AppearanceConfig", "AppearanceScorer", "Verification", "has_texture", "point_colours", "pick_twin"]
 
 _POINT_COLOURS: dict[int, tuple[Any, np.ndarray | None]] = {}
 
@@ -179,3 +179,16 @@ class AppearanceScorer:
             self._blank_img = np.zeros((cam_s.height, cam_s.width, 3), np.uint8)
             self._blank_key = key
         return self._blank_img
+
+
+def pick_twin(scorer: AppearanceScorer, model: Any, T_cam_obj: np.ndarray, twins: list[np.ndarray], rgb: np.ndarray,
+              depth_m: np.ndarray | None, mask: np.ndarray, camera: PinholeCamera,
+              margin: float = 0.05) -> tuple[int, Verification]:
+    """Index of the near-symmetric twin (``T @ twins[k]``) that the render-and-compare check prefers
+    to ``T_cam_obj`` by more than ``margin`` (-1: keep the pose), and the pose's own verification."""
+    v0 = scorer.verify(model, T_cam_obj, rgb, depth_m, mask, camera)
+    if not twins:
+        return -1, v0
+    vs = [scorer.verify(model, T_cam_obj @ S, rgb, depth_m, mask, camera).combined() for S in twins]
+    k = int(np.argmax(vs))
+    return (k if vs[k] >= v0.combined() + margin else -1), v0

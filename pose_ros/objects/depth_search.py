@@ -30,6 +30,7 @@ class DepthSearchConfig:
     num_model_points: int = 250       # model points used to score a hypothesis
     top_k: int = 3                    # hypotheses refined by coarse ICP
     top_k_verified: int = 8           # ... when a render-and-compare ``verify`` ranks them instead
+    prefilter_verified: int = 32      # grid hypotheses ``verify`` looks at before any ICP
     final_k: int = 1                  # of those, refined by the full ICP and returned
     kp_weight: float = 1.5            # weight of the voted-keypoint agreement in the hypothesis score
     colour_weight: float = 1.5        # weight of the model-colour vs image correlation (textured models)
@@ -128,8 +129,9 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     ``rgb`` (H,W,3 uint8) adds the correlation of the model's colours with the image
     (``colour_weight``) for textured models, the other evidence that tells such flips apart.
     ``verify(T_cam_obj) -> score`` (a render-and-compare check, higher is better) ranks the
-    coarse-ICP candidates instead of the point-sample score; more of them are then refined
-    (``top_k_verified``), since the check can afford to look at hypotheses the cheap score misranks.
+    grid hypotheses the point-sample score shortlists (``prefilter_verified``, before ICP) and the
+    coarse-ICP candidates (``top_k_verified`` of them), since the cheap score misranks hypotheses
+    that the render (silhouette, texture) tells apart at once.
     """
     from pose_ros.objects.appearance import point_colours
     from pose_ros.objects.icp import refine_pose_icp
@@ -165,7 +167,18 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
                                colour, cfg.colour_weight)
     if keypoints is not None and len(keypoints[0]):
         scores = scores + cfg.kp_weight * _keypoint_agreement(Rs, t, *keypoints, camera)
-    order = np.argsort(-scores)[:cfg.top_k_verified if verify is not None else cfg.top_k]
+    if verify is None:
+        order = np.argsort(-scores)[:cfg.top_k]
+    else:
+        # the point-sample score shortlists, the render-and-compare check picks the ICP starts
+        short = np.argsort(-scores)[:cfg.prefilter_verified]
+        pre = []
+        for h in short:
+            T0 = np.eye(4)
+            T0[:3, :3] = Rs[h]
+            T0[:3, 3] = t[h]
+            pre.append(verify(T0))
+        order = short[np.argsort(-np.asarray(pre))[:cfg.top_k_verified]]
     icp_cfg = replace(icp_config, max_translation_correction_m=max(icp_config.max_translation_correction_m,
                                                                   cfg.icp_max_translation_m),
                       max_rotation_correction_rad=max(icp_config.max_rotation_correction_rad, cfg.icp_max_rotation_rad))
@@ -194,8 +207,10 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
         if keypoints is not None and len(keypoints[0]):
             sc = sc + cfg.kp_weight * _keypoint_agreement(Rc, tc, *keypoints, camera)
     out = []
-    for i in np.argsort(-sc)[:cfg.final_k]:
+    for i in np.argsort(-sc):              # best first; one the full ICP rejects gives way to the next
         res = refine_pose_icp(model, coarse[i][1], depth_m, camera, mask=mask, config=icp_config)
         if res.applied:
             out.append((coarse[i][0], res))
+            if len(out) >= cfg.final_k:
+                break
     return out

@@ -397,13 +397,13 @@ class PoseEstimator:
         """
         from pose_ros.objects.icp import refine_pose_icp
 
+        from pose_ros.objects.appearance import pick_twin
+
         score, T, cov, method, icp, agree = best
-        v0 = self._appearance.verify(model, T, rgb, depth, mask, camera)
-        stats.appearance = v0.colour
         twins = self._near_syms[cls]
-        vs = [self._appearance.verify(model, T @ S, rgb, depth, mask, camera).combined() for S in twins]
-        k1 = int(np.argmax(vs))
-        if vs[k1] < v0.combined() + APPEARANCE_MARGIN:
+        k1, v0 = pick_twin(self._appearance, model, T, twins, rgb, depth, mask, camera, APPEARANCE_MARGIN)
+        stats.appearance = v0.colour
+        if k1 < 0:
             return best
         icp1 = refine_pose_icp(model, T @ twins[k1], depth, camera, mask=mask, config=self.icp_config)
         if not icp1.applied:

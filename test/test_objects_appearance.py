@@ -1,0 +1,165 @@
+"""Near-symmetries of real meshes and the render-and-compare check on rendered, lit, noisy scenes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from scipy.spatial.transform import Rotation
+
+from pose_ros.core.camera import PinholeCamera
+
+REPO = Path(__file__).resolve().parents[1]
+CAM = PinholeCamera(np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]]), 640, 480)
+
+
+@pytest.fixture(scope="module")
+def demo_models():
+    from pose_ros.core.object_model import load_object_dir
+
+    return {m.name: m for m in load_object_dir(REPO / "meshes")}
+
+
+def _rotvecs_deg(syms):
+    return [Rotation.from_matrix(S[:3, :3]).as_rotvec(degrees=True) for S in syms]
+
+
+def test_box_near_symmetries_are_the_three_half_turns(demo_models):
+    from pose_ros.objects.near_symmetry import near_symmetries
+
+    syms = near_symmetries(demo_models["box"])
+    assert len(syms) == 3
+    axes = sorted(int(np.argmax(np.abs(rv))) for rv in _rotvecs_deg(syms))
+    assert axes == [0, 1, 2]
+    for rv in _rotvecs_deg(syms):
+        assert abs(np.linalg.norm(rv) - 180.0) < 4.0
+    for S in syms:       # a half turn about the box centre maps the box onto itself
+        c = demo_models["box"].bbox_center_m
+        assert np.linalg.norm(S[:3, :3] @ c + S[:3, 3] - c) < 0.004
+
+
+def test_mug_twins_turn_about_its_axis_and_bottle_has_none(demo_models):
+    from pose_ros.objects.near_symmetry import near_symmetries, symmetry_axes
+
+    syms = near_symmetries(demo_models["mug"])
+    about_z = [rv for rv in _rotvecs_deg(syms) if abs(rv[2]) > 0.95 * np.linalg.norm(rv)]
+    assert len(about_z) >= 9      # 30 deg steps round the body; the handle is only 20% of the surface
+    assert any(abs(a @ np.array([0, 0, 1.0])) > 0.99 for a, _ in symmetry_axes(syms))
+    assert near_symmetries(demo_models["bottle"]) == []     # declared continuous: nothing to tell apart
+
+
+def _model_from_mesh(mesh: trimesh.Trimesh, path: Path, name: str, obj_id: int):
+    from pose_ros.core.object_model import load_object_model
+
+    mesh.export(path)
+    return load_object_model(path, units="m", name=name, obj_id=obj_id)
+
+
+def test_an_asymmetric_shape_has_no_twins(tmp_path):
+    from pose_ros.objects.near_symmetry import near_symmetries
+
+    body = trimesh.creation.box((0.12, 0.08, 0.04))
+    arm = trimesh.creation.box((0.04, 0.06, 0.10))
+    arm.apply_translation((0.05, 0.05, 0.05))
+    nub = trimesh.creation.icosphere(radius=0.02)
+    nub.apply_translation((-0.05, -0.03, -0.03))
+    model = _model_from_mesh(trimesh.util.concatenate([body, arm, nub]), tmp_path / "lump.ply", "lump", 7)
+    assert near_symmetries(model) == []
+
+
+@pytest.fixture(scope="module")
+def lit_scene(demo_models):
+    """Box and mug on a table, random light, sensor depth noise."""
+    from pose_ros.synth.noise import DepthNoiseModel
+    from pose_ros.synth.renderer import RgbdRenderer
+    from pose_ros.synth.scene_sampler import TabletopSceneSampler
+
+    models = [demo_models["mug"], demo_models["box"], demo_models["bottle"]]
+    rng = np.random.default_rng(77)
+    sc = TabletopSceneSampler(models, CAM, rng=rng, distance_m=(0.5, 0.7), n_distractors=(0, 0)).sample(
+        3, model_indices=[0, 1, 2])
+    r = RgbdRenderer(CAM).render(sc.render_list(models), rng=rng, table=sc.table)
+    depth = DepthNoiseModel().apply(r.depth_m, r.normals_cam, rng=rng, K=CAM.K)
+    return models, sc, r, depth
+
+
+def test_true_pose_beats_every_near_symmetric_twin(lit_scene):
+    from pose_ros.objects.appearance import AppearanceScorer
+    from pose_ros.objects.near_symmetry import near_symmetries
+
+    models, sc, r, depth = lit_scene
+    scorer = AppearanceScorer()
+    for k, (mi, T_gt) in enumerate(zip(sc.model_indices, sc.T_cam_obj)):
+        model = models[mi]
+        if model.name == "bottle":
+            continue
+        mask = r.instance_mask == k
+        v_gt = scorer.verify(model, T_gt, r.rgb, depth, mask, CAM)
+        assert v_gt.colour > 0.6 and v_gt.silhouette_iou > 0.8 and v_gt.depth > 0.7, (model.name, v_gt)
+        for S in near_symmetries(model):
+            v = scorer.verify(model, T_gt @ S, r.rgb, depth, mask, CAM)
+            assert v.colour < v_gt.colour - 0.2, (model.name, v.colour, v_gt.colour)
+            assert v.combined() < v_gt.combined()
+
+
+def test_untextured_mesh_gives_no_colour_verdict(lit_scene, tmp_path):
+    from pose_ros.objects.appearance import AppearanceScorer, point_colours
+
+    models, sc, r, depth = lit_scene
+    plain = _model_from_mesh(trimesh.creation.box((0.15, 0.1, 0.05)), tmp_path / "plain.ply", "plain", 9)
+    scorer = AppearanceScorer()
+    v = scorer.verify(plain, sc.T_cam_obj[1], r.rgb, depth, r.instance_mask == 1, CAM)
+    assert np.isnan(v.colour) and np.isfinite(v.depth) and np.isfinite(v.silhouette_iou)
+    assert point_colours(plain) is None and point_colours(models[1]).shape == (len(models[1].points_m), 3)
+    # nothing drawn in view: no evidence, no crash
+    T_far = np.eye(4)
+    T_far[:3, 3] = (5.0, 0.0, 1.0)
+    v_off = scorer.verify(models[1], T_far, r.rgb, depth, r.instance_mask == 1, CAM)
+    assert np.isnan(v_off.colour) and np.isnan(v_off.depth) and v_off.silhouette_iou == 0.0
+
+
+def test_depth_search_with_colour_and_verification_recovers_full_pose(demo_models):
+    """GT masks, no network, three lit scenes: the search ranked by render-and-compare, then the
+    near-symmetric twin check, resolve texture-defined flips (ADD, not only ADD-S) of the box and the
+    mug far more often than the depth-only search, and for most instances."""
+    from pose_ros.eval.pose_metrics import add_error
+    from pose_ros.objects.appearance import AppearanceScorer, pick_twin
+    from pose_ros.objects.depth_search import depth_pose_search
+    from pose_ros.objects.icp import IcpConfig, refine_pose_icp
+    from pose_ros.objects.near_symmetry import near_symmetries
+    from pose_ros.synth.noise import DepthNoiseModel
+    from pose_ros.synth.renderer import RgbdRenderer
+    from pose_ros.synth.scene_sampler import TabletopSceneSampler
+
+    models = [demo_models["mug"], demo_models["box"]]
+    rng = np.random.default_rng(5150)
+    sampler = TabletopSceneSampler(models, CAM, rng=rng, distance_m=(0.5, 0.7), n_distractors=(0, 0))
+    renderer, scorer = RgbdRenderer(CAM), AppearanceScorer()
+    ok_with = ok_without = total = 0
+    for _ in range(3):
+        sc = sampler.sample(2, model_indices=[0, 1])
+        r = renderer.render(sc.render_list(models), rng=rng, table=sc.table)
+        depth = DepthNoiseModel().apply(r.depth_m, r.normals_cam, rng=rng, K=CAM.K)
+        for k, (mi, T_gt) in enumerate(zip(sc.model_indices, sc.T_cam_obj)):
+            model, mask = models[mi], r.instance_mask == k
+            if r.visible_fraction[k] < 0.5:
+                continue
+            total += 1
+            plain = depth_pose_search(model, mask, depth, CAM, IcpConfig())
+            ok_without += bool(plain) and add_error(model.points_m, plain[0][1].T_cam_obj, T_gt) < 0.1 * model.diameter_m
+
+            def verify(T, _m=model, _mask=mask, _r=r, _d=depth):
+                return scorer.verify(_m, T, _r.rgb, _d, _mask, CAM).combined()
+
+            cands = depth_pose_search(model, mask, depth, CAM, IcpConfig(), rgb=r.rgb, verify=verify)
+            assert cands, model.name
+            T = cands[0][1].T_cam_obj
+            twins = near_symmetries(model)
+            j, _ = pick_twin(scorer, model, T, twins, r.rgb, depth, mask, CAM)
+            if j >= 0:
+                T = refine_pose_icp(model, T @ twins[j], depth, CAM, mask=mask).T_cam_obj
+            ok_with += add_error(model.points_m, T, T_gt) < 0.1 * model.diameter_m
+    print('ADD with / without verification / total:', ok_with, ok_without, total)
+    assert total >= 5
+    assert ok_with >= 0.6 * total and ok_with > ok_without, (ok_with, ok_without, total)
