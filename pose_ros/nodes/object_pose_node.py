@@ -55,6 +55,8 @@ PARAMETERS = [
     ParamSpec("enabled_objects", [], "object names to estimate; empty = all objects in the model"),
     ParamSpec("score_threshold", 0.3, "poses scoring below this are not published", min=0.0, max=1.0),
     ParamSpec("use_icp", True, "refine poses with ICP on the depth image"),
+    ParamSpec("appearance_check", True, "render-and-compare check (texture, silhouette, depth) ranking the "
+              "depth-search hypotheses and near-symmetric twins; off = faster, geometry only"),
     ParamSpec("icp_max_correspondence_m", 0.02, "coarsest ICP correspondence distance", min=0.001, max=0.2),
     ParamSpec("tracking", True, "refine from the previous poses (skip detection while tracks hold)"),
     ParamSpec("max_rate_hz", 30.0, "upper bound on processed frames per second", min=0.1, max=1000.0),
@@ -188,7 +190,7 @@ class ObjectPoseNode(Node):
                 "`pose-ros train --meshes meshes --out models/demo_objects.pt` or set model_file")
         self.model_path = path
         kwargs = {"use_icp": bool(self.p["use_icp"]), "score_threshold": float(self.p["score_threshold"]),
-                  "device": self.p["device"]}
+                  "device": self.p["device"], "appearance_check": bool(self.p["appearance_check"])}
         if self.p["device"] == "auto":
             import torch
             kwargs["device"] = "cuda" if torch.cuda.is_available() else "cpu"

@@ -2,7 +2,7 @@
 
 Frames are rendered once (tabletop scenes with exactly ``--objects`` known objects, sensor depth
 noise) at ``--size``; then the estimator runs on them repeatedly. Reports mean / p50 / p95 per
-stage (preprocess, network, instances, voting, pnp, icp, depth_search, scoring, total) and
+stage (preprocess, network, instances, voting, pnp, icp, depth_search, appearance, scoring, total) and
 end-to-end FPS.
 """
 from __future__ import annotations
@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-icp", action="store_true", help="PnP poses only (also disables the depth search)")
     p.add_argument("--no-depth-search", action="store_true", help="never run the depth-driven pose search")
+    p.add_argument("--no-appearance", action="store_true",
+                   help="no render-and-compare check (geometry-only hypothesis ranking; faster)")
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=run)
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     meshes = args.bop_models or args.meshes or Path("meshes")
     try:
         est = PoseEstimator(args.model, meshes=meshes, device=args.device, use_icp=not args.no_icp,
-                            depth_search=not args.no_depth_search)
+                            depth_search=not args.no_depth_search, appearance_check=not args.no_appearance)
     except (ModelFileError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -80,10 +82,12 @@ def run(args: argparse.Namespace) -> int:
             res = est.estimate(rgb, depth, cam)
             times.append(dict(est.last_timing_ms))
             found.append(len(res))
-    keys = ["preprocess", "network", "instances", "voting", "pnp", "icp", "depth_search", "scoring", "total"]
+    keys = ["preprocess", "network", "instances", "voting", "pnp", "icp", "depth_search", "appearance", "scoring",
+            "total"]
     print(f"object pose bench: {w}x{h}, {args.objects} objects/frame, {len(times)} runs, torch threads "
           f"{torch.get_num_threads()}, device {args.device}, ICP {'off' if args.no_icp else 'on'}, depth search "
-          f"{'off' if args.no_icp or args.no_depth_search else 'on'}")
+          f"{'off' if args.no_icp or args.no_depth_search else 'on'}, appearance check "
+          f"{'off' if args.no_icp or args.no_appearance else 'on'}")
     print(f"{'stage':<11}{'mean ms':>9}{'p50':>9}{'p95':>9}")
     for k in keys:
         v = np.array([t.get(k, 0.0) for t in times])

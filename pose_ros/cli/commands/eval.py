@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-visib", type=float, default=0.1, help="evaluate GT instances at least this visible (BOP: 0.1)")
     p.add_argument("--no-vsd", action="store_true", help="skip VSD (slowest metric)")
     p.add_argument("--score-threshold", type=float, default=0.2)
+    p.add_argument("--no-appearance", action="store_true",
+                   help="no render-and-compare check (geometry-only hypothesis ranking), for ablation")
     p.add_argument("--make-testset", type=int, default=None, metavar="N",
                    help="first render N synthetic test frames into split_dir (if it has none)")
     p.add_argument("--seed", type=int, default=2_000_003, help="test-set seed (disjoint from training seeds)")
@@ -62,7 +64,7 @@ def match_estimates(gt: list[Any], results: list[Any], use_icp: bool) -> list[An
 
 def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: int | None = None,
                    min_visib: float = 0.1, vsd: bool = True, score_threshold: float = 0.2,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, appearance_check: bool = True) -> dict[str, Any]:
     """Run the estimator on every frame; returns reports (with/without ICP), estimates and timings."""
     import numpy as np
     from tqdm import tqdm
@@ -72,7 +74,8 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
     from pose_ros.eval.pose_metrics import PoseRecord, add_error, adds_error, evaluate_poses
     from pose_ros.objects.estimator import PoseEstimator
 
-    est = PoseEstimator(model_path, meshes=meshes, use_icp=True, score_threshold=score_threshold)
+    est = PoseEstimator(model_path, meshes=meshes, use_icp=True, score_threshold=score_threshold,
+                        appearance_check=appearance_check)
     models = {int(m.obj_id): m for m in est.models.values()}
     if not models:
         raise ValueError("no meshes matched the model's objects; pass --meshes or --bop-models")
@@ -166,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
             models = load_meshes_for_model(meshes, [o.obj_id for o in loaded.objects])
             render_bop_testset(models, args.split_dir, args.make_testset, seed=args.seed)
         res = evaluate_split(args.split_dir, args.model, meshes, args.max_frames, args.min_visib,
-                             vsd=not args.no_vsd, score_threshold=args.score_threshold)
+                             vsd=not args.no_vsd, score_threshold=args.score_threshold,
+                             appearance_check=not args.no_appearance)
     except (ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
