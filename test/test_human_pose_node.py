@@ -138,6 +138,7 @@ def test_node_publishes_skeletons_markers_and_overlay(tmp_path):
     # every bad-input kind was logged and counted, and the node went on working
     assert "no camera_info" in text and "depth size mismatch" in text and "ImageConversionError" in text
     assert "drops:" in text
+    assert "from colour stamp p50/p95 ms: paired" in text  # where the latency goes, per stage
 
     arr = next(s for s in skeletons if s.skeletons)
     assert arr.header.frame_id == FRAME
@@ -200,3 +201,28 @@ def test_node_without_depth_publishes_coco17_model_skeleton(tmp_path):
     assert all(k.source == HumanKeypoint.SOURCE_MODEL for k in person.keypoints)  # placed by PnP
     z = np.array([k.position.z for k in person.keypoints])
     assert np.all(np.isfinite(z)) and 0.5 < np.median(z) < 10.0
+
+
+def test_rate_limiter_caps_the_average_rate_but_not_jittery_frames():
+    from pose_ros.nodes.human_pose_node import RateLimiter
+
+    # a camera at the cap with +-10 ms jitter: no frame is held back
+    rng = np.random.default_rng(0)
+    lim = RateLimiter(30.0)
+    waits = []
+    for k in range(3000):
+        t = k / 30.0 + rng.uniform(-0.01, 0.01)
+        waits.append(lim.wait_s(t))
+        lim.take(t + waits[-1])
+    assert max(waits) == 0.0
+    # a 1 kHz camera: at most rate * duration + burst frames start
+    lim = RateLimiter(30.0)
+    t, started = 0.0, 0
+    while t < 10.0:
+        t += lim.wait_s(t)
+        lim.take(t)
+        started += 1
+        t += 0.001
+    assert 295 <= started <= 30 * 10 + 2 + 1
+    with pytest.raises(ValueError):
+        RateLimiter(0.0)

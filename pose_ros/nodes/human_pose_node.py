@@ -30,7 +30,7 @@ from pose_ros.nodes.image_conversions import (camera_info_to_camera, image_to_de
 from pose_ros.nodes.drop_log import DropLog
 from pose_ros.nodes.params import ParamSpec, declare_parameters
 from pose_ros.nodes.qos import camera_publisher_qos, result_qos, sensor_qos
-from pose_ros.nodes.runner import run_node
+from pose_ros.nodes.single_threaded_runner import run_node_single_threaded
 from pose_ros.nodes.sync import ApproximateTimeSync
 from pose_ros.nodes.topics import COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC
 
@@ -41,8 +41,11 @@ PARAMETERS = [
     ParamSpec("use_depth", True, "lift keypoints with depth; false = colour only (model landmarks placed by PnP)"),
     ParamSpec("depth_scale_m", 0.001, "metres per 16UC1 depth unit (RealSense: 0.001)", min=1e-6, max=1.0),
     ParamSpec("sync_slop_s", 0.03, "max colour/depth stamp difference to pair them", min=0.0, max=1.0),
-    ParamSpec("max_rate_hz", 30.0, "process at most this many frames per second (0 = as fast as possible)",
-              min=0.0, max=1000.0),
+    ParamSpec("max_rate_hz", 30.0, "process at most this many frames per second on average (0 = as fast as "
+              "possible); camera jitter around the cap does not delay a frame", min=0.0, max=1000.0),
+    ParamSpec("image_qos", "reliable", "camera subscription reliability: reliable | best_effort"),
+    ParamSpec("image_queue_depth", 2, "colour/depth subscription history: small = only the newest frames wait "
+              "(newest frame wins; a deeper queue makes a slow node work through stale frames)", min=1, max=100),
     ParamSpec("convention", "blazepose33", "output keypoint convention: blazepose33 or coco17"),
     ParamSpec("operator_only", False, "publish only the operator's skeleton"),
     ParamSpec("operator_selection", "largest", "how to choose the operator: largest, closest or roi"),
@@ -66,6 +69,32 @@ PARAMETERS = [
     ParamSpec("marker_joint_size_m", 0.04, "joint sphere diameter in ~/markers", min=0.001, max=1.0),
     ParamSpec("status_period_s", 10.0, "period of the status log line (rate, latency, drops)", min=0.5, max=3600.0),
 ]
+
+
+class RateLimiter:
+    """Token bucket holding at most `burst` frames: the long-run rate stays <= rate_hz, but a frame
+    that arrives a little early (camera jitter at a rate equal to the cap) starts at once instead
+    of sleeping out the rest of a fixed period, which added up to a period of latency."""
+
+    def __init__(self, rate_hz: float, burst: float = 2.0) -> None:
+        if rate_hz <= 0:
+            raise ValueError(f"rate_hz={rate_hz} must be > 0 (no limiter: don't build one)")
+        self.period_s, self.burst = 1.0 / rate_hz, float(burst)
+        self._tokens, self._t = self.burst, None
+
+    def _refill(self, now_s: float) -> None:
+        if self._t is not None:
+            self._tokens = min(self.burst, self._tokens + (now_s - self._t) / self.period_s)
+        self._t = now_s
+
+    def wait_s(self, now_s: float) -> float:
+        """Seconds to wait before the next frame may start (0 = now)."""
+        self._refill(now_s)
+        return max(0.0, (1.0 - self._tokens) * self.period_s)
+
+    def take(self, now_s: float) -> None:
+        self._refill(now_s)
+        self._tokens -= 1.0
 
 
 class HumanPoseNode(Node):
@@ -114,7 +143,7 @@ class HumanPoseNode(Node):
         self._last_marker_ids: set[int] = set()
         self._last_frame_id = ""
 
-        qos = sensor_qos()
+        qos = sensor_qos(depth=int(p["image_queue_depth"]), reliability=str(p["image_qos"]))
         self.create_subscription(CameraInfo, p["info_topic"], self._on_info, qos)
         if p["use_depth"]:
             self._sync = ApproximateTimeSync(2, int(float(p["sync_slop_s"]) * 1e9), self._on_pair, queue_size=5)
@@ -147,22 +176,24 @@ class HumanPoseNode(Node):
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
-        min_period = 1.0 / float(self.p["max_rate_hz"]) if float(self.p["max_rate_hz"]) > 0 else 0.0
-        last_start = 0.0
+        rate = float(self.p["max_rate_hz"])
+        limiter = RateLimiter(rate) if rate > 0 else None
         while True:
             with self._cond:
                 while self._running and self._pending is None:
                     self._cond.wait(timeout=0.5)
                 if not self._running:
                     return
-            wait = last_start + min_period - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)  # newer frames may replace the pending one meanwhile
+            if limiter is not None:
+                wait = limiter.wait_s(time.monotonic())
+                if wait > 0:
+                    time.sleep(wait)  # newer frames may replace the pending one meanwhile
             with self._cond:
                 pending, self._pending = self._pending, None
             if pending is None:
                 continue
-            last_start = time.monotonic()
+            if limiter is not None:
+                limiter.take(time.monotonic())
             try:
                 self._process(*pending)
             except ValueError as exc:  # bad input: every library error is a ValueError subclass
@@ -282,7 +313,8 @@ class HumanPoseNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(HumanPoseNode, args)
+    # One executor thread: the multi-threaded executor cost ~20% of a core more (see the runner).
+    return run_node_single_threaded(HumanPoseNode, args)
 
 
 if __name__ == "__main__":

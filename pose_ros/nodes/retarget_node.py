@@ -38,7 +38,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from pose_ros.msg import HumanSkeletonArray, TeleopStatus
 from pose_ros.nodes.params import ParamSpec, declare_parameters
 from pose_ros.nodes.qos import result_qos
-from pose_ros.nodes.runner import run_node
+from pose_ros.nodes.single_threaded_runner import run_node_single_threaded
 
 PARAMETERS = [
     ParamSpec("robot_urdf", "", "humanoid URDF; empty = the mapping's robot (default: pose_ros_humanoid)",
@@ -310,7 +310,8 @@ class RetargetNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(RetargetNode, args)
+    # One executor thread: the multi-threaded executor cost ~20% of a core more (see the runner).
+    return run_node_single_threaded(RetargetNode, args)
 
 
 if __name__ == "__main__":
