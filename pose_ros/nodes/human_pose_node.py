@@ -30,7 +30,7 @@ from pose_ros.nodes.image_conversions import (camera_info_to_camera, image_to_de
 from pose_ros.nodes.drop_log import DropLog
 from pose_ros.nodes.params import ParamSpec, declare_parameters
 from pose_ros.nodes.qos import camera_publisher_qos, result_qos, sensor_qos
-from pose_ros.nodes.single_threaded_runner import run_node_single_threaded
+from pose_ros.nodes.runner import run_node
 from pose_ros.nodes.sync import ApproximateTimeSync
 from pose_ros.nodes.topics import COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC
 
@@ -314,7 +314,7 @@ class HumanPoseNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     # One executor thread: the multi-threaded executor cost ~20% of a core more (see the runner).
-    return run_node_single_threaded(HumanPoseNode, args)
+    return run_node(HumanPoseNode, args, threads=1)
 
 
 if __name__ == "__main__":

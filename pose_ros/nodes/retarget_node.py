@@ -38,7 +38,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from pose_ros.msg import HumanSkeletonArray, TeleopStatus
 from pose_ros.nodes.params import ParamSpec, declare_parameters
 from pose_ros.nodes.qos import result_qos
-from pose_ros.nodes.single_threaded_runner import run_node_single_threaded
+from pose_ros.nodes.runner import run_node
 
 PARAMETERS = [
     ParamSpec("robot_urdf", "", "humanoid URDF; empty = the mapping's robot (default: pose_ros_humanoid)",
@@ -119,6 +119,7 @@ class RetargetNode(Node):
         self._lock = threading.RLock()
         self._last_solve_ms = math.nan
         self._last_residual = math.nan
+        self._last_position_residual_m = math.nan
         self._partial_js_warned = False
         self._period_s = 1.0 / float(self.p["rate_hz"])
         self._period_ns = int(round(self._period_s * 1e9))
@@ -163,6 +164,7 @@ class RetargetNode(Node):
         with self._lock:
             if not msg.skeletons:
                 self.safety.submit_tracking_lost(now)
+                self.retargeter.notify_tracking_lost()   # counts towards re-measuring the operator
                 return
             sk = next((s for s in msg.skeletons if s.is_operator), msg.skeletons[0])
             n = len(sk.keypoints)
@@ -176,8 +178,10 @@ class RetargetNode(Node):
             if n == 0 or np.any(np.isinf(pts)) or not np.all(np.isfinite(conf)) or len(set(names)) != n:
                 self.safety.submit_invalid(now)      # malformed: counted, dropped
                 return
-            res = self.retargeter.solve(pts, names, conf)
+            # a new track id is a new operator: limb lengths are re-measured
+            res = self.retargeter.solve(pts, names, conf, operator_id=int(sk.track_id))
             self._last_solve_ms = res.solve_time_ms
+            self._last_position_residual_m = res.position_residual_m
             if not res.valid:
                 self.safety.submit_tracking_lost(now)
                 return
@@ -304,14 +308,17 @@ class RetargetNode(Node):
         with self._lock:
             c = self.safety.counters
             state, msg = self.safety.state.name, self.safety.message
+            limbs = self.retargeter.limb_lengths_m
+        limb_text = ", ".join(f"{k} {v:.2f}" for k, v in limbs.items() if math.isfinite(v)) or "not measured yet"
         self.get_logger().info(f"{state} ({msg}); solve {self._last_solve_ms:.2f} ms, residual "
-                               f"{math.degrees(self._last_residual) if math.isfinite(self._last_residual) else float('nan'):.1f} deg; "
-                               + ", ".join(f"{k} {v}" for k, v in c.as_dict().items()))
+                               f"{math.degrees(self._last_residual) if math.isfinite(self._last_residual) else float('nan'):.1f} deg, "
+                               f"hand/elbow position {self._last_position_residual_m * 100:.1f} cm; operator limbs [m]: "
+                               f"{limb_text}; " + ", ".join(f"{k} {v}" for k, v in c.as_dict().items()))
 
 
 def main(args: list[str] | None = None) -> int:
     # One executor thread: the multi-threaded executor cost ~20% of a core more (see the runner).
-    return run_node_single_threaded(RetargetNode, args)
+    return run_node(RetargetNode, args, threads=1)
 
 
 if __name__ == "__main__":

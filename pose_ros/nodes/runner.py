@@ -1,11 +1,19 @@
-"""`main()` boilerplate for nodes: init, spin, clean shutdown on Ctrl-C / SIGINT / errors."""
+"""`main()` boilerplate for nodes: init, spin, clean shutdown on Ctrl-C / SIGINT / errors.
+
+Executor: ``threads=1`` spins rclpy's SingleThreadedExecutor, more threads the
+MultiThreadedExecutor. The multi-threaded one is pure Python and costly: measured on the 2-core
+machine, a process receiving 640x480 colour + depth at 30 Hz used ~30% of a core with it and ~9%
+with the single-threaded one, and its colour-frame age p95 was 70-140 ms against ~45-60 ms. Nodes
+whose callbacks only hand work to their own worker thread, or serialise on one lock anyway (the
+teleop nodes), use one thread.
+"""
 from __future__ import annotations
 
 import sys
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
 
 def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = None, threads: int = 2) -> int:
@@ -14,13 +22,15 @@ def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = 
     A startup error (bad parameter, missing model file) is logged as one clear line and exits
     with code 2 instead of a traceback: the message names the fix.
     """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1; got {threads}")
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     executor = None
     code = 0
     try:
         node = factory()
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

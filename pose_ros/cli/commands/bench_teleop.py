@@ -129,7 +129,7 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
     import time
 
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
 
     from pose_ros.eval.teleop_latency_bench import TeleopLatencyTracker, format_report
     from pose_ros.nodes.teleop_bench import PersonCameraSource, TeleopProbe
@@ -164,7 +164,9 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
             tracker.published(stamp_ns)
 
     source = PersonCameraSource(node, sequence, args.rate, on_publish=on_publish)
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    # one thread: rclpy's multi-threaded executor fell behind at 30 Hz under load (100+ queued
+    # callbacks), which distorted the very latency measured here
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
