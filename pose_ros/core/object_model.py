@@ -6,7 +6,6 @@ unit sanity checks stops the classic "mm mesh read as metres" failure at the doo
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import trimesh
 
+from pose_ros.core.config_file import read_config_file
 from pose_ros.core.transforms import orthonormalize
 
 __all__ = [
@@ -175,14 +175,8 @@ class ModelInfo:
 def load_models_info(path: str | Path) -> dict[int, ModelInfo]:
     """Read and validate a BOP models_info.json (mm) -> {obj_id: ModelInfo (metres)}."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelInfoError(f"models_info.json not found: {path}")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelInfoError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ModelInfoError(f"{path}: top level must be an object {{obj_id: info}}; got {type(raw).__name__}")
+    raw = read_config_file(path, ModelInfoError, missing=f"models_info.json not found: {path}",
+                           mapping_expected="top level must be an object {obj_id: info}")
     out: dict[int, ModelInfo] = {}
     for key, info in raw.items():
         try:
@@ -437,8 +431,6 @@ def load_object_dir(meshes_dir: str | Path, **kwargs: Any) -> list[ObjectModel]:
 
     Folders without object.yaml are skipped with a warning.
     """
-    import yaml
-
     meshes_dir = Path(meshes_dir)
     if not meshes_dir.is_dir():
         raise MeshLoadError(f"meshes directory not found: {meshes_dir}")
@@ -448,12 +440,8 @@ def load_object_dir(meshes_dir: str | Path, **kwargs: Any) -> list[ObjectModel]:
         if not cfg_path.is_file():
             log.warning("skipping %s: no object.yaml", sub)
             continue
-        try:
-            cfg = yaml.safe_load(cfg_path.read_text())
-        except yaml.YAMLError as exc:
-            raise ModelInfoError(f"{cfg_path}: invalid YAML ({exc})") from exc
-        if not isinstance(cfg, dict):
-            raise ModelInfoError(f"{cfg_path}: must be a mapping with keys {_REQUIRED_YAML_KEYS}")
+        cfg = read_config_file(cfg_path, ModelInfoError,
+                               mapping_expected=f"must be a mapping with keys {_REQUIRED_YAML_KEYS}")
         missing = [k for k in _REQUIRED_YAML_KEYS if k not in cfg]
         if missing:
             raise ModelInfoError(f"{cfg_path}: missing key(s) {missing}; required: {list(_REQUIRED_YAML_KEYS)}")

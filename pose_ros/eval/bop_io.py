@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from pose_ros.core.camera import PinholeCamera
+from pose_ros.core.config_file import read_config_file
 from pose_ros.core.transforms import make_T, orthonormalize, transform_points
 
 __all__ = [
@@ -68,12 +69,7 @@ class BopFrame:
 
 # ----------------------------------------------------------------------------- helpers
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise BopFormatError(f"missing file {path}") from exc
-    except json.JSONDecodeError as exc:
-        raise BopFormatError(f"{path}: not valid JSON ({exc})") from exc
+    return read_config_file(path, BopFormatError, missing=f"missing file {path}")
 
 
 def _first_existing(*paths: Path) -> Path | None:

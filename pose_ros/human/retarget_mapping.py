@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from pose_ros.core.config_file import read_config_file
 from pose_ros.human.conventions import BLAZEPOSE33_NAMES
 from pose_ros.human.kinematics import PointRef, all_link_poses
 from pose_ros.human.urdf_model import UrdfModel, default_robot_dir, load_urdf
@@ -203,14 +203,8 @@ def load_mapping(path: str | Path, urdf_path: str | Path | None = None) -> Retar
     """Load and validate a mapping YAML. `urdf_path` overrides the mapping's robot.urdf
     (relative paths in the YAML are relative to the YAML file, then config/robots)."""
     path = Path(path)
-    if not path.is_file():
-        raise MappingError(f"mapping file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise MappingError(f"{path}: invalid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise MappingError(f"{path}: top level must be a mapping with robot, body_frame, segments, joint_groups")
+    raw = read_config_file(path, MappingError, missing=f"mapping file not found: {path}",
+                           mapping_expected="top level must be a mapping with robot, body_frame, segments, joint_groups")
     where = str(path)
     robot = _require(raw, "robot", where)
     if urdf_path is None:
