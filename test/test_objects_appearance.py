@@ -40,12 +40,12 @@ def test_box_near_symmetries_are_the_three_half_turns(demo_models):
 
 
 def test_mug_twins_turn_about_its_axis_and_bottle_has_none(demo_models):
-    from pose_ros.objects.near_symmetry import near_symmetries, symmetry_axes
+    from pose_ros.objects.near_symmetry import near_symmetries
 
     syms = near_symmetries(demo_models["mug"])
     about_z = [rv for rv in _rotvecs_deg(syms) if abs(rv[2]) > 0.95 * np.linalg.norm(rv)]
     assert len(about_z) >= 9      # 30 deg steps round the body; the handle is only 20% of the surface
-    assert any(abs(a @ np.array([0, 0, 1.0])) > 0.99 for a, _ in symmetry_axes(syms))
+    assert any(abs(rv[2]) > 0.99 * np.linalg.norm(rv) for rv in about_z)   # one snapped onto the axis itself
     assert near_symmetries(demo_models["bottle"]) == []     # declared continuous: nothing to tell apart
 
 

@@ -48,21 +48,25 @@ class Verification:
     depth: float         # fraction of rendered pixels the depth confirms minus those it sees through
     silhouette_iou: float
 
-    def combined(self, w_colour: float = 1.0, w_depth: float = 1.0, w_iou: float = 1.0) -> float:
+    def combined(self) -> float:
         """Sum of the available terms (missing ones count 0, the same for every hypothesis of a frame)."""
-        terms = [(w_colour, self.colour), (w_depth, self.depth), (w_iou, self.silhouette_iou)]
-        return float(sum(w * v for w, v in terms if np.isfinite(v)))
+        return float(sum(v for v in (self.colour, self.depth, self.silhouette_iou) if np.isfinite(v)))
 
 
-def has_texture(model: Any, min_std: float = 0.03) -> bool:
-    """True if the mesh carries vertex colours that vary (a texture the check can use)."""
+def _texture_colours(model: Any, min_std: float) -> np.ndarray | None:
+    """Per-vertex colours in [0,1] if they vary by at least ``min_std`` in some channel, else None."""
     from pose_ros.synth.renderer import _mesh_colors
 
     mesh = getattr(model, "mesh", None)
     if mesh is None:
-        return False
+        return None
     cols = _mesh_colors(mesh)
-    return bool(len(cols) and float(cols.std(0).max()) >= min_std)
+    return cols if len(cols) and float(cols.std(0).max()) >= min_std else None
+
+
+def has_texture(model: Any, min_std: float = 0.03) -> bool:
+    """True if the mesh carries vertex colours that vary (a texture the check can use)."""
+    return _texture_colours(model, min_std) is not None
 
 
 def point_colours(model: Any, min_std: float = 0.03) -> np.ndarray | None:
@@ -72,16 +76,15 @@ def point_colours(model: Any, min_std: float = 0.03) -> np.ndarray | None:
     """
     from scipy.spatial import cKDTree
 
-    from pose_ros.synth.renderer import _mesh_colors
-
     hit = _POINT_COLOURS.get(id(model.mesh))
     if hit is not None and hit[0] is model.mesh:
         return hit[1]
     out = None
-    if has_texture(model, min_std):
+    cols = _texture_colours(model, min_std)
+    if cols is not None:
         verts = np.asarray(model.mesh.vertices, np.float64)
         _, j = cKDTree(verts).query(np.asarray(model.points_m, np.float64))
-        out = _mesh_colors(model.mesh)[j].astype(np.float32)
+        out = cols[j].astype(np.float32)
     _POINT_COLOURS[id(model.mesh)] = (model.mesh, out)
     return out
 
@@ -95,15 +98,17 @@ class AppearanceScorer:
             raise ValueError(f"appearance scale must be in [0.05, 1]; got {self.config.scale}")
         self._renderer: Any = None
         self._renderer_key: tuple | None = None
-        self._textured: dict[int, bool] = {}
+        self._textured: dict[int, tuple[Any, bool]] = {}     # id(mesh) -> (mesh, textured)
         self._frame_key: tuple | None = None
         self._frame_small: np.ndarray | None = None
+        self._blank_img = np.zeros((0, 0, 3), np.uint8)
 
     def is_textured(self, model: Any) -> bool:
-        key = id(model.mesh)
-        if key not in self._textured:
-            self._textured[key] = has_texture(model, self.config.min_channel_std)
-        return self._textured[key]
+        hit = self._textured.get(id(model.mesh))
+        if hit is None or hit[0] is not model.mesh:       # ids of collected meshes get reused
+            hit = (model.mesh, has_texture(model, self.config.min_channel_std))
+            self._textured[id(model.mesh)] = hit
+        return hit[1]
 
     def _small_camera(self, camera: PinholeCamera) -> PinholeCamera:
         s = float(self.config.scale)
@@ -130,11 +135,6 @@ class AppearanceScorer:
             self._frame_small = small.astype(np.float32) / 255.0
             self._frame_key = key
         return self._frame_small
-
-    def score(self, model: Any, T_cam_obj: np.ndarray, rgb: np.ndarray, mask: np.ndarray,
-              camera: PinholeCamera) -> float:
-        """Weighted mean channel correlation in [-1, 1]; NaN when there is no evidence."""
-        return self.verify(model, T_cam_obj, rgb, None, mask, camera).colour
 
     def verify(self, model: Any, T_cam_obj: np.ndarray, rgb: np.ndarray, depth_m: np.ndarray | None,
                mask: np.ndarray, camera: PinholeCamera) -> "Verification":
@@ -174,10 +174,9 @@ class AppearanceScorer:
         return Verification(colour, depth_term, iou)
 
     def _blank(self, cam_s: PinholeCamera) -> np.ndarray:
-        key = (cam_s.height, cam_s.width)
-        if getattr(self, "_blank_key", None) != key:
+        """Black background of the compare size (the render draws the object alone on it)."""
+        if self._blank_img.shape[:2] != (cam_s.height, cam_s.width):
             self._blank_img = np.zeros((cam_s.height, cam_s.width, 3), np.uint8)
-            self._blank_key = key
         return self._blank_img
 
 

@@ -30,6 +30,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -341,8 +342,7 @@ class PoseEstimator:
                     kps = (spec.keypoints_m[vr.valid], kp_uv[vr.valid], sig[vr.valid])
                 verify = None
                 if self._appearance is not None and rgb is not None:
-                    def verify(T: np.ndarray, _m: Any = model, _mask: np.ndarray = mask) -> float:
-                        return self._appearance.verify(_m, T, rgb, depth, _mask, camera).combined()
+                    verify = partial(self._verification, model, rgb, depth, mask, camera)
                 for T0, icp in depth_pose_search(model, mask, depth, camera, self.icp_config, extra_rotations=extra,
                                                  keypoints=kps, rgb=rgb if self.appearance_check else None,
                                                  verify=verify):
@@ -385,6 +385,11 @@ class PoseEstimator:
             r.stats.time_ms = dict(timing)
         self.last_timing_ms = timing
         return results
+
+    def _verification(self, model: Any, rgb: np.ndarray, depth: np.ndarray, mask: np.ndarray,
+                      camera: PinholeCamera, T_cam_obj: np.ndarray) -> float:
+        """Combined render-and-compare evidence for one hypothesis (the depth search's ``verify``)."""
+        return self._appearance.verify(model, T_cam_obj, rgb, depth, mask, camera).combined()
 
     def _check_appearance(self, cls: int, model: Any, best: tuple, rgb: np.ndarray, depth: np.ndarray,
                           camera: PinholeCamera, mask: np.ndarray, stats: PoseStats) -> tuple:

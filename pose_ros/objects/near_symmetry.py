@@ -23,7 +23,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-__all__ = ["NearSymmetryConfig", "near_symmetries", "symmetry_axes"]
+__all__ = ["NearSymmetryConfig", "near_symmetries"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class NearSymmetryConfig:
     num_points: int = 400
 
 
-_CACHE: dict[tuple[int, NearSymmetryConfig], list[np.ndarray]] = {}
+_CACHE: dict[tuple[int, NearSymmetryConfig], tuple[Any, list[np.ndarray]]] = {}   # -> (mesh, result)
 
 
 def _about(R: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -92,8 +92,9 @@ def near_symmetries(model: Any, config: NearSymmetryConfig = NearSymmetryConfig(
     along the axis either, and the metrics already treat them as symmetric).
     """
     key = (id(model.mesh), config)
-    if key in _CACHE:
-        return [S.copy() for S in _CACHE[key]]
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is model.mesh:        # ids of collected meshes get reused
+        return [S.copy() for S in hit[1]]
     out: list[np.ndarray] = []
     if not model.symmetry.continuous:
         all_pts = np.asarray(model.points_m, np.float64)
@@ -128,22 +129,5 @@ def near_symmetries(model: Any, config: NearSymmetryConfig = NearSymmetryConfig(
             if any(_angle_deg(S[:3, :3].T @ T[:3, :3]) < config.min_angle_deg for S in out):
                 continue
             out.append(T)
-    _CACHE[key] = out
+    _CACHE[key] = (model.mesh, out)
     return [S.copy() for S in out]
-
-
-def symmetry_axes(syms: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Distinct (unit axis, point on axis) of the given rotations, for local search about them."""
-    axes: list[tuple[np.ndarray, np.ndarray]] = []
-    for S in syms:
-        rv = Rotation.from_matrix(S[:3, :3]).as_rotvec()
-        ang = np.linalg.norm(rv)
-        if ang < 1e-6:
-            continue
-        ax = rv / ang
-        # point on the axis: solve (I - R) p = t in the least-squares sense (minimum-norm solution)
-        p = np.linalg.lstsq(np.eye(3) - S[:3, :3], S[:3, 3], rcond=None)[0]
-        if any(abs(float(ax @ a)) > np.cos(np.radians(5)) for a, _ in axes):
-            continue
-        axes.append((ax, p))
-    return axes
