@@ -17,7 +17,7 @@ depth is fed as zeros; training drops depth on some samples so RGB-only still wo
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch

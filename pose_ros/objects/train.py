@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -73,7 +73,6 @@ def resolve_device(device: str) -> str:
 def compute_loss(out: dict[str, Any], batch: dict[str, Any], num_classes: int, num_keypoints: int,
                  cfg: TrainConfig | None = None) -> tuple[Any, dict[str, float]]:
     """Total loss and its parts (floats for logging)."""
-    import torch
     import torch.nn.functional as F
 
     from pose_ros.objects.network import split_vector_channels

@@ -54,7 +54,6 @@ def visible_point_mask(points_cam_m: np.ndarray, normals_cam: np.ndarray | None,
     pts = np.asarray(points_cam_m, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3:
         raise ValueError(f"points_cam_m must be (N,3); got {pts.shape}")
-    n = pts.shape[0]
     keep = np.isfinite(pts).all(axis=1) & (pts[:, 2] > 1e-6)
     if normals_cam is not None:
         nrm = np.asarray(normals_cam, dtype=np.float64)
