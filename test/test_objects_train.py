@@ -117,3 +117,60 @@ def test_training_interrupt_and_resume_continues_counters(tmp_path, models):
     assert steps == {8}                                        # optimizer state carried over the interruption
     loaded = load_model_file(out, meshes=models)
     assert loaded.raw["training"]["config"]["images"] == 16
+
+
+def test_near_symmetries_stored_in_the_model_file_and_reused_for_the_same_mesh(tmp_path, models):
+    from pose_ros.objects.model_file import near_symmetries_for
+    from pose_ros.objects.near_symmetry import near_symmetries
+
+    box = models[1]
+    specs = [object_spec_from_model(m, with_near_symmetries=(m is box)) for m in models]
+    p = save_model_file(tmp_path / "m.pt", _small_net(len(models)), specs)
+    loaded = load_model_file(p, meshes=models)
+    stored = loaded.objects[1].near_symmetries
+    fresh = near_symmetries(box)
+    assert stored is not None and len(stored) == len(fresh) == 3        # the box's three half turns
+    assert all(np.allclose(a, b) for a, b in zip(stored, fresh))
+    assert loaded.objects[0].near_symmetries is None                     # not computed: field absent
+    # The stored list is what the estimator gets for the training mesh (a marker proves it is not
+    # recomputed); a different mesh gets its own, computed ones.
+    spec = loaded.objects[1]
+    marker = np.eye(4)
+    marker[:3, 3] = [0.0, 0.0, 0.123]
+    spec.near_symmetries = [marker]
+    assert np.allclose(near_symmetries_for(spec, box)[0], marker)
+    other = copy.deepcopy(box)
+    other.mesh = other.mesh.copy()
+    other.mesh.apply_scale(1.1)
+    assert not any(np.allclose(S, marker) for S in near_symmetries_for(spec, other))
+    d = torch.load(p, weights_only=False)
+    d["objects"][1]["near_symmetries"] = [[[1.0, 0.0], [0.0, 1.0]]]
+    torch.save(d, tmp_path / "bad.pt")
+    with pytest.raises(ModelFileError, match="near_symmetries must be finite 4x4"):
+        load_model_file(tmp_path / "bad.pt")
+
+
+def test_init_from_a_model_starts_from_its_weights_with_a_fresh_schedule(tmp_path, models):
+    from pose_ros.objects.train import TrainConfig, train
+
+    cfg = TrainConfig(epochs=1, images=8, val_images=4, batch_size=4, input_width=160, input_height=120,
+                      crop_width=96, crop_height=72, workers=0, warmup_steps=2, stop_after_steps=2, device="cpu")
+    data = tmp_path / "data"
+    base = tmp_path / "base.pt"
+    train(models, base, cfg, data, progress=False)
+    # A near-zero learning rate: after one step the convolution weights are still the base's.
+    cfg2 = TrainConfig(**{**cfg.to_dict(), "lr": 1e-12, "stop_after_steps": 1})
+    out = tmp_path / "fine.pt"
+    r = train(models, out, cfg2, data, progress=False, init_from=base)
+    assert r["progress"]["step"] == 1                                    # a fresh schedule, not the base's
+    b = torch.load(base, weights_only=False)
+    f = torch.load(out, weights_only=False)
+    convs = [k for k, v in b["state_dict"].items() if v.ndim == 4]
+    assert convs and all(torch.allclose(b["state_dict"][k], f["state_dict"][k], atol=1e-6) for k in convs)
+    assert f["training"]["init_from"]["path"] == str(base)
+    assert f["training"]["init_from"]["progress"]["step"] == 2
+    assert len(f["objects"][1]["near_symmetries"]) == 3                 # stored by training
+    # A model for other objects cannot seed this training.
+    one = save_model_file(tmp_path / "one.pt", _small_net(1), [object_spec_from_model(models[0])])
+    with pytest.raises(ValueError, match="--init: .* was trained for"):
+        train(models, tmp_path / "x.pt", cfg2, data, progress=False, init_from=one)

@@ -159,10 +159,10 @@ class PoseEstimator:
         self._appearance: Any = None
         if self.appearance_check and self.use_icp:
             from pose_ros.objects.appearance import AppearanceScorer
-            from pose_ros.objects.near_symmetry import near_symmetries
+            from pose_ros.objects.model_file import near_symmetries_for
 
             self._appearance = AppearanceScorer()
-            self._near_syms = {c: near_symmetries(m) if self._appearance.is_textured(m) else []
+            self._near_syms = {c: near_symmetries_for(self.objects[c - 1], m) if self._appearance.is_textured(m) else []
                                for c, m in self.models.items()}
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)

@@ -10,7 +10,9 @@ Layout (``FORMAT_VERSION`` 1)::
 
     format: "pose_ros.keypoint_model"   format_version: 1
     objects: [{name, obj_id, keypoints_m (K+1,3), diameter_m, symmetry{discrete, continuous},
-               mesh_source, mesh_hash}]           # class id c (1-based) = objects[c-1]
+               mesh_source, mesh_hash,
+               near_symmetries (optional: [4x4], geometric near-symmetries of that mesh)}]
+                                                  # class id c (1-based) = objects[c-1]
     network: NetworkConfig dict                   input: {width, height, rgb_mean, rgb_std, depth}
     training: dict (command, settings)            metrics: [per-epoch dicts]
     progress: {epoch, step, images_seen, finished}
@@ -28,7 +30,8 @@ import numpy as np
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "ModelFileError", "ModelMeshMismatchError", "ObjectSpec", "LoadedModel",
-    "mesh_hash", "object_spec_from_model", "save_model_file", "load_model_file", "check_meshes",
+    "mesh_hash", "object_spec_from_model", "fill_near_symmetries", "near_symmetries_for", "save_model_file",
+    "load_model_file", "check_meshes",
 ]
 
 FORMAT = "pose_ros.keypoint_model"
@@ -55,6 +58,7 @@ class ObjectSpec:
     symmetry_continuous: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     mesh_source: str = ""
     mesh_hash: str = ""
+    near_symmetries: list[np.ndarray] | None = None   # of the mesh with ``mesh_hash``; None: not computed
 
     @property
     def is_symmetric(self) -> bool:
@@ -66,7 +70,9 @@ class ObjectSpec:
                 "symmetry": {"discrete": [np.asarray(S).tolist() for S in self.symmetry_discrete],
                              "continuous": [[np.asarray(a).tolist(), np.asarray(o).tolist()]
                                             for a, o in self.symmetry_continuous]},
-                "mesh_source": self.mesh_source, "mesh_hash": self.mesh_hash}
+                "mesh_source": self.mesh_source, "mesh_hash": self.mesh_hash,
+                **({} if self.near_symmetries is None else
+                   {"near_symmetries": [np.asarray(S).tolist() for S in self.near_symmetries]})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str) -> "ObjectSpec":
@@ -78,13 +84,18 @@ class ObjectSpec:
                        symmetry_discrete=[np.asarray(S, dtype=np.float64) for S in sym.get("discrete", [])],
                        symmetry_continuous=[(np.asarray(a, dtype=np.float64), np.asarray(o, dtype=np.float64))
                                             for a, o in sym.get("continuous", [])],
-                       mesh_source=str(d.get("mesh_source", "")), mesh_hash=str(d.get("mesh_hash", "")))
+                       mesh_source=str(d.get("mesh_source", "")), mesh_hash=str(d.get("mesh_hash", "")),
+                       near_symmetries=None if d.get("near_symmetries") is None else
+                       [np.asarray(S, dtype=np.float64) for S in d["near_symmetries"]])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{where}: malformed object entry ({exc!r}); re-export the model with pose-ros train") from exc
         if kp.ndim != 2 or kp.shape[1] != 3 or not np.isfinite(kp).all():
             raise ModelFileError(f"{where}: object {spec.name!r} keypoints_m must be finite (K+1,3); got {kp.shape}")
         if not spec.diameter_m > 0:
             raise ModelFileError(f"{where}: object {spec.name!r} has diameter_m={spec.diameter_m}")
+        if spec.near_symmetries is not None and any(S.shape != (4, 4) or not np.isfinite(S).all()
+                                                    for S in spec.near_symmetries):
+            raise ModelFileError(f"{where}: object {spec.name!r} near_symmetries must be finite 4x4 transforms")
         return spec
 
     def symmetry_transforms(self, continuous_steps: int = 36) -> list[np.ndarray]:
@@ -104,14 +115,41 @@ def mesh_hash(mesh: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def object_spec_from_model(model: Any, mesh_source: str = "") -> ObjectSpec:
-    """ObjectSpec from a core ObjectModel (keypoints, diameter, symmetry, mesh hash)."""
+def object_spec_from_model(model: Any, mesh_source: str = "", with_near_symmetries: bool = False) -> ObjectSpec:
+    """ObjectSpec from a core ObjectModel (keypoints, diameter, symmetry, mesh hash).
+
+    ``with_near_symmetries`` also stores the mesh's geometric near-symmetries (1-2 s per mesh), so
+    an estimator loading the file does not compute them again at start-up.
+    """
     sym = model.symmetry
-    return ObjectSpec(name=model.name, obj_id=int(model.obj_id), keypoints_m=np.asarray(model.keypoints_m, float),
+    spec = ObjectSpec(name=model.name, obj_id=int(model.obj_id), keypoints_m=np.asarray(model.keypoints_m, float),
                       diameter_m=float(model.diameter_m),
                       symmetry_discrete=[np.asarray(S, float) for S in sym.discrete],
                       symmetry_continuous=[(np.asarray(a, float), np.asarray(o, float)) for a, o in sym.continuous],
                       mesh_source=mesh_source, mesh_hash=mesh_hash(model.mesh))
+    if with_near_symmetries:
+        fill_near_symmetries([spec], [model])
+    return spec
+
+
+def fill_near_symmetries(specs: list[ObjectSpec], models: list[Any]) -> None:
+    """Compute the missing ``near_symmetries`` of specs whose mesh (matched by name, same hash) is given."""
+    from pose_ros.objects.near_symmetry import near_symmetries
+
+    by_name = {m.name: m for m in models}
+    for spec in specs:
+        m = by_name.get(spec.name)
+        if spec.near_symmetries is None and m is not None and mesh_hash(m.mesh) == spec.mesh_hash:
+            spec.near_symmetries = near_symmetries(m)
+
+
+def near_symmetries_for(spec: ObjectSpec, model: Any) -> list[np.ndarray]:
+    """The spec's stored near-symmetries when they belong to this mesh, else computed now."""
+    from pose_ros.objects.near_symmetry import near_symmetries
+
+    if spec.near_symmetries is not None and spec.mesh_hash and mesh_hash(model.mesh) == spec.mesh_hash:
+        return [np.array(S) for S in spec.near_symmetries]
+    return near_symmetries(model)
 
 
 @dataclass

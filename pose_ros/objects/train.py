@@ -163,13 +163,20 @@ def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_dir: str | Path,
           resume: bool = False, command: str = "", progress: bool = True,
-          on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Train (or resume) a keypoint network for ``models``; returns the final progress/metrics dict."""
+          on_epoch: Callable[[dict], None] | None = None, init_from: str | Path | None = None) -> dict[str, Any]:
+    """Train (or resume) a keypoint network for ``models``; returns the final progress/metrics dict.
+
+    ``init_from`` (a model file for the same objects) starts from its weights, keypoints and network
+    shape with a fresh optimizer and LR schedule: more training on more scenes (or on a GPU later)
+    without paying again for what a CPU run already learned. Its training history is kept in the
+    new file under ``training.init_from``.
+    """
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from pose_ros.objects.model_file import load_model_file, object_spec_from_model, save_model_file
+    from pose_ros.objects.model_file import (fill_near_symmetries, load_model_file, object_spec_from_model,
+                                             save_model_file)
     from pose_ros.objects.network import KeypointNet, NetworkConfig
     from pose_ros.objects.training_data import PrerenderedDataset, SceneConfig, prerender
 
@@ -181,7 +188,7 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
         torch.set_num_threads(int(threads))
     out_path = Path(out_path)
     data_dir = Path(data_dir)
-    specs = [object_spec_from_model(m, getattr(m, "source", "") or "") for m in models]
+    specs = [object_spec_from_model(m, getattr(m, "source", "") or "", with_near_symmetries=True) for m in models]
     keypoints = [s.keypoints_m for s in specs]
 
     metrics: list[dict] = []
@@ -203,6 +210,24 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
                              f"not {[s.name for s in specs]}; use another --out")
         specs = loaded.objects                      # keypoints stay those the network learned
         keypoints = [s.keypoints_m for s in specs]
+    elif init_from is not None:
+        base = load_model_file(init_from, meshes=list(models))
+        if [o.name for o in base.objects] != [s.name for s in specs]:
+            raise ValueError(f"--init: {init_from} was trained for {[o.name for o in base.objects]}, "
+                             f"not {[s.name for s in specs]}")
+        net_cfg = base.config
+        net = base.network.train().to(device)
+        specs = base.objects
+        keypoints = [s.keypoints_m for s in specs]
+        if cfg.use_depth != net_cfg.use_depth or (cfg.input_width, cfg.input_height) != (
+                net_cfg.input_width, net_cfg.input_height):
+            log.warning("--init: keeping the network shape of %s (depth=%s, input %dx%d)", init_from,
+                        net_cfg.use_depth, net_cfg.input_width, net_cfg.input_height)
+            cfg.use_depth, cfg.input_width, cfg.input_height = (net_cfg.use_depth, net_cfg.input_width,
+                                                                net_cfg.input_height)
+        raw = {}
+        init_info = {"path": str(init_from), "training": base.raw.get("training", {}),
+                     "metrics": base.raw.get("metrics", [])[-1:], "progress": base.raw.get("progress", {})}
     else:
         if resume:
             log.warning("resume: %s does not exist; starting a new training", out_path)
@@ -213,6 +238,7 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
         net = KeypointNet(net_cfg).to(device)
         raw = {}
 
+    fill_near_symmetries(specs, list(models))       # files from before they were stored (resume / --init)
     f = net_cfg.input_width / 320.0
     scene_cfg = SceneConfig(width=net_cfg.input_width, height=net_cfg.input_height,
                             fx_range=(250.0 * f, 330.0 * f))
@@ -234,6 +260,10 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
     total_steps = steps_per_epoch * cfg.epochs
     training_info = {"config": cfg.to_dict(), "command": command, "data_dir": str(data_dir),
                      "scene_config": scene_cfg.to_dict(), "device": device, "torch": torch.__version__}
+    if resume and raw.get("training", {}).get("init_from"):
+        training_info["init_from"] = raw["training"]["init_from"]
+    elif init_from is not None:
+        training_info["init_from"] = init_info
 
     def save(finished: bool = False) -> None:
         prog["finished"] = finished

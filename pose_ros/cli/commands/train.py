@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget-min", type=float, default=None,
                    help="stop (checkpointed, resumable) after this many minutes")
     p.add_argument("--resume", action="store_true", help="continue the training stored in --out")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this model file's weights (same objects), fresh LR schedule: fine-tune a "
+                        "shipped model on more scenes")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.set_defaults(func=run)
 
@@ -88,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
                           time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min)
         data_dir = args.data_dir or args.out.with_name(args.out.name + ".data")
         command = "pose-ros " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        res = train(models, args.out, cfg, data_dir, resume=args.resume, command=command)
+        if args.init is not None and args.resume:
+            print("error: --init and --resume exclude each other (--resume continues --out itself)", file=sys.stderr)
+            return 2
+        res = train(models, args.out, cfg, data_dir, resume=args.resume, command=command, init_from=args.init)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
