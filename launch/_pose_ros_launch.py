@@ -5,7 +5,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -25,8 +25,18 @@ def generate(system_name: str) -> LaunchDescription:
     def nodes(context):
         args = {a.name: LaunchConfiguration(a.name).perform(context) for a in system.args}
         actions = []
+        # composed:=true: the composable nodes run in one pose_ros.nodes.container process, with
+        # exactly the command `pose-ros launch` builds (same parameter files and remappings).
+        composed = bool(system.composable) and condition_holds("composed==true", args)
+        if composed:
+            from pose_ros.cli.launcher import plan
+
+            actions += [ExecuteProcess(cmd=p.command, name=p.spec.name, output="screen")
+                        for p in plan(system, args) if p.spec.module == "container"]
         for spec in system.nodes:
             if not condition_holds(spec.condition, args):
+                continue
+            if composed and spec.name in system.composable:
                 continue
             params = []
             if spec.params_file:

@@ -47,6 +47,8 @@ class SystemSpec:
     description: str
     args: tuple[LaunchArg, ...]
     nodes: tuple[NodeSpec, ...]
+    # Nodes that the launch argument `composed:=true` runs in one process (pose_ros.nodes.container).
+    composable: tuple[str, ...] = ()
 
 
 _CAMERA_ARGS = (
@@ -96,6 +98,8 @@ SYSTEMS: dict[str, SystemSpec] = {
                       "(config/robots/unitree_g1.yaml for the Unitree G1)"),
             LaunchArg("bvh", "", "BVH file replayed when camera:=replay (default: CMU 131 walk if present)"),
             LaunchArg("engage", "false", "engage teleoperation on start; otherwise call /retarget/engage"),
+            LaunchArg("composed", "false", "true: camera, human_pose and retarget in one process (the images do "
+                      "not cross a process boundary; see pose-ros bench-teleop --composed)"),
         ),
         (
             NodeSpec("realsense_camera", "realsense_camera_node", "realsense_camera", "realsense_camera.yaml",
@@ -114,6 +118,7 @@ SYSTEMS: dict[str, SystemSpec] = {
                      arg_file_params={"robot": "robot_description"},
                      remappings=(("joint_states", "/retarget/joint_states"),)),
         ),
+        composable=("realsense_camera", "human_pose", "skeleton_replay", "retarget"),
     ),
 }
 SYSTEMS["demo"] = SystemSpec(

@@ -208,3 +208,91 @@ def test_camera_to_joint_commands_and_tracking_loss(tmp_path):
     assert np.all(np.diff(dist) <= 1e-9) and dist[-1] < dist[0] - 0.05
     # it had not jumped home: still on its way after 1.5 s of return unless it started close
     assert dist[0] > 0.2
+
+
+def _composed_command(images) -> list[str]:
+    """`pose-ros launch teleop composed:=true` wiring, with the bench camera in place of the
+    RealSense node, everything in one container process in a private namespace."""
+    from pose_ros.cli.launcher import NodeProcess, container_process, node_command, plan
+    from pose_ros.launch_specs import SYSTEMS, NodeSpec
+
+    ns = f"{NS}_composed"
+    launched = plan(SYSTEMS["teleop"], {"camera": "realsense", "composed": "true"})
+    assert [p.spec.name for p in launched] == ["teleop_container"], [p.spec.name for p in launched]
+    procs = {p.spec.name: p for p in plan(SYSTEMS["teleop"], {"camera": "realsense"}, {
+        "human_pose": {"color_topic": f"{ns}/color", "depth_topic": f"{ns}/depth", "info_topic": f"{ns}/info"},
+        "retarget": {"measured_joint_states_topic": f"{ns}/measured_joint_states"}})}
+    cam = NodeSpec("", "teleop_bench", "bench_camera")
+    camera = NodeProcess(cam, node_command(cam, {}, {
+        "images": str(images), "rate_hz": RATE_HZ, "color_topic": f"{ns}/color", "depth_topic": f"{ns}/depth",
+        "info_topic": f"{ns}/info"}))
+    members = []
+    for p in (camera, procs["human_pose"], procs["retarget"]):
+        cmd = [a.replace("skeletons:=/human_pose/skeletons", f"skeletons:={ns}/human_pose/skeletons")
+               for a in p.command] + ["-r", f"__ns:={ns}"]
+        members.append(NodeProcess(p.spec, cmd))
+    return container_process("teleop_container", members).command
+
+
+@pytest.mark.ros
+def test_composed_chain_delivers_commands_traced_to_camera_frames(tmp_path):
+    """camera + human_pose + retarget in one process (composed:=true): engaged commands arrive in
+    another process, each traced to a camera_info stamp the camera published."""
+    coco = shared_data_path("coco_person_dev")
+    from pose_ros.eval.teleop_latency_bench import TeleopLatencyTracker
+    from pose_ros.human.safety import TeleopState
+    from pose_ros.nodes.teleop_bench import TeleopProbe
+
+    ns = f"{NS}_composed"
+    proc = _start(_composed_command(coco), tmp_path / "container.log")
+    tracker = TeleopLatencyTracker()
+    try:
+        with ros_context() as ctx:
+            import rclpy
+
+            node = rclpy.create_node("teleop_composed_probe", context=ctx)
+            probe = TeleopProbe(node, skeleton_topic=f"{ns}/human_pose/skeletons", retarget_ns=f"{ns}/retarget",
+                                tracker=tracker, frames_topic=f"{ns}/info")
+
+            def status():
+                return probe.last_status()
+
+            with SpinThread(ctx, node):
+                log = lambda: (tmp_path / "container.log").read_text()[-1500:]  # noqa: E731
+                assert wait_for(lambda: status() is not None and status().tracking, 60.0), log()
+                assert probe.engage().success
+                assert wait_for(lambda: status().state == TeleopState.ENGAGED, 15.0), status().message
+                time.sleep(3.0)
+                assert proc.poll() is None, log()
+    finally:
+        rc = stop_process(proc)
+    assert rc == 0, (tmp_path / "container.log").read_text()[-1500:]
+    with probe.lock:
+        frames, n_js = probe.frames, len(probe.joint_states)
+        first = tracker.first_commands()
+        unmatched = tracker.unmatched_cycles
+    assert frames > 20 and n_js > 50
+    assert len(first) > 5 and unmatched == 0
+    lat_ms = np.array([(rx - colour) * 1e-6 for colour, (_, rx) in first.items()])
+    assert np.all(lat_ms > 0), lat_ms
+
+
+def test_composed_launch_runs_the_chain_in_one_container_process():
+    """composed:=true puts every composable node of the launch in one container; default: separate."""
+    from pose_ros.cli.launcher import plan
+    from pose_ros.launch_specs import SYSTEMS
+    from pose_ros.nodes.container import parse_entries
+
+    separate = [p.spec.name for p in plan(SYSTEMS["teleop"], {"camera": "realsense"})]
+    assert separate == ["realsense_camera", "human_pose", "retarget"]
+    composed = plan(SYSTEMS["teleop"], {"camera": "realsense", "composed": "true"})
+    assert len(composed) == 1 and composed[0].command[1:3] == ["-m", "pose_ros.nodes.container"]
+    entries = parse_entries(composed[0].command[3])
+    assert [e.module for e in entries] == ["realsense_camera_node", "human_pose_node", "retarget_node"]
+    by_module = {e.module: e.args for e in entries}
+    assert "skeletons:=/human_pose/skeletons" in by_module["retarget_node"]
+    assert "__node:=human_pose" in by_module["human_pose_node"]
+    replay = plan(SYSTEMS["teleop"], {"composed": "true"})
+    assert [e.module for e in parse_entries(replay[0].command[3])] == ["skeleton_replay_node", "retarget_node"]
+    with pytest.raises(ValueError, match="cannot compose"):
+        parse_entries('[{"module": "object_pose_node", "args": []}]')

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pose_ros.launch_specs import NodeSpec, SystemSpec, condition_holds, resolve_args
+from pose_ros.nodes.container import ComposedNode, entries_json
 from pose_ros.resources import config_dir, resolve
 
 
@@ -50,6 +51,13 @@ def node_command(spec: NodeSpec, args: dict[str, str], extra_params: dict[str, o
     return cmd
 
 
+def container_process(name: str, members: list[NodeProcess]) -> NodeProcess:
+    """One `pose_ros.nodes.container` process running `members` with their own --ros-args."""
+    entries = [ComposedNode(p.spec.module, p.command[3:]) for p in members]   # drop `python -m module`
+    spec = NodeSpec("", "container", name)
+    return NodeProcess(spec, [sys.executable, "-m", "pose_ros.nodes.container", entries_json(entries)])
+
+
 def plan(system: SystemSpec, overrides: dict[str, str],
          node_params: dict[str, dict[str, object]] | None = None) -> list[NodeProcess]:
     args = resolve_args(system, overrides)
@@ -61,6 +69,12 @@ def plan(system: SystemSpec, overrides: dict[str, str],
             print(f"[launch] skipping {spec.name} ({spec.package} is not available in a venv; ros2 launch starts it)")
             continue
         procs.append(NodeProcess(spec, node_command(spec, args, (node_params or {}).get(spec.name))))
+    if system.composable and condition_holds("composed==true", args):
+        members = [p for p in procs if p.spec.name in system.composable]
+        if len(members) > 1:
+            first = procs.index(members[0])
+            rest = [p for p in procs if p not in members]
+            procs = rest[:first] + [container_process(f"{system.name}_container", members)] + rest[first:]
     return procs
 
 

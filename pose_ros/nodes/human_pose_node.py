@@ -98,8 +98,8 @@ class RateLimiter:
 
 
 class HumanPoseNode(Node):
-    def __init__(self) -> None:
-        super().__init__("human_pose")
+    def __init__(self, node_name: str = "human_pose", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
         self.p = declare_parameters(self, PARAMETERS)
         from pose_ros.human.keypoint_backend import MediaPipePoseBackend
         from pose_ros.human.lifting import LiftingConfig
@@ -199,6 +199,8 @@ class HumanPoseNode(Node):
             except ValueError as exc:  # bad input: every library error is a ValueError subclass
                 self.drops.record(type(exc).__name__, str(exc))
             except Exception as exc:  # never let the worker die silently
+                if not self.context.ok():  # shutting down mid-frame (Ctrl-C): nothing to publish to
+                    return
                 self.drops.record(f"unexpected {type(exc).__name__}", str(exc))
 
     def _process(self, color: Image, depth: Image | None, t_pair_ns: int) -> None:

@@ -2,7 +2,9 @@
 and a probe that receives skeletons, joint commands and TeleopStatus and engages the robot.
 
 Both attach to a node the caller owns (composition, no Node subclass), so `pose-ros bench-teleop`
-and test/test_teleop_chain.py run exactly the same publisher and receiver. The latency
+and test/test_teleop_chain.py run exactly the same publisher and receiver. `PersonCameraNode`
+wraps the camera as a node of its own, so the bench can put it in the same process as
+human_pose and retarget (`pose_ros.nodes.container`, `bench-teleop --composed`). The latency
 bookkeeping is `pose_ros.eval.teleop_latency_bench.TeleopLatencyTracker`.
 """
 from __future__ import annotations
@@ -111,6 +113,30 @@ class PersonCameraSource:
             self._thread = None
 
 
+class PersonCameraNode(Node):
+    """The bench camera as a node (parameters below), publishing from construction on: the
+    stand-in for the RealSense node when the bench composes the chain into one process."""
+
+    def __init__(self, node_name: str = "bench_camera", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        from pose_ros.eval.teleop_latency_bench import DEFAULT_IMAGE, load_coco_person
+
+        decl = {"images": "", "image": DEFAULT_IMAGE, "width": 640, "height": 480, "rate_hz": 30.0,
+                "color_topic": COLOR_TOPIC, "depth_topic": DEPTH_TOPIC, "info_topic": INFO_TOPIC}
+        p = {k: self.declare_parameter(k, v).value for k, v in decl.items()}
+        if not p["images"]:
+            raise ValueError("bench_camera needs the 'images' parameter: a COCO-style folder (images/ + annotations)")
+        sequence = PersonSequence(load_coco_person(p["images"], p["image"]), int(p["width"]), int(p["height"]))
+        self.source = PersonCameraSource(self, sequence, float(p["rate_hz"]), p["color_topic"], p["depth_topic"],
+                                         p["info_topic"])
+        self.source.prepare()
+        self.source.start()
+
+    def destroy_node(self) -> None:
+        self.source.stop()
+        super().destroy_node()
+
+
 class TeleopProbe:
     """Receives the chain's outputs and keeps everything (receive time = the node's ROS time):
     `skeletons`, `joint_states`, `status` and, with `all_commands`, `trajectories` and `forward`,
@@ -121,10 +147,15 @@ class TeleopProbe:
     does not subscribe to the two redundant command topics, because on a 2-core machine their
     extra 100 messages/s through a Python executor take CPU from the nodes being measured (a
     robot's controller also listens to one command topic). Tests that check every command topic
-    pass `all_commands=True`."""
+    pass `all_commands=True`.
+
+    With `frames_topic` (a camera_info topic) the probe feeds `tracker.published` from the
+    camera_info stamps it receives: for a camera in another process (the composed chain), whose
+    publish calls this process cannot see; camera_info carries the frame's stamp and is small."""
 
     def __init__(self, node: Node, skeleton_topic: str = "/human_pose/skeletons", retarget_ns: str = "/retarget",
-                 tracker: TeleopLatencyTracker | None = None, depth: int = 500, all_commands: bool = False) -> None:
+                 tracker: TeleopLatencyTracker | None = None, depth: int = 500, all_commands: bool = False,
+                 frames_topic: str | None = None) -> None:
         self.node, self.tracker = node, tracker
         self.lock = threading.RLock()
         self.skeletons: list = []
@@ -141,6 +172,9 @@ class TeleopProbe:
             node.create_subscription(Float64MultiArray, f"{retarget_ns}/forward_command",
                                      lambda m: self._keep(self.forward, m), qos)
         node.create_subscription(TeleopStatus, f"{retarget_ns}/status", self._on_status, qos)
+        self.frames = 0
+        if frames_topic:
+            node.create_subscription(CameraInfo, frames_topic, self._on_frame, qos)
         self.engage_client = node.create_client(Trigger, f"{retarget_ns}/engage")
         self.disengage_client = node.create_client(Trigger, f"{retarget_ns}/disengage")
 
@@ -158,6 +192,12 @@ class TeleopProbe:
         if self.tracker is not None:
             with self.lock:
                 self.tracker.skeleton(stamp_to_ns(msg.header.stamp), t, bool(msg.skeletons))
+
+    def _on_frame(self, msg: CameraInfo) -> None:
+        with self.lock:
+            self.frames += 1
+            if self.tracker is not None:
+                self.tracker.published(stamp_to_ns(msg.header.stamp))
 
     def _on_js(self, msg: JointState) -> None:
         t = self._keep(self.joint_states, msg)

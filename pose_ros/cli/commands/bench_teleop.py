@@ -12,6 +12,12 @@ then a probe measures, over --duration seconds:
   colour stamp of the skeleton the cycle used; see pose_ros/eval/teleop_latency_bench.py);
 * the rate of commands carrying a fresh camera frame (the teleop rate), and the raw command rate.
 
+With --composed the bench camera, human_pose and retarget run in one process
+(`pose-ros launch teleop composed:=true`, pose_ros.nodes.container): the images never cross a
+process boundary; the probe then learns the published frames from camera_info.
+
+Also reported: the CPU each process used over the window (share of one core).
+
 Runs in a private DDS domain (--domain-id) so other ROS graphs on the machine do not interfere.
 """
 from __future__ import annotations
@@ -39,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ROS_DOMAIN_ID for the bench graph (default: a random private one in 150..229)")
     p.add_argument("--startup-timeout", type=float, default=90.0,
                    help="seconds to wait for the nodes and the first tracked skeleton")
+    p.add_argument("--composed", action="store_true",
+                   help="camera, human_pose and retarget in one process (default: one process each, camera in the bench)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     p.add_argument("--log-dir", type=Path, default=None, help="node logs (default: a temporary folder)")
     p.set_defaults(func=_run)
@@ -97,6 +105,8 @@ def _run(args: argparse.Namespace) -> int:
     if sorted(p.spec.name for p in procs) != ["human_pose", "retarget"]:
         print("error: the teleop launch spec with camera:=realsense does not start human_pose and retarget")
         return 2
+    if args.composed:
+        procs = [_composed_chain(args, procs)]
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="pose_ros_bench_teleop_"))
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f"[bench-teleop] ROS_DOMAIN_ID={domain}; {args.width}x{args.height} @ {args.rate:g} Hz from "
@@ -123,8 +133,34 @@ def _run(args: argparse.Namespace) -> int:
             log.close()
 
 
+def _composed_chain(args: argparse.Namespace, procs: list):
+    """One container process: the bench camera (a node, in place of the RealSense node), then
+    human_pose and retarget with exactly their launch commands' arguments."""
+    from pose_ros.cli.launcher import NodeProcess, container_process, node_command
+    from pose_ros.launch_specs import NodeSpec
+
+    cam = NodeSpec("", "teleop_bench", "bench_camera")
+    cam_params = {"images": str(args.images.absolute()), "image": args.image, "width": args.width,
+                  "height": args.height, "rate_hz": float(args.rate)}
+    camera = NodeProcess(cam, node_command(cam, {}, cam_params))
+    by_name = {p.spec.name: p for p in procs}
+    return container_process("teleop_container", [camera, by_name["human_pose"], by_name["retarget"]])
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; NaN elsewhere)."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def _measure(args, sequence, running, log_dir, domain: int) -> int:
     import json
+    import os
     import threading
     import time
 
@@ -133,6 +169,7 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
 
     from pose_ros.eval.teleop_latency_bench import TeleopLatencyTracker, format_report
     from pose_ros.nodes.teleop_bench import PersonCameraSource, TeleopProbe
+    from pose_ros.nodes.topics import INFO_TOPIC
 
     def alive() -> bool:
         for p, proc, _ in running:
@@ -156,14 +193,15 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
     rclpy.init(context=context)
     node = rclpy.create_node("teleop_bench", context=context)
     tracker = TeleopLatencyTracker()
-    probe = TeleopProbe(node, tracker=tracker)
+    probe = TeleopProbe(node, tracker=tracker, frames_topic=INFO_TOPIC if args.composed else None)
     lock = probe.lock  # guards the tracker, whichever callback feeds it
 
     def on_publish(stamp_ns: int) -> None:
         with lock:
             tracker.published(stamp_ns)
 
-    source = PersonCameraSource(node, sequence, args.rate, on_publish=on_publish)
+    # composed: the camera is a node in the chain's process; this one only probes
+    source = None if args.composed else PersonCameraSource(node, sequence, args.rate, on_publish=on_publish)
     # one thread: rclpy's multi-threaded executor fell behind at 30 Hz under load (100+ queued
     # callbacks), which distorted the very latency measured here
     executor = SingleThreadedExecutor(context=context)
@@ -171,14 +209,16 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
     try:
-        source.prepare()
         t0 = time.monotonic()
-        if not wait(lambda: source.color_pub.get_subscription_count() > 0 and probe.last_status() is not None,
-                    args.startup_timeout):
+        if source is not None:
+            source.prepare()
+        if not wait(lambda: (source is None or source.color_pub.get_subscription_count() > 0)
+                    and probe.last_status() is not None, args.startup_timeout):
             print("error: the human_pose / retarget nodes did not come up (no subscriber to the camera or no "
                   f"/retarget/status) within {args.startup_timeout:.0f} s; see the logs in {log_dir}")
             return 1
-        source.start()
+        if source is not None:
+            source.start()
         if not wait(lambda: (s := probe.last_status()) is not None and s.tracking, args.startup_timeout):
             print(f"error: the retarget node never reported tracking (no operator skeleton) within "
                   f"{args.startup_timeout:.0f} s; see {log_dir}/human_pose.log")
@@ -189,13 +229,18 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
             print(f"error: not ENGAGED after engage: {probe.last_status().message}")
             return 1
         time.sleep(1.0)
+        pids = {p.spec.name: proc.pid for p, proc, _ in running}
+        pids["bench (probe" + (")" if args.composed else " + camera)")] = os.getpid()
+        cpu0 = {k: _cpu_s(pid) for k, pid in pids.items()}
         with lock:
             tracker.t_start = node.get_clock().now().nanoseconds
         print(f"[bench-teleop] engaged; measuring for {args.duration:g} s")
         time.sleep(args.duration)
         with lock:
             tracker.t_end = node.get_clock().now().nanoseconds
-        source.stop()
+        cpu = {k: 100.0 * (_cpu_s(pid) - cpu0[k]) / args.duration for k, pid in pids.items()}
+        if source is not None:
+            source.stop()
         time.sleep(0.5)  # let the last frames' commands arrive
         if not alive():
             return 1
@@ -203,14 +248,17 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
             report = tracker.report()
             final = probe.last_status()
     finally:
-        source.stop()
+        if source is not None:
+            source.stop()
         executor.shutdown(timeout_sec=2.0)
         spin.join(timeout=5.0)
         node.destroy_node()
         rclpy.shutdown(context=context)
 
     robot = args.robot or (f"of {Path(args.mapping).name}" if args.mapping else "launch default (pose_ros_humanoid)")
-    print(format_report(report, f"teleop chain, {args.width}x{args.height} @ {args.rate:g} Hz, robot {robot}"))
+    layout = "composed (camera + human_pose + retarget in one process)" if args.composed else "separate processes"
+    print(format_report(report, f"teleop chain, {args.width}x{args.height} @ {args.rate:g} Hz, robot {robot}, {layout}"))
+    print("  CPU over the window (% of one core): " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
     print(f"  final status: {final.state_name}, solve {final.solve_time_ms:.2f} ms, "
           f"stale inputs {final.stale_inputs}, tracking losses {final.tracking_losses}, "
           f"watchdog trips {final.watchdog_trips}; unmatched command cycles {report['unmatched_cycles']}")
@@ -222,7 +270,7 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
     if args.json:
         out = {k: (v.__dict__ if hasattr(v, "__dict__") else v) for k, v in report.items()}
         out.update(rate_hz=args.rate, width=args.width, height=args.height, robot=args.robot, mapping=args.mapping,
-                   machine=_machine(), ros_domain_id=domain)
+                   machine=_machine(), ros_domain_id=domain, composed=bool(args.composed), cpu_percent=cpu)
         args.json.write_text(json.dumps(out, indent=2))
     if c2c.n == 0:
         print("error: no joint command could be traced back to a camera frame")
