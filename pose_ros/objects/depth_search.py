@@ -117,7 +117,8 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
                       extra_rotations: list[np.ndarray] | None = None,
                       keypoints: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
                       rgb: np.ndarray | None = None,
-                      verify: Callable[[np.ndarray], float] | None = None) -> list[tuple[np.ndarray, Any]]:
+                      verify: Callable[[np.ndarray], float] | None = None,
+                      icp_scene: Any | None = None) -> list[tuple[np.ndarray, Any]]:
     """ICP-refined candidate poses (best first) as [(T_init, IcpResult)]; [] without enough depth.
 
     ``extra_rotations`` (e.g. the PnP rotation) join the grid as hypotheses. ``keypoints`` =
@@ -131,9 +132,12 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     coarse-ICP candidates instead of the point-sample score, and more of them are refined
     (``top_k_verified``): the render (silhouette, texture) tells apart hypotheses the cheap score
     misranks. (Verifying the grid before ICP as well was measured: slower and no more accurate.)
+    ``icp_scene`` (``icp.prepare_icp_scene(depth_m, camera, mask, icp_config)``, e.g. shared with
+    the caller's own ICP of the instance) is the scene side of every ICP here; one is prepared
+    when not given: all hypotheses of the instance are refined against the same depth and mask.
     """
     from pose_ros.objects.appearance import point_colours
-    from pose_ros.objects.icp import refine_pose_icp
+    from pose_ros.objects.icp import prepare_icp_scene, refine_pose_icp
 
     cfg = config or DepthSearchConfig()
     scene, _ = camera.depth_to_points(depth_m, mask)
@@ -170,6 +174,7 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     icp_cfg = replace(icp_config, max_translation_correction_m=max(icp_config.max_translation_correction_m,
                                                                   cfg.icp_max_translation_m),
                       max_rotation_correction_rad=max(icp_config.max_rotation_correction_rad, cfg.icp_max_rotation_rad))
+    scene_icp = icp_scene if icp_scene is not None else prepare_icp_scene(depth_m, camera, mask, icp_cfg)
     # Coarse ICP (first levels only) for every shortlisted hypothesis, full ICP for the best ones.
     n_coarse = max(1, len(icp_cfg.max_correspondence_m) - 1)
     coarse_cfg = replace(icp_cfg, max_correspondence_m=tuple(icp_cfg.max_correspondence_m[:n_coarse]),
@@ -180,7 +185,7 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
         T0 = np.eye(4)
         T0[:3, :3] = Rs[h]
         T0[:3, 3] = t[h]
-        res = refine_pose_icp(model, T0, depth_m, camera, mask=mask, config=coarse_cfg)
+        res = refine_pose_icp(model, T0, depth_m, camera, mask=mask, config=coarse_cfg, scene=scene_icp)
         if res.applied:
             coarse.append((T0, res.T_cam_obj))
     if not coarse:
@@ -196,7 +201,8 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
             sc = sc + cfg.kp_weight * _keypoint_agreement(Rc, tc, *keypoints, camera)
     out = []
     for i in np.argsort(-sc):              # best first; one the full ICP rejects gives way to the next
-        res = refine_pose_icp(model, coarse[i][1], depth_m, camera, mask=mask, config=icp_config)
+        res = refine_pose_icp(model, coarse[i][1], depth_m, camera, mask=mask, config=icp_config,
+                              scene=scene_icp)
         if res.applied:
             out.append((coarse[i][0], res))
             if len(out) >= cfg.final_k:

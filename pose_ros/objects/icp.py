@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pose_ros.objects.icp_scene import IcpScene, SceneCrop, organized_points_normals, prepare_icp_scene
 from pose_ros.objects.scoring import depth_agreement
-from pose_ros.objects.visibility import project_silhouette, visible_model_points
+from pose_ros.objects.visibility import visible_model_points
 
-__all__ = ["IcpConfig", "IcpResult", "refine_pose_icp", "organized_points_normals"]
+__all__ = ["IcpConfig", "IcpResult", "IcpScene", "refine_pose_icp", "prepare_icp_scene", "organized_points_normals"]
 
 
 @dataclass
@@ -102,74 +103,6 @@ def _rot_angle(R_a: np.ndarray, R_b: np.ndarray) -> float:
     return float(math.acos(min(1.0, max(-1.0, c))))
 
 
-def organized_points_normals(depth_m: np.ndarray, camera, roi: np.ndarray, stride: int = 1,
-                             max_jump_m: float = 0.01, normal_step: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Camera-frame points and unit normals for ROI pixels of an organised depth image.
-
-    Normals are the cross product of the horizontal and vertical central differences between
-    neighbouring (stride-spaced) pixels, oriented towards the camera. Pixels whose neighbours are
-    invalid or lie across a depth jump larger than ``max_jump_m`` are dropped (their normal would
-    be garbage). ``normal_step`` (in strided pixels) widens the difference baseline: noisier
-    sensors need a wider one. Only the ROI's bounding box is processed, so cost scales with the
-    object size.
-    Distortion is ignored for the normals' neighbourhood geometry but applied to the points.
-    """
-    H, W = depth_m.shape
-    vs, us = np.nonzero(roi)
-    if vs.size == 0:
-        return np.zeros((0, 3)), np.zeros((0, 3))
-    s = max(1, int(stride))
-    k = max(1, int(normal_step))
-    v0, v1 = max(int(vs.min()) - s * k, 0), min(int(vs.max()) + s * k + 1, H)
-    u0, u1 = max(int(us.min()) - s * k, 0), min(int(us.max()) + s * k + 1, W)
-    d = depth_m[v0:v1:s, u0:u1:s].astype(np.float64)
-    r = roi[v0:v1:s, u0:u1:s]
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(d) & (d > 0)
-    d = np.where(valid, d, np.nan)
-    gv, gu = np.mgrid[v0:v1:s, u0:u1:s]
-    y = (gv - camera.cy) / camera.fy
-    x = (gu - camera.cx - camera.K[0, 1] * y) / camera.fx
-    P = np.stack([x * d, y * d, d], axis=-1)
-    # central differences (one-sided at the crop border is unnecessary: border pixels dropped)
-    dx = np.full_like(P, np.nan)
-    dy = np.full_like(P, np.nan)
-    if P.shape[1] > 2 * k:
-        dx[:, k:-k] = P[:, 2 * k:] - P[:, :-2 * k]
-    if P.shape[0] > 2 * k:
-        dy[k:-k, :] = P[2 * k:, :] - P[:-2 * k, :]
-    n = np.cross(dx, dy)
-    with np.errstate(invalid="ignore"):
-        norm = np.linalg.norm(n, axis=-1)
-        jump_ok = (np.abs(dx[..., 2]) < 2 * k * max_jump_m) & (np.abs(dy[..., 2]) < 2 * k * max_jump_m)
-        ok = r & valid & np.isfinite(norm) & (norm > 1e-12) & jump_ok
-    pts = P[ok]
-    nrm = n[ok] / norm[ok][:, None]
-    flip = np.einsum("ij,ij->i", nrm, pts) > 0
-    nrm[flip] *= -1.0
-    if camera.has_distortion and pts.shape[0]:
-        uv = np.stack([gu[ok], gv[ok]], axis=1).astype(np.float64)
-        pts = camera.backproject(uv, pts[:, 2])
-    return pts, nrm
-
-
-def _voxel_average(points_m: np.ndarray, normals: np.ndarray, voxel_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mean point and mean (renormalised) normal per occupied voxel, like Open3D's
-    voxel_down_sample but ~3x faster here (bincount instead of a hash map). Averaging, not
-    picking, matters: it smooths the sensor noise of the coarse levels' targets."""
-    keys = np.floor(points_m / voxel_m).astype(np.int64)
-    keys -= keys.min(axis=0)
-    span = keys.max(axis=0) + 1
-    flat = (keys[:, 0] * span[1] + keys[:, 1]) * span[2] + keys[:, 2]
-    _, inv, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    n = counts.size
-    pts = np.stack([np.bincount(inv, points_m[:, i], n) for i in range(3)], axis=1) / counts[:, None]
-    nrm = np.stack([np.bincount(inv, normals[:, i], n) for i in range(3)], axis=1)
-    nn = np.linalg.norm(nrm, axis=1)
-    ok = nn > 1e-9
-    return pts[ok], nrm[ok] / nn[ok, None]
-
-
 def _cap_points(points: np.ndarray, max_points: int) -> np.ndarray:
     """Evenly strided subset of at most ``max_points`` rows (model samples are already uniform)."""
     if max_points <= 0 or points.shape[0] <= max_points:
@@ -197,6 +130,21 @@ def _icp_level(source_pts: np.ndarray, target, level: tuple[float, float, int], 
     return dT @ T_start, reg
 
 
+_SYM_ROTATIONS: dict[int, tuple[object, np.ndarray]] = {}
+
+
+def _symmetry_rotations(sym) -> np.ndarray:
+    """(S,3,3) rotations of ``sym.transforms(72)``, cached per symmetry object (building the
+    continuous steps cost ~1 ms, paid by every ICP call before)."""
+    hit = _SYM_ROTATIONS.get(id(sym))
+    if hit is None or hit[0] is not sym:                 # ids of collected objects get reused
+        if len(_SYM_ROTATIONS) >= 256:
+            _SYM_ROTATIONS.clear()
+        hit = (sym, np.array([S[:3, :3] for S in sym.transforms(continuous_steps=72)]))
+        _SYM_ROTATIONS[id(sym)] = hit
+    return hit[1]
+
+
 def _symmetric_rotation_correction(model, T_a: np.ndarray, T_b: np.ndarray) -> float:
     """Rotation between two poses modulo the model's symmetries (a can spinning about its axis
     is not a correction depth can see, so it must not trip the rejection limit)."""
@@ -204,7 +152,10 @@ def _symmetric_rotation_correction(model, T_a: np.ndarray, T_b: np.ndarray) -> f
     R_a = T_a[:3, :3]
     if sym is None or not getattr(sym, "is_symmetric", False):
         return _rot_angle(R_a, T_b[:3, :3])
-    return min(_rot_angle(R_a, T_b[:3, :3] @ S[:3, :3]) for S in sym.transforms(continuous_steps=72))
+    # trace(R_a^T R_b S) for every S at once; the smallest angle has the largest trace.
+    M = R_a.T @ T_b[:3, :3]
+    tr = np.einsum("ij,sji->s", M, _symmetry_rotations(sym))
+    return float(math.acos(min(1.0, max(-1.0, (float(tr.max()) - 1.0) / 2.0))))
 
 
 def _fail(T_init: np.ndarray, reason: str, t0: float, **kw) -> IcpResult:
@@ -215,75 +166,44 @@ def _fail(T_init: np.ndarray, reason: str, t0: float, **kw) -> IcpResult:
                      time_s=time.perf_counter() - t0, **kw)
 
 
-def _scene_roi(model, T_init: np.ndarray, camera, mask, config: IcpConfig, z_mean: float):
-    """Pixels to take scene points from: the dilated mask, or the model's silhouette at the
-    initial pose grown by the coarse correspondence gate (in pixels at the object's depth)."""
-    import cv2
-
-    if mask is not None:
-        m = np.asarray(mask).astype(np.uint8)
-        if config.mask_dilate_px > 0:
-            k = 2 * config.mask_dilate_px + 1
-            m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-        return m.astype(bool)
-    margin_px = int(math.ceil(camera.fx * config.max_correspondence_m[0] / max(z_mean, 1e-3)))
-    return project_silhouette(model, T_init, camera, dilate_px=margin_px)
-
-
 def refine_pose_icp(model, T_init_cam_obj, depth_m, camera, mask: np.ndarray | None = None,
-                    config: IcpConfig = IcpConfig()) -> IcpResult:
+                    config: IcpConfig = IcpConfig(), scene: IcpScene | None = None) -> IcpResult:
     """Refine ``T_init_cam_obj`` against ``depth_m`` (H,W metres, 0/NaN invalid).
 
     ``model`` is an ``ObjectModel`` (uses ``points_m``, ``normals``, ``diameter_m``); ``mask``
     (H,W bool) restricts the scene to the detected instance. Raises ``ValueError`` only for a
-    malformed initial pose; every problem with the depth or mask returns the initial pose with
-    ``applied=False`` and a ``reason``.
+    malformed initial pose (or a ``scene`` prepared from other arrays); every problem with the
+    depth or mask returns the initial pose with ``applied=False`` and a ``reason``.
+    ``scene`` = ``prepare_icp_scene(depth_m, camera, mask, config)`` shares the scene work
+    between several poses refined against the same depth and mask (same result, faster).
     """
-    import open3d as o3d
-
     t0 = time.perf_counter()
     T_init = _check_pose(T_init_cam_obj)
-    H, W = camera.height, camera.width
-    if depth_m is None:
-        return _fail(T_init, "no depth image", t0)
-    depth = np.asarray(depth_m)
-    if depth.shape != (H, W):
-        return _fail(T_init, f"depth shape {depth.shape} does not match camera (H,W)=({H},{W}); "
-                             "register/resize depth to the colour camera", t0)
-    if not np.issubdtype(depth.dtype, np.floating):
-        return _fail(T_init, f"depth dtype {depth.dtype} is not float metres; convert 16UC1 mm with * 0.001", t0)
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != (H, W):
-            return _fail(T_init, f"mask shape {mask.shape} does not match camera (H,W)=({H},{W})", t0)
-        if mask.dtype != bool:
-            if np.issubdtype(mask.dtype, np.number) and mask.size and float(np.nanmin(mask)) < 0:
-                return _fail(T_init, "mask has negative values (an instance_mask?); pass instance_mask == k", t0)
-            mask = mask.astype(bool)
-        if not np.any(mask):
-            return _fail(T_init, "empty mask", t0)
+    if scene is None:
+        scene = prepare_icp_scene(depth_m, camera, mask, config)
+    elif not scene.matches(depth_m, mask, camera, config):
+        raise ValueError("scene was prepared from other depth/mask arrays, another camera or other scene settings "
+                         "(mask_dilate_px, depth_discontinuity_m, max_scene_points); prepare one with "
+                         "prepare_icp_scene(depth_m, camera, mask, config) for these")
+    if scene.reason:
+        return _fail(T_init, scene.reason, t0)
+    depth, mask = scene.depth, scene.mask
 
     vis = visible_model_points(model, T_init, camera)
     if vis.index.size < config.min_model_points:
         return _fail(T_init, f"object not in view at the initial pose ({vis.index.size} visible model points)", t0,
                      num_model_points=int(vis.index.size))
     z_vis = vis.points_cam_m[:, 2]
-    roi = _scene_roi(model, T_init, camera, mask, config, float(z_vis.mean()))
     # Depth gate: scene points far in front of / behind the model at the initial pose cannot be
     # this object (occluders, table, background); the gate is the coarse correspondence distance
     # plus the model's own depth extent.
     gate = config.max_correspondence_m[0] + config.max_translation_correction_m
-    zmin = float(z_vis.min()) - gate
-    zmax = float(z_vis.max()) + gate
-    with np.errstate(invalid="ignore"):
-        roi = roi & (depth > zmin) & (depth < zmax) & np.isfinite(depth)
-    n_roi = int(np.count_nonzero(roi))
+    crop, n_roi = scene.crop(model, T_init, float(z_vis.min()) - gate, float(z_vis.max()) + gate,
+                             float(z_vis.mean()), config)
     if n_roi < config.min_scene_points:
         return _fail(T_init, f"too few valid depth points near the object ({n_roi} < {config.min_scene_points})",
                      t0, num_model_points=int(vis.index.size), num_scene_points=n_roi)
-    stride = max(1, int(math.floor(math.sqrt(n_roi / max(config.max_scene_points, 1)))))
-    scene_pts, scene_nrm = organized_points_normals(depth, camera, roi, stride=stride,
-                                                    max_jump_m=config.depth_discontinuity_m)
+    scene_pts = crop.points
     if scene_pts.shape[0] < config.min_scene_points:
         return _fail(T_init, f"too few scene points with valid normals ({scene_pts.shape[0]})", t0,
                      num_model_points=int(vis.index.size), num_scene_points=int(scene_pts.shape[0]))
@@ -294,28 +214,15 @@ def refine_pose_icp(model, T_init_cam_obj, depth_m, camera, mask: np.ndarray | N
         # matching centroids removes most of a large translation error before nearest neighbours
         # are used. Under occlusion the centroids are biased, so it only competes with the
         # initial pose: whichever fits better after the coarse level wins.
-        shift = scene_pts.mean(axis=0) - vis.points_cam_m.mean(axis=0)
+        shift = crop.centroid - vis.points_cam_m.mean(axis=0)
         if config.max_correspondence_m[-1] < np.linalg.norm(shift) <= config.max_translation_correction_m:
             T_shift = T_init.copy()
             T_shift[:3, 3] += shift
             vis_s = visible_model_points(model, T_shift, camera)
             if vis_s.index.size >= config.min_model_points:
                 starts.append((T_shift, vis_s))
-    target_full = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(scene_pts))
-    target_full.normals = o3d.utility.Vector3dVector(scene_nrm)
     levels = list(zip(config.max_correspondence_m, config.voxel_m, config.max_iterations))
-    targets = []
-    for v in config.voxel_m:
-        if v <= 0:
-            targets.append(target_full)
-            continue
-        p_v, n_v = _voxel_average(scene_pts, scene_nrm, v)
-        if p_v.shape[0] < 3:
-            targets.append(target_full)
-            continue
-        t = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p_v))
-        t.normals = o3d.utility.Vector3dVector(n_v)
-        targets.append(t)
+    targets = [crop.target(v) for v in config.voxel_m]
     iters = 0
     best = None
     for T_start, vis_start in starts:

@@ -29,7 +29,7 @@ class VisiblePoints:
     uv: np.ndarray             # (M,2) float pixels
 
 
-def _z_buffer_keep(uv: np.ndarray, z_m: np.ndarray, cell_px: float, depth_tol_m: np.ndarray) -> np.ndarray:
+def _z_buffer_keep(uv: np.ndarray, z_m: np.ndarray, cell_px: float, depth_tol_m: np.ndarray | float) -> np.ndarray:
     """Keep points whose depth is within ``depth_tol_m`` of the nearest point in their cell."""
     cu = np.floor(uv[:, 0] / cell_px).astype(np.int64)
     cv_ = np.floor(uv[:, 1] / cell_px).astype(np.int64)
@@ -54,40 +54,49 @@ def visible_point_mask(points_cam_m: np.ndarray, normals_cam: np.ndarray | None,
     pts = np.asarray(points_cam_m, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3:
         raise ValueError(f"points_cam_m must be (N,3); got {pts.shape}")
-    keep = np.isfinite(pts).all(axis=1) & (pts[:, 2] > 1e-6)
+    nrm = None
     if normals_cam is not None:
         nrm = np.asarray(normals_cam, dtype=np.float64)
         if nrm.shape != pts.shape:
             raise ValueError(f"normals_cam shape {nrm.shape} must match points_cam_m {pts.shape}")
-        # Back-face culling: the normal must point towards the camera (viewing ray is +p).
-        with np.errstate(invalid="ignore"):
+    return _visible(pts, nrm, camera, cell_px, depth_tol_m, in_image_only)[0]
+
+
+def _visible(pts: np.ndarray, nrm: np.ndarray | None, camera, cell_px: float | None, depth_tol_m: float | None,
+             in_image_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(keep (N,) bool, uv of the kept points): ``visible_point_mask`` without the input checks,
+    also handing back the projections it computed (ICP calls this several times per pose)."""
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(pts).all(axis=1) & (pts[:, 2] > 1e-6)
+        if nrm is not None:
+            # Back-face culling: the normal must point towards the camera (viewing ray is +p).
             keep &= np.einsum("ij,ij->i", nrm, pts) < 0.0
-    if not np.any(keep):
-        return keep
-    uv = camera.project(pts[keep])
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        return keep, np.zeros((0, 2))
+    uv = camera.project(pts[idx])
     ok = np.isfinite(uv).all(axis=1)
     if in_image_only:
         ok &= camera.in_image(uv)
-    idx = np.flatnonzero(keep)
-    keep[idx[~ok]] = False
-    idx = idx[ok]
-    uv = uv[ok]
+    if not ok.all():
+        keep[idx[~ok]] = False
+        idx = idx[ok]
+        uv = uv[ok]
     if idx.size == 0:
-        return keep
+        return keep, uv
     z = pts[idx, 2]
     if cell_px is None:
-        span = np.ptp(uv, axis=0) + 1.0
+        span = uv.max(axis=0) - uv.min(axis=0) + 1.0
         # ~4 points per cell on average over the projected bounding box (which overestimates
         # the silhouette area, so real cells hold more).
         cell_px = float(np.clip(np.sqrt(4.0 * span[0] * span[1] / idx.size), 1.0, 64.0))
     if depth_tol_m is None:
-        tol = 2.0 * cell_px * z / camera.fx
-        tol = np.maximum(tol, 0.002)
+        tol = np.maximum(2.0 * cell_px * z / camera.fx, 0.002)
     else:
-        tol = np.full(z.shape, float(depth_tol_m))
+        tol = float(depth_tol_m)
     front = _z_buffer_keep(uv, z, cell_px, tol)
     keep[idx[~front]] = False
-    return keep
+    return keep, uv[front]
 
 
 def visible_model_points(model, T_cam_obj: np.ndarray, camera, cell_px: float | None = None,
@@ -100,11 +109,10 @@ def visible_model_points(model, T_cam_obj: np.ndarray, camera, cell_px: float | 
     pts = np.asarray(model.points_m, dtype=np.float64) @ R.T + t
     normals = getattr(model, "normals", None)
     nrm = None if normals is None else np.asarray(normals, dtype=np.float64) @ R.T
-    keep = visible_point_mask(pts, nrm, camera, cell_px=cell_px, depth_tol_m=depth_tol_m)
+    keep, uv = _visible(pts, nrm, camera, cell_px, depth_tol_m)
     idx = np.flatnonzero(keep)
     p = pts[idx]
     n = nrm[idx] if nrm is not None else np.zeros_like(p)
-    uv = camera.project(p) if idx.size else np.zeros((0, 2))
     return VisiblePoints(index=idx, points_cam_m=p, normals_cam=n, uv=uv)
 
 

@@ -1,0 +1,159 @@
+"""Prepared ICP scenes (one per instance, shared by many poses) on real YCB-Video frames:
+same results as fresh calls, same soft failures on bad depth or masks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import shared_data_path
+
+
+@pytest.fixture(scope="module")
+def ycbv():
+    root = shared_data_path("ycbv_real")
+    from pose_ros.core.object_model import load_bop_models
+    from pose_ros.eval.ycbv_refine_bench import iter_ycbv_frames
+
+    frames = [f for f in iter_ycbv_frames(root) if f.im_id == 1 and f.scene.startswith("data/")]
+    ids = sorted({g.obj_id for f in frames for g in f.gt})
+    models = {m.obj_id: m for m in load_bop_models(root / "models_bop_ycbv", obj_ids=ids, num_points=1500)}
+    return frames, models
+
+
+def _same(a, b) -> None:
+    assert a.applied == b.applied and a.reason == b.reason
+    np.testing.assert_allclose(a.T_cam_obj, b.T_cam_obj, atol=1e-9)
+    assert a.fitness == pytest.approx(b.fitness, abs=1e-9)
+    assert a.num_scene_points == b.num_scene_points and a.num_model_points == b.num_model_points
+
+
+def test_shared_scene_gives_the_fresh_result_for_every_pose(ycbv):
+    """Several starts per object (as the depth search refines them) against one prepared scene,
+    with and without a mask, with the default and a coarse schedule: identical to fresh calls."""
+    from dataclasses import replace
+
+    from pose_ros.eval.ycbv_refine_bench import perturb_pose
+    from pose_ros.objects.icp import IcpConfig, prepare_icp_scene, refine_pose_icp
+
+    frames, models = ycbv
+    full = IcpConfig()
+    coarse = replace(full, max_correspondence_m=(0.02, 0.01), voxel_m=(0.004, 0.004), max_iterations=(15, 15),
+                     max_translation_correction_m=0.06)
+    rng = np.random.default_rng(3)
+    applied = 0
+    for f in frames[:2]:
+        for g in f.gt:
+            m = models[g.obj_id]
+            for mask in (g.mask_visib, None):
+                scene = prepare_icp_scene(f.depth_m, f.camera, mask, full)
+                for tr, rd in ((0.005, 3.0), (0.02, 10.0), (0.04, 20.0)):
+                    T0 = perturb_pose(g.T_cam_obj, tr, rd, rng)
+                    for cfg in (coarse, full):
+                        fresh = refine_pose_icp(m, T0, f.depth_m, f.camera, mask=mask, config=cfg)
+                        shared = refine_pose_icp(m, T0, f.depth_m, f.camera, mask=mask, config=cfg, scene=scene)
+                        _same(fresh, shared)
+                        applied += shared.applied
+    assert applied >= 40          # the comparison covers real refinements, not only failures
+
+
+@pytest.mark.parametrize("case", ["zeros", "nan", "wrong_shape", "empty_mask", "int_depth", "far_away",
+                                  "instance_mask", "mask_shape", "no_depth"])
+def test_prepared_scene_with_bad_input_fails_softly_like_a_fresh_call(ycbv, case):
+    from pose_ros.objects.icp import prepare_icp_scene, refine_pose_icp
+
+    frames, models = ycbv
+    f = frames[0]
+    g = f.gt[0]
+    m = models[g.obj_id]
+    depth, mask, T0 = f.depth_m, g.mask_visib, g.T_cam_obj.copy()
+    if case == "zeros":
+        depth = np.zeros_like(f.depth_m)
+    elif case == "nan":
+        depth = np.full_like(f.depth_m, np.nan)
+    elif case == "wrong_shape":
+        depth = f.depth_m[::2, ::2]
+    elif case == "empty_mask":
+        mask = np.zeros(f.depth_m.shape, bool)
+    elif case == "int_depth":
+        depth = (f.depth_m * 1000).astype(np.uint16)
+    elif case == "instance_mask":
+        mask = np.where(g.mask_visib, 0, -1).astype(np.int32)
+    elif case == "mask_shape":
+        mask = g.mask_visib[::2]
+    elif case == "no_depth":
+        depth = None
+    elif case == "far_away":
+        T0[:3, 3] += [0.0, 0.0, 3.0]
+    scene = prepare_icp_scene(depth, f.camera, mask)          # never raises for bad data
+    res = refine_pose_icp(m, T0, depth, f.camera, mask=mask, scene=scene)
+    assert not res.applied and res.reason
+    np.testing.assert_array_equal(res.T_cam_obj, T0)
+    assert res.reason == refine_pose_icp(m, T0, depth, f.camera, mask=mask).reason
+
+
+def test_scene_from_other_arrays_is_refused(ycbv):
+    """A scene is tied to the arrays it was prepared from: passing it with another mask is a
+    programming error (it would silently refine against the wrong instance)."""
+    from dataclasses import replace
+
+    from pose_ros.objects.icp import IcpConfig, prepare_icp_scene, refine_pose_icp
+
+    frames, models = ycbv
+    f = frames[0]
+    g0, g1 = f.gt[0], f.gt[1]
+    scene = prepare_icp_scene(f.depth_m, f.camera, g0.mask_visib)
+    with pytest.raises(ValueError, match="prepare_icp_scene"):
+        refine_pose_icp(models[g1.obj_id], g1.T_cam_obj, f.depth_m, f.camera, mask=g1.mask_visib, scene=scene)
+    with pytest.raises(ValueError, match="mask_dilate_px"):
+        refine_pose_icp(models[g0.obj_id], g0.T_cam_obj, f.depth_m, f.camera, mask=g0.mask_visib, scene=scene,
+                        config=replace(IcpConfig(), mask_dilate_px=9))
+    with pytest.raises(ValueError, match="4x4"):              # the pose is still checked first
+        refine_pose_icp(models[g0.obj_id], np.eye(3), f.depth_m, f.camera, mask=g0.mask_visib, scene=scene)
+
+
+def test_strided_scene_still_refines_close_to_the_fresh_result(ycbv):
+    """Above ``max_scene_points`` the region is subsampled; a prepared scene anchors the pixel
+    grid on the whole mask instead of the gated region, so results are close, not identical."""
+    from dataclasses import replace
+
+    from pose_ros.eval.pose_metrics import add_s_error
+    from pose_ros.eval.ycbv_refine_bench import perturb_pose
+    from pose_ros.objects.icp import IcpConfig, prepare_icp_scene, refine_pose_icp
+
+    frames, models = ycbv
+    cfg = replace(IcpConfig(), max_scene_points=300)
+    rng = np.random.default_rng(5)
+    n = 0
+    for g in frames[0].gt:
+        f, m = frames[0], models[g.obj_id]
+        if g.mask_visib.sum() < 1500:
+            continue
+        scene = prepare_icp_scene(f.depth_m, f.camera, g.mask_visib, cfg)
+        T0 = perturb_pose(g.T_cam_obj, 0.01, 5.0, rng)
+        fresh = refine_pose_icp(m, T0, f.depth_m, f.camera, mask=g.mask_visib, config=cfg)
+        shared = refine_pose_icp(m, T0, f.depth_m, f.camera, mask=g.mask_visib, config=cfg, scene=scene)
+        if fresh.applied:
+            assert shared.applied
+            assert abs(shared.num_scene_points - fresh.num_scene_points) < 0.35 * fresh.num_scene_points
+            assert add_s_error(m, shared.T_cam_obj, fresh.T_cam_obj) < 0.02 * m.diameter_m
+            n += 1
+    assert n >= 2
+
+
+def test_depth_search_with_a_given_scene_matches_its_own(ycbv):
+    """The caller's prepared scene (shared with its own ICP) changes nothing in the search."""
+    from pose_ros.objects.depth_search import depth_pose_search
+    from pose_ros.objects.icp import IcpConfig, prepare_icp_scene
+
+    frames, models = ycbv
+    f = frames[1]
+    cfg = IcpConfig()
+    for g in f.gt[:3]:
+        m = models[g.obj_id]
+        own = depth_pose_search(m, g.mask_visib, f.depth_m, f.camera, cfg)
+        given = depth_pose_search(m, g.mask_visib, f.depth_m, f.camera, cfg,
+                                  icp_scene=prepare_icp_scene(f.depth_m, f.camera, g.mask_visib, cfg))
+        assert len(own) == len(given)
+        for (T0a, ra), (T0b, rb) in zip(own, given):
+            np.testing.assert_allclose(T0a, T0b)
+            _same(ra, rb)
