@@ -5,11 +5,11 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from pose_ros.launch_specs import SYSTEMS, condition_holds, robot_urdf_for
+from pose_ros.launch_specs import SYSTEMS, condition_holds, dds_environment, robot_urdf_for
 
 
 def _resolve(value: str, share: str) -> str:
@@ -58,6 +58,9 @@ def generate(system_name: str) -> LaunchDescription:
                                 parameters=params, remappings=list(spec.remappings), output="screen"))
         return actions
 
+    # The system's Fast DDS profile (config/), unless the user's environment names one.
+    env = [SetEnvironmentVariable(k, v)
+           for k, v in dds_environment(system, dict(os.environ), os.path.join(share, "config")).items()]
     return LaunchDescription(
         [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description) for a in system.args]
-        + [OpaqueFunction(function=nodes)])
+        + env + [OpaqueFunction(function=nodes)])

@@ -49,6 +49,9 @@ class SystemSpec:
     nodes: tuple[NodeSpec, ...]
     # Nodes that the launch argument `composed:=true` runs in one process (pose_ros.nodes.container).
     composable: tuple[str, ...] = ()
+    # Fast DDS XML profile (config/) the launch applies through FASTDDS_DEFAULT_PROFILES_FILE
+    # unless the user set that variable; "" = Fast DDS defaults.
+    dds_profile: str = ""
 
 
 _CAMERA_ARGS = (
@@ -119,12 +122,27 @@ SYSTEMS: dict[str, SystemSpec] = {
                      remappings=(("joint_states", "/retarget/joint_states"),)),
         ),
         composable=("realsense_camera", "human_pose", "skeleton_replay", "retarget"),
+        dds_profile="fastdds_teleop.xml",   # whole frames through shared memory (see the file)
     ),
 }
 SYSTEMS["demo"] = SystemSpec(
     "demo", "All-in-one demo on synthetic data: camera -> object pose -> live error/rate/latency monitor.",
     SYSTEMS["object_pose"].args, SYSTEMS["object_pose"].nodes,
 )
+
+
+DDS_PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
+
+
+def dds_environment(system: SystemSpec, environ: dict[str, str], config_dir: str) -> dict[str, str]:
+    """Environment additions for `system`'s processes: its Fast DDS profile, unless `environ`
+    already names one (the user's own profile wins)."""
+    import os
+
+    path = os.path.join(config_dir, system.dds_profile)
+    if not system.dds_profile or environ.get(DDS_PROFILE_ENV) or not os.path.isfile(path):
+        return {}
+    return {DDS_PROFILE_ENV: path}
 
 
 def condition_holds(condition: str, args: dict[str, str]) -> bool:

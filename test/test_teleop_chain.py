@@ -46,10 +46,17 @@ def _chain_commands():
 
 
 def _start(cmd, log_path):
+    """The node processes get the teleop launch's Fast DDS profile, as `pose-ros launch` gives them;
+    this test process keeps Fast DDS defaults: the chain must work across both (RViz, a robot's
+    controller or camera driver started elsewhere have no such profile)."""
     import subprocess
 
-    return subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    from pose_ros.launch_specs import SYSTEMS, dds_environment
+    from pose_ros.resources import config_dir
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.update(dds_environment(SYSTEMS["teleop"], env, str(config_dir())))
+    return subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
 
 
 def _ns(msg) -> int:

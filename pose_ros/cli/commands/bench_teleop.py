@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="seconds to wait for the nodes and the first tracked skeleton")
     p.add_argument("--composed", action="store_true",
                    help="camera, human_pose and retarget in one process (default: one process each, camera in the bench)")
+    p.add_argument("--dds-profile", default="",
+                   help="Fast DDS XML profile for every bench process: empty = the teleop launch's "
+                   "(config/fastdds_teleop.xml), 'none' = Fast DDS defaults, or a file")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     p.add_argument("--log-dir", type=Path, default=None, help="node logs (default: a temporary folder)")
     p.set_defaults(func=_run)
@@ -75,12 +78,19 @@ def _run(args: argparse.Namespace) -> int:
     import subprocess
     import tempfile
 
+    from pose_ros.launch_specs import DDS_PROFILE_ENV
+
     if args.duration <= 0:
         print("error: --duration must be > 0")
         return 2
     domain = args.domain_id if args.domain_id is not None else random.randint(150, 229)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    profile = _dds_profile(args.dds_profile)
+    if profile is None:
+        os.environ.pop(DDS_PROFILE_ENV, None)
+    else:
+        os.environ[DDS_PROFILE_ENV] = profile   # before this process creates its participant
 
     from pose_ros.cli.launcher import plan
     from pose_ros.eval.teleop_latency_bench import PersonSequence, load_coco_person
@@ -111,6 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f"[bench-teleop] ROS_DOMAIN_ID={domain}; {args.width}x{args.height} @ {args.rate:g} Hz from "
           f"{args.images / 'images' / args.image} (person mask: {'yes' if sequence.has_mask else 'no, flat depth'}); "
+          f"{'composed' if args.composed else 'separate processes'}; DDS profile: {profile or 'Fast DDS defaults'}; "
           f"node logs in {log_dir}")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     running = []
@@ -131,6 +142,20 @@ def _run(args: argparse.Namespace) -> int:
                 proc.kill()
                 proc.wait()
             log.close()
+
+
+def _dds_profile(choice: str) -> str | None:
+    """The Fast DDS profile file the bench uses (None = Fast DDS defaults)."""
+    from pose_ros.launch_specs import SYSTEMS, dds_environment
+    from pose_ros.resources import config_dir
+
+    if choice.lower() == "none":
+        return None
+    if choice:
+        if not Path(choice).is_file():
+            raise SystemExit(f"error: --dds-profile {choice} is not a file")
+        return str(Path(choice).absolute())
+    return next(iter(dds_environment(SYSTEMS["teleop"], {}, str(config_dir())).values()), None)
 
 
 def _composed_chain(args: argparse.Namespace, procs: list):
@@ -257,6 +282,8 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
 
     robot = args.robot or (f"of {Path(args.mapping).name}" if args.mapping else "launch default (pose_ros_humanoid)")
     layout = "composed (camera + human_pose + retarget in one process)" if args.composed else "separate processes"
+    layout += f", DDS profile {Path(os.environ['FASTDDS_DEFAULT_PROFILES_FILE']).name}" \
+        if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") else ", Fast DDS defaults"
     print(format_report(report, f"teleop chain, {args.width}x{args.height} @ {args.rate:g} Hz, robot {robot}, {layout}"))
     print("  CPU over the window (% of one core): " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
     print(f"  final status: {final.state_name}, solve {final.solve_time_ms:.2f} ms, "
@@ -270,7 +297,8 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
     if args.json:
         out = {k: (v.__dict__ if hasattr(v, "__dict__") else v) for k, v in report.items()}
         out.update(rate_hz=args.rate, width=args.width, height=args.height, robot=args.robot, mapping=args.mapping,
-                   machine=_machine(), ros_domain_id=domain, composed=bool(args.composed), cpu_percent=cpu)
+                   machine=_machine(), ros_domain_id=domain, composed=bool(args.composed), cpu_percent=cpu,
+                   dds_profile=os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", ""))
         args.json.write_text(json.dumps(out, indent=2))
     if c2c.n == 0:
         print("error: no joint command could be traced back to a camera frame")
