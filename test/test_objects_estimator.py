@@ -226,6 +226,44 @@ def test_tracking_keeps_ids_and_redetects_after_loss(estimator, scenes):
     assert tracker.tracks == []
 
 
+def test_tracker_appearance_check_turns_a_wrong_twin_round_and_keeps_a_right_pose(estimator, scenes):
+    """A box track seeded half-turned (a near-symmetric twin: depth fits, the print does not) is
+    turned back by the tracker's render-and-compare check without the network; a track at the
+    true pose is left alone."""
+    from pose_ros.objects.estimator import PoseResult, PoseStats
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    models, frames = scenes
+    box_cid = estimator.loaded.class_id("box")
+    box = estimator.models[box_cid]
+    twins = estimator._near_syms[box_cid]
+    assert estimator.has_twins(box_cid) and len(twins) == 3
+    # The scene where the box is most visible.
+    rgb, depth, gt, _, _ = max(frames, key=lambda f: max(v for oid, _, v in f[2] if oid == box.obj_id))
+    T_gt = next(T for oid, T, _ in gt if oid == box.obj_id)
+    cfg = TrackingConfig(redetect_every=100, twin_check_every=1)
+
+    def run(T_seed: np.ndarray) -> tuple[PoseTracker, list]:
+        tracker = PoseTracker(estimator, cfg)
+        tracker.seed([PoseResult("box", box_cid, box.obj_id, 7, T_seed, 0.9, np.eye(6), PoseStats())])
+        out = [tracker.update(rgb, depth, CAM) for _ in range(3)]
+        return tracker, out
+
+    wrong = [S for S in twins if not _adds_ok(box, T_gt @ S, T_gt)]
+    assert wrong, "the box's half turns should be wrong poses under ADD"
+    tracker, out = run(T_gt @ wrong[0])
+    assert tracker.counters["detect"] == 0 and tracker.counters["twin_switches"] >= 1
+    final = out[-1]
+    assert len(final) == 1 and final[0].instance_id == 7
+    assert _adds_ok(box, final[0].T_cam_obj, T_gt)
+    assert any(r.stats.method == "icp_tracking+appearance" for frame in out for r in frame)
+    tracker, out = run(T_gt.copy())
+    assert tracker.counters["twin_checks"] == 3 and tracker.counters["twin_switches"] == 0
+    assert _adds_ok(box, out[-1][0].T_cam_obj, T_gt)
+    with pytest.raises(ValueError, match="twin_check_every"):
+        TrackingConfig(twin_check_every=-1)
+
+
 # ----------------------------------------------------------------------------- oracle (no trained model needed)
 def _oracle_maps(est, inst_mask, objs, camera):
     """Perfect network outputs built from the rendered GT: tests everything after the network."""

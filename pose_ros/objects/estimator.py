@@ -386,6 +386,27 @@ class PoseEstimator:
         self.last_timing_ms = timing
         return results
 
+    def has_twins(self, class_id: int) -> bool:
+        """True if the appearance check applies to this class (textured, near-symmetric shape)."""
+        return self._appearance is not None and bool(self._near_syms.get(class_id))
+
+    def twin_appearance(self, class_id: int, T_cam_obj: np.ndarray, rgb: np.ndarray, depth: np.ndarray | None,
+                        camera: PinholeCamera, mask: np.ndarray | None = None
+                        ) -> tuple[list[np.ndarray], np.ndarray] | None:
+        """(twins, scores): render-and-compare evidence for the pose (scores[0]) and each near-symmetric
+        twin ``T @ twins[k]`` (scores[k+1]); None when the check does not apply (no texture, no twins,
+        appearance check off). Without a ``mask`` (tracking has no segmentation) the whole image
+        counts: the colour and depth terms carry the evidence, the silhouette term is ~constant.
+        """
+        if not self.has_twins(class_id):
+            return None
+        model = self.models[class_id]
+        twins = self._near_syms[class_id]
+        m = mask if mask is not None else np.ones((camera.height, camera.width), bool)
+        scores = [self._appearance.verify(model, T_cam_obj @ S, rgb, depth, m, camera).combined()
+                  for S in [np.eye(4)] + list(twins)]
+        return twins, np.asarray(scores)
+
     def _verification(self, model: Any, rgb: np.ndarray, depth: np.ndarray, mask: np.ndarray,
                       camera: PinholeCamera, T_cam_obj: np.ndarray) -> float:
         """Combined render-and-compare evidence for one hypothesis (the depth search's ``verify``)."""
