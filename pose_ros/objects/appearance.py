@@ -11,6 +11,12 @@ Besides colour, the same render gives the silhouette (IoU with the instance mask
 (rendered vs observed: confirmed minus seen-through pixels), the evidence a handle leaves when the
 texture itself is periodic.
 
+The render is lean because the depth search verifies ~10 poses per instance: rays are cast only
+inside the object's projected box against the mesh's cached BVH (the renderer's, built once in the
+model frame), and only what the comparison needs is computed (hit mask, z-depth, albedo of the
+hit pixels); no full-image buffers, shading or normals. The observed image, depth and mask at the
+compare resolution are made once per frame/instance.
+
 Similarity: per-channel Pearson correlation between rendered albedo and observed colour, averaged
 with the rendered channel variances as weights. Correlation is invariant to per-channel gain and
 offset, so exposure, white balance and the light's colour cancel; shading across a curved or
@@ -21,7 +27,7 @@ NaN: no evidence either way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -89,6 +95,19 @@ def point_colours(model: Any, min_std: float = 0.03) -> np.ndarray | None:
     return out
 
 
+class _AloneRender(NamedTuple):
+    """The model ray-cast alone at a pose, inside pixel box (u0, u1, v0, v1) of the compare image."""
+
+    box: tuple[int, int, int, int]
+    hit: np.ndarray        # (h,w) bool: the model covers the pixel
+    depth_m: np.ndarray    # (h,w) float32 z-depth, inf where not hit
+    albedo: np.ndarray     # (n,3) float32 in [0,1] of the hit pixels (row-major), as uint8 quantised
+                           # (the renderer's output precision, so scores match a full render's)
+
+
+_NEAR_M = 1e-4
+
+
 class AppearanceScorer:
     """Scores poses of textured models against a colour image (see module doc)."""
 
@@ -96,12 +115,16 @@ class AppearanceScorer:
         self.config = config or AppearanceConfig()
         if not 0.05 <= float(self.config.scale) <= 1.0:
             raise ValueError(f"appearance scale must be in [0.05, 1]; got {self.config.scale}")
-        self._renderer: Any = None
-        self._renderer_key: tuple | None = None
+        self._rays: np.ndarray | None = None
+        self._rays_key: tuple | None = None
+        self._entries: dict[int, Any] = {}                  # id(mesh) -> renderer mesh entry
+        self._depth_key: tuple | None = None
+        self._depth_small: np.ndarray | None = None
+        self._mask_key: tuple | None = None
+        self._mask_small: tuple[np.ndarray, int] | None = None
         self._textured: dict[int, tuple[Any, bool]] = {}     # id(mesh) -> (mesh, textured)
         self._frame_key: tuple | None = None
         self._frame_small: np.ndarray | None = None
-        self._blank_img = np.zeros((0, 0, 3), np.uint8)
 
     def is_textured(self, model: Any) -> bool:
         hit = self._textured.get(id(model.mesh))
@@ -114,15 +137,67 @@ class AppearanceScorer:
         s = float(self.config.scale)
         return camera if s == 1.0 else camera.scaled(s)
 
-    def _renderer_for(self, cam_small: PinholeCamera) -> Any:
-        from pose_ros.synth.renderer import RgbdRenderer
-
+    def _rays_for(self, cam_small: PinholeCamera) -> np.ndarray:
+        """(H,W,3) float32 camera-frame ray directions with z = 1 (so ray length t is z-depth)."""
         key = (cam_small.width, cam_small.height, tuple(np.round(cam_small.K.ravel(), 6)),
                tuple(np.round(np.asarray(cam_small.dist_coeffs).ravel(), 9)) if cam_small.has_distortion else ())
-        if self._renderer is None or self._renderer_key != key:
-            self._renderer = RgbdRenderer(cam_small)
-            self._renderer_key = key
-        return self._renderer
+        if self._rays is None or self._rays_key != key:
+            W, H = cam_small.width, cam_small.height
+            vv, uu = np.mgrid[0:H, 0:W]
+            xy = cam_small.normalized_rays(np.stack([uu.ravel(), vv.ravel()], 1).astype(np.float64))
+            self._rays = np.concatenate([xy, np.ones((len(xy), 1))], 1).astype(np.float32).reshape(H, W, 3)
+            self._rays_key = key
+        return self._rays
+
+    def _mesh_entry(self, model: Any) -> Any:
+        """The mesh's BVH (model frame), corner colours and AABB, built once per mesh."""
+        from pose_ros.synth.renderer import _build_entry
+
+        hit = self._entries.get(id(model.mesh))
+        if hit is None or hit.mesh is not model.mesh:         # ids of collected meshes get reused
+            if len(self._entries) >= 64:
+                self._entries.clear()
+            hit = _build_entry(model.mesh)
+            self._entries[id(model.mesh)] = hit
+        return hit
+
+    def _render_alone(self, model: Any, T_cam_obj: np.ndarray, cam_s: PinholeCamera) -> _AloneRender | None:
+        """Cast the model alone at ``T_cam_obj`` inside its projected box; None when off-screen."""
+        e = self._mesh_entry(model)
+        T = np.asarray(T_cam_obj, np.float64)
+        H, W = cam_s.height, cam_s.width
+        corners = e.corners_m @ T[:3, :3].T + T[:3, 3]
+        if np.all(corners[:, 2] <= _NEAR_M):
+            return None
+        uv = cam_s.project(corners) if np.all(corners[:, 2] > _NEAR_M) else None
+        if uv is None or not np.all(np.isfinite(uv)):
+            box = (0, W, 0, H)                              # straddles the camera plane: cast everything
+        else:
+            m = 2 + (0.02 * max(W, H) if cam_s.has_distortion else 0)
+            box = (int(max(0, np.floor(uv[:, 0].min() - m))), int(min(W, np.ceil(uv[:, 0].max() + m) + 1)),
+                   int(max(0, np.floor(uv[:, 1].min() - m))), int(min(H, np.ceil(uv[:, 1].max() + m) + 1)))
+            if box[0] >= box[1] or box[2] >= box[3]:
+                return None
+        u0, u1, v0, v1 = box
+        R_obj_cam = T[:3, :3].T
+        d = self._rays_for(cam_s)[v0:v1, u0:u1].reshape(-1, 3) @ R_obj_cam.T.astype(np.float32)
+        rays = np.empty((len(d), 6), np.float32)
+        rays[:, :3] = -R_obj_cam @ T[:3, 3]
+        rays[:, 3:] = d
+        out = e.scene.cast_rays(rays)
+        t = out["t_hit"].numpy().reshape(v1 - v0, u1 - u0)
+        hit = np.isfinite(t) & (t > _NEAR_M)
+        albedo = np.zeros((0, 3), np.float32)
+        if hit.any():
+            sel = hit.ravel()
+            pid = out["primitive_ids"].numpy()[sel]
+            b = out["primitive_uvs"].numpy()[sel]
+            w = np.empty((len(pid), 3), np.float32)
+            w[:, 1:] = b
+            w[:, 0] = 1.0 - b[:, 0] - b[:, 1]
+            col = np.einsum("nkc,nk->nc", e.face_colors[pid], w)
+            albedo = np.clip(col * 255.0 + 0.5, 0, 255).astype(np.uint8).astype(np.float32) / 255.0
+        return _AloneRender(box, hit, t, albedo)
 
     def _observed_small(self, rgb: np.ndarray, cam_small: PinholeCamera) -> np.ndarray:
         """The image at the compare resolution, float [0,1]; cached for repeated calls on one frame."""
@@ -136,32 +211,60 @@ class AppearanceScorer:
             self._frame_key = key
         return self._frame_small
 
-    def verify(self, model: Any, T_cam_obj: np.ndarray, rgb: np.ndarray, depth_m: np.ndarray | None,
-               mask: np.ndarray, camera: PinholeCamera) -> "Verification":
-        """Render the model alone at the pose and compare colour, depth and silhouette with the frame."""
+    def _depth_small_for(self, depth_m: np.ndarray, cam_s: PinholeCamera) -> np.ndarray:
         import cv2
 
+        key = (id(depth_m), depth_m.shape, cam_s.width, cam_s.height)
+        if self._depth_key != key or self._depth_small is None:
+            self._depth_small = depth_m if depth_m.shape == (cam_s.height, cam_s.width) else cv2.resize(
+                depth_m, (cam_s.width, cam_s.height), interpolation=cv2.INTER_NEAREST)
+            self._depth_key = key
+            self._depth_ref = depth_m                         # keeps the id unique while cached
+        return self._depth_small
+
+    def _mask_small_for(self, mask: np.ndarray, cam_s: PinholeCamera) -> tuple[np.ndarray, int]:
+        import cv2
+
+        key = (id(mask), mask.shape, cam_s.width, cam_s.height)
+        if self._mask_key != key or self._mask_small is None:
+            m = mask if mask.shape == (cam_s.height, cam_s.width) else cv2.resize(
+                mask.astype(np.uint8), (cam_s.width, cam_s.height), interpolation=cv2.INTER_NEAREST) > 0
+            self._mask_small = (m, int(m.sum()))
+            self._mask_key = key
+            self._mask_ref = mask
+        return self._mask_small
+
+    def verify(self, model: Any, T_cam_obj: np.ndarray, rgb: np.ndarray, depth_m: np.ndarray | None,
+               mask: np.ndarray, camera: PinholeCamera) -> "Verification":
+        """Render the model alone at the pose and compare colour, depth and silhouette with the frame.
+
+        The frame's arrays are cached at the compare size by identity for repeated calls (one
+        instance's hypotheses): do not modify them in place between calls.
+        """
         cam_s = self._small_camera(camera)
-        obs = self._observed_small(rgb, cam_s)
-        m_small = mask if mask.shape == (cam_s.height, cam_s.width) else cv2.resize(
-            mask.astype(np.uint8), (cam_s.width, cam_s.height), interpolation=cv2.INTER_NEAREST) > 0
-        ren = self._renderer_for(cam_s).render([(model, T_cam_obj)], background=self._blank(cam_s), ambient=1.0)
-        drawn = ren.instance_mask == 0
-        union = int((drawn | m_small).sum())
-        iou = float((drawn & m_small).sum()) / union if union else 0.0
+        m_small, m_count = self._mask_small_for(np.asarray(mask), cam_s)
+        ren = self._render_alone(model, self._check_T(T_cam_obj), cam_s)
+        if ren is None:
+            return Verification(float("nan"), float("nan"), 0.0)
+        u0, u1, v0, v1 = ren.box
+        drawn = ren.hit
+        m_box = m_small[v0:v1, u0:u1]
+        inter = int((drawn & m_box).sum())
+        union = int(drawn.sum()) + m_count - inter
+        iou = float(inter) / union if union else 0.0
         depth_term = float("nan")
         if depth_m is not None:
-            d_small = depth_m if depth_m.shape == (cam_s.height, cam_s.width) else cv2.resize(
-                depth_m, (cam_s.width, cam_s.height), interpolation=cv2.INTER_NEAREST)
-            valid = drawn & (d_small > 0)
+            d_box = self._depth_small_for(depth_m, cam_s)[v0:v1, u0:u1]
+            valid = drawn & (d_box > 0)
             if valid.sum() >= self.config.min_pixels:
-                r = d_small[valid] - ren.depth_m[valid]
+                r = d_box[valid] - ren.depth_m[valid]
                 tol = self.config.depth_tolerance_m
                 depth_term = float(np.mean(np.abs(r) <= tol) - np.mean(r > tol))
         colour = float("nan")
-        sel = drawn & m_small
-        if self.is_textured(model) and int(sel.sum()) >= self.config.min_pixels:
-            a = ren.rgb[sel].astype(np.float32) / 255.0        # rendered albedo (n,3)
+        sel = drawn & m_box
+        if self.is_textured(model) and inter >= self.config.min_pixels:
+            obs = self._observed_small(rgb, cam_s)[v0:v1, u0:u1]
+            a = ren.albedo[sel[drawn]]                          # rendered albedo (n,3)
             b = obs[sel]                                        # observed colour (n,3)
             a = a - a.mean(0)
             b = b - b.mean(0)
@@ -173,11 +276,18 @@ class AppearanceScorer:
                 colour = float((w * rr).sum() / w.sum())
         return Verification(colour, depth_term, iou)
 
-    def _blank(self, cam_s: PinholeCamera) -> np.ndarray:
-        """Black background of the compare size (the render draws the object alone on it)."""
-        if self._blank_img.shape[:2] != (cam_s.height, cam_s.width):
-            self._blank_img = np.zeros((cam_s.height, cam_s.width, 3), np.uint8)
-        return self._blank_img
+    @staticmethod
+    def _check_T(T_cam_obj: np.ndarray) -> np.ndarray:
+        from pose_ros.synth.renderer import RenderInputError
+
+        T = np.asarray(T_cam_obj, dtype=np.float64)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise RenderInputError(f"T_cam_obj must be a finite 4x4 matrix; got shape {T.shape}")
+        R = T[:3, :3]
+        if np.abs(R @ R.T - np.eye(3)).max() > 1e-4 or np.linalg.det(R) < 0:
+            raise RenderInputError("T_cam_obj rotation is not orthonormal; orthonormalise it "
+                                   "(pose_ros.core.transforms.orthonormalize)")
+        return T
 
 
 def pick_twin(scorer: AppearanceScorer, model: Any, T_cam_obj: np.ndarray, twins: list[np.ndarray], rgb: np.ndarray,
