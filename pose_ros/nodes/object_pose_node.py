@@ -59,6 +59,10 @@ PARAMETERS = [
               "depth-search hypotheses and near-symmetric twins; off = faster, geometry only"),
     ParamSpec("icp_max_correspondence_m", 0.02, "coarsest ICP correspondence distance", min=0.001, max=0.2),
     ParamSpec("tracking", True, "refine from the previous poses (skip detection while tracks hold)"),
+    ParamSpec("tracking_redetect_every", 15, "with tracking: run the network at least every N frames (new objects)",
+              min=1, max=10000),
+    ParamSpec("tracking_twin_check_every", 3, "with tracking and appearance_check: render-and-compare one track's "
+              "near-symmetric twins every N frames (fixes a wrong turn, catches drift); 0 = off", min=0, max=10000),
     ParamSpec("max_rate_hz", 30.0, "upper bound on processed frames per second", min=0.1, max=1000.0),
     ParamSpec("device", "auto", "network device: auto | cpu | cuda"),
     ParamSpec("frame_prefix", "", "prefix of the TF child frames <prefix><class>_<instance>"),
@@ -103,8 +107,10 @@ class ObjectPoseNode(Node):
         self._tracks = None
         self.tracker = None
         if self.refiner is None and self.p["tracking"]:
-            from pose_ros.objects.tracking import PoseTracker
-            self.tracker = PoseTracker(self.estimator)
+            from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+            self.tracker = PoseTracker(self.estimator, TrackingConfig(
+                redetect_every=int(self.p["tracking_redetect_every"]),
+                twin_check_every=int(self.p["tracking_twin_check_every"])))
         self._reset_requested = False
 
         out_qos = result_qos()
@@ -475,6 +481,7 @@ class ObjectPoseNode(Node):
         values = {"frames_processed": self.processed, "sync_matched_sets": stats.matched_sets,
                   "sync_dropped_unmatched": stats.dropped_unmatched, "sync_dropped_out_of_order": stats.dropped_out_of_order,
                   "sync_time_jumps": stats.time_jumps, "estimate_ms_p50": round(times[len(times) // 2], 1),
+                  **({f"tracking_{k}": v for k, v in self.tracker.counters.items()} if self.tracker else {}),
                   **{f"drop: {k}": v for k, v in self.drops.items()}}
         level = DiagnosticStatus.WARN if any(k.startswith(("bad", "no ", "colour/depth", "camera_info")) for k in self.drops) \
             else DiagnosticStatus.OK
