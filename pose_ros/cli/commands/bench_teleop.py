@@ -1,20 +1,22 @@
 """`pose-ros bench-teleop`: the teleop chain end to end over real DDS, camera frame -> joint command.
 
-A camera in this process publishes a real COCO person photo swaying in front of a wall (shift,
-roll, zoom; depth: the person's mask at ~2 m on a wall at 3 m) with camera_info, stamped with
-ROS time at publish. The human_pose and retarget nodes run as separate processes with exactly
-the commands `pose-ros launch teleop camera:=realsense` runs (same parameter files, remappings;
-the RealSense node is replaced by this camera). The robot is engaged through /retarget/engage,
-then a probe measures, over --duration seconds:
+A camera publishes a real COCO person photo swaying in front of a wall (shift, roll, zoom;
+depth: the person's mask at ~2 m on a wall at 3 m) with camera_info, stamped with ROS time at
+publish. human_pose and retarget run with exactly the arguments `pose-ros launch teleop
+camera:=realsense` gives them (same parameter files, remappings, Fast DDS profile), the
+RealSense node replaced by this camera:
+
+* --composed (default, like `pose-ros launch teleop`): camera, human_pose and retarget in one
+  process (pose_ros.nodes.container); the probe learns the published frames from camera_info;
+* --separate (like `ros2 launch`): one process per node, the camera in this bench process.
+
+The robot is engaged through /retarget/engage, then a probe in this process measures, over
+--duration seconds:
 
 * colour stamp -> skeleton received, skeleton -> command, colour stamp -> first joint command
   computed from that frame (traced through TeleopStatus: its stamp minus input_age_s is the
   colour stamp of the skeleton the cycle used; see pose_ros/eval/teleop_latency_bench.py);
 * the rate of commands carrying a fresh camera frame (the teleop rate), and the raw command rate.
-
-With --composed the bench camera, human_pose and retarget run in one process
-(`pose-ros launch teleop composed:=true`, pose_ros.nodes.container): the images never cross a
-process boundary; the probe then learns the published frames from camera_info.
 
 Also reported: the CPU each process used over the window (share of one core).
 
@@ -45,8 +47,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ROS_DOMAIN_ID for the bench graph (default: a random private one in 150..229)")
     p.add_argument("--startup-timeout", type=float, default=90.0,
                    help="seconds to wait for the nodes and the first tracked skeleton")
-    p.add_argument("--composed", action="store_true",
-                   help="camera, human_pose and retarget in one process (default: one process each, camera in the bench)")
+    from pose_ros.launch_specs import SYSTEMS
+
+    composed_default = SYSTEMS["teleop"].cli_defaults().get("composed", "false") == "true"
+    layout = p.add_mutually_exclusive_group()
+    layout.add_argument("--composed", dest="composed", action="store_true", default=composed_default,
+                        help="camera, human_pose and retarget in one process, as pose-ros launch teleop runs them"
+                        + (" (default)" if composed_default else ""))
+    layout.add_argument("--separate", dest="composed", action="store_false",
+                        help="one process per node (ros2 launch's default), the camera in the bench process"
+                        + ("" if composed_default else " (default)"))
     p.add_argument("--dds-profile", default="",
                    help="Fast DDS XML profile for every bench process: empty = the teleop launch's "
                    "(config/fastdds_teleop.xml), 'none' = Fast DDS defaults, or a file")
@@ -246,7 +256,7 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
             source.start()
         if not wait(lambda: (s := probe.last_status()) is not None and s.tracking, args.startup_timeout):
             print(f"error: the retarget node never reported tracking (no operator skeleton) within "
-                  f"{args.startup_timeout:.0f} s; see {log_dir}/human_pose.log")
+                  f"{args.startup_timeout:.0f} s; see the human_pose log in {log_dir}")
             return 1
         res = probe.engage()
         print(f"[bench-teleop] nodes up and tracking after {time.monotonic() - t0:.1f} s; engage: {res.message}")
