@@ -193,6 +193,15 @@ def test_replay_to_retarget_over_dds():
     tail = q_js[-15:]
     assert np.abs(np.diff(tail, axis=0)).max() <= cfg.max_velocity.max() * 0.1
     assert status[-1][1].invalid_inputs >= 5
+    # operator limb lengths and the IK position residual are published with every status
+    tracked = [m for _, m in status if m.tracking and m.state == TeleopState.ENGAGED]
+    last = tracked[-1]
+    segment_names = {s.name for s in mapping.segments}
+    assert len(last.limb_names) == len(last.limb_lengths_m) > 0 and set(last.limb_names) <= segment_names
+    limbs = dict(zip(last.limb_names, last.limb_lengths_m))
+    for arm in ("left_upper_arm", "left_forearm", "right_upper_arm", "right_forearm"):
+        assert 0.1 < limbs[arm] < 0.6, limbs                   # the replayed mocap actor's arms
+    assert 0.0 <= last.ik_position_residual_m < 0.5, last.ik_position_residual_m
 
 
 def test_node_parameters_are_validated_and_g1_mapping_loads():

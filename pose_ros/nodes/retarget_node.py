@@ -13,7 +13,8 @@ and `/joint_states` (measured, for the engage ramp). Publishes `~/joint_states`
 (sensor_msgs/JointState, for robot_state_publisher/RViz), `~/joint_trajectory`
 (trajectory_msgs/JointTrajectory, one point), `~/forward_command` (std_msgs/Float64MultiArray in
 the mapping's command order, for a ros2_control forward command controller) and `~/status`
-(pose_ros/TeleopStatus). Services `~/engage`, `~/disengage` (std_srvs/Trigger) and
+(pose_ros/TeleopStatus: state, interventions, IK residuals and the operator's measured limb
+lengths). Services `~/engage`, `~/disengage` (std_srvs/Trigger) and
 `~/set_engaged` (std_srvs/SetBool). `~/robot_markers` (visualization_msgs/MarkerArray) draws the
 commanded robot as a stick figure standing in the operator's place, in the skeleton's camera
 frame: visible in RViz with no robot_state_publisher or TF.
@@ -120,6 +121,7 @@ class RetargetNode(Node):
         self._last_solve_ms = math.nan
         self._last_residual = math.nan
         self._last_position_residual_m = math.nan
+        self._limb_names = list(self.retargeter.limbs.names)   # TeleopStatus.limb_names, fixed order
         self._partial_js_warned = False
         self._period_s = 1.0 / float(self.p["rate_hz"])
         self._period_ns = int(round(self._period_s * 1e9))
@@ -250,6 +252,7 @@ class RetargetNode(Node):
             self._last_cycle_ns = now_msg.nanoseconds
             out = self.safety.step(self._to_s(now_msg.nanoseconds))
             solve_ms, residual = self._last_solve_ms, self._last_residual
+            limbs = self.retargeter.limb_lengths_m      # measured ones only
             header = Header(stamp=now_msg.to_msg())
             q, qd = out.q.tolist(), out.qd.tolist()
             self.js_pub.publish(JointState(header=header, name=self.joint_names + self._extra_names,
@@ -264,7 +267,9 @@ class RetargetNode(Node):
             self.status_pub.publish(TeleopStatus(
                 header=header, state=int(out.state), state_name=out.state_name, tracking=bool(out.tracking),
                 input_age_s=float(out.input_age_s), solve_time_ms=float(solve_ms),
-                ik_residual_rad=float(residual), position_limit_clamps=c.position_limit_clamps,
+                ik_residual_rad=float(residual), ik_position_residual_m=float(self._last_position_residual_m),
+                limb_names=self._limb_names, limb_lengths_m=[limbs.get(n, math.nan) for n in self._limb_names],
+                position_limit_clamps=c.position_limit_clamps,
                 velocity_limit_clamps=c.velocity_limit_clamps, acceleration_limit_clamps=c.acceleration_limit_clamps,
                 invalid_inputs=c.invalid_inputs, stale_inputs=c.stale_inputs, tracking_losses=c.tracking_losses,
                 watchdog_trips=c.watchdog_trips, message=out.message))
