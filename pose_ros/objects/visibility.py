@@ -74,10 +74,23 @@ def _visible(pts: np.ndarray, nrm: np.ndarray | None, camera, cell_px: float | N
     idx = np.flatnonzero(keep)
     if idx.size == 0:
         return keep, np.zeros((0, 2))
-    uv = camera.project(pts[idx])
-    ok = np.isfinite(uv).all(axis=1)
+    if camera.has_distortion:
+        uv = camera.project(pts[idx])
+        ok = np.isfinite(uv).all(axis=1)
+    else:
+        # camera.project's arithmetic inline (its checks cost more than the projection here);
+        # kept points have z > 0 and are finite.
+        p = pts[idx]
+        x = p[:, 0] / p[:, 2]
+        y = p[:, 1] / p[:, 2]
+        K = camera.K
+        uv = np.empty((idx.size, 2))
+        uv[:, 0] = K[0, 0] * x + K[0, 1] * y + K[0, 2]
+        uv[:, 1] = K[1, 1] * y + K[1, 2]
+        ok = np.ones(idx.size, bool)
     if in_image_only:
-        ok &= camera.in_image(uv)
+        ok &= ((uv[:, 0] >= -0.5) & (uv[:, 1] >= -0.5) & (uv[:, 0] < camera.width - 0.5)
+               & (uv[:, 1] < camera.height - 0.5))
     if not ok.all():
         keep[idx[~ok]] = False
         idx = idx[ok]
