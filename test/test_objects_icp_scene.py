@@ -111,33 +111,60 @@ def test_scene_from_other_arrays_is_refused(ycbv):
         refine_pose_icp(models[g0.obj_id], np.eye(3), f.depth_m, f.camera, mask=g0.mask_visib, scene=scene)
 
 
-def test_strided_scene_still_refines_close_to_the_fresh_result(ycbv):
-    """Above ``max_scene_points`` the region is subsampled; a prepared scene anchors the pixel
-    grid on the whole mask instead of the gated region, so results are close, not identical."""
+def test_strided_scene_gives_the_fresh_result(ycbv):
+    """Above ``max_scene_points`` the region is subsampled on a grid anchored on the gated region;
+    the prepared scene reproduces that grid for every gate, so results stay identical."""
     from dataclasses import replace
 
-    from pose_ros.eval.pose_metrics import add_s_error
     from pose_ros.eval.ycbv_refine_bench import perturb_pose
     from pose_ros.objects.icp import IcpConfig, prepare_icp_scene, refine_pose_icp
 
     frames, models = ycbv
-    cfg = replace(IcpConfig(), max_scene_points=300)
     rng = np.random.default_rng(5)
     n = 0
-    for g in frames[0].gt:
-        f, m = frames[0], models[g.obj_id]
-        if g.mask_visib.sum() < 1500:
-            continue
-        scene = prepare_icp_scene(f.depth_m, f.camera, g.mask_visib, cfg)
-        T0 = perturb_pose(g.T_cam_obj, 0.01, 5.0, rng)
-        fresh = refine_pose_icp(m, T0, f.depth_m, f.camera, mask=g.mask_visib, config=cfg)
-        shared = refine_pose_icp(m, T0, f.depth_m, f.camera, mask=g.mask_visib, config=cfg, scene=scene)
-        if fresh.applied:
-            assert shared.applied
-            assert abs(shared.num_scene_points - fresh.num_scene_points) < 0.35 * fresh.num_scene_points
-            assert add_s_error(m, shared.T_cam_obj, fresh.T_cam_obj) < 0.02 * m.diameter_m
-            n += 1
-    assert n >= 2
+    for max_pts in (300, 900):
+        cfg = replace(IcpConfig(), max_scene_points=max_pts)
+        for f in frames[:2]:
+            for g in f.gt:
+                m = models[g.obj_id]
+                scene = prepare_icp_scene(f.depth_m, f.camera, g.mask_visib, cfg)
+                for tr, rd in ((0.01, 5.0), (0.03, 10.0)):
+                    T0 = perturb_pose(g.T_cam_obj, tr, rd, rng)
+                    fresh = refine_pose_icp(m, T0, f.depth_m, f.camera, mask=g.mask_visib, config=cfg)
+                    shared = refine_pose_icp(m, T0, f.depth_m, f.camera, mask=g.mask_visib, config=cfg, scene=scene)
+                    _same(fresh, shared)
+                    n += fresh.applied and scene.stride_for(int(g.mask_visib.sum())) > 1
+    assert n >= 10
+
+
+@pytest.mark.parametrize("max_pts", [6000, 2000, 700, 300])
+def test_scene_crop_equals_the_direct_computation_on_the_gated_region(ycbv, max_pts):
+    """The crop for a depth gate is exactly what organised normals on the gated, dilated mask give
+    (the computation every ICP call did before), at stride 1 and on strided grids of any phase."""
+    import cv2
+
+    from pose_ros.objects.icp_scene import IcpScene, organized_points_normals
+
+    frames, _ = ycbv
+    f = frames[0]
+    strides = set()
+    for g in f.gt:
+        scene = IcpScene(f.depth_m, f.camera, g.mask_visib, max_scene_points=max_pts)
+        dil = cv2.dilate(g.mask_visib.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))) > 0
+        z = f.depth_m[g.mask_visib & (f.depth_m > 0)]
+        for lo_q, hi_q, pad in ((0, 100, 0.1), (10, 60, 0.0), (30, 100, 0.0), (0, 40, 0.02)):
+            z_lo = float(np.percentile(z, lo_q)) - pad
+            z_hi = float(np.percentile(z, hi_q)) + pad
+            crop, n_roi = scene.crop(None, np.eye(4), z_lo, z_hi, 0.5 * (z_lo + z_hi), None)
+            with np.errstate(invalid="ignore"):
+                roi = dil & (f.depth_m > z_lo) & (f.depth_m < z_hi) & np.isfinite(f.depth_m)
+            assert n_roi == int(roi.sum())
+            stride = scene.stride_for(n_roi)
+            strides.add(stride)
+            pts, nrm = organized_points_normals(f.depth_m, f.camera, roi, stride=stride)
+            np.testing.assert_array_equal(crop.points, pts)
+            np.testing.assert_array_equal(crop.normals, nrm)
+    assert (max(strides) > 1) == (max_pts < 6000)
 
 
 def test_depth_search_with_a_given_scene_matches_its_own(ycbv):

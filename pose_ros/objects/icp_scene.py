@@ -8,10 +8,11 @@ and the gate only selects points by depth. So the scene's points and normals are
 for the whole dilated mask, each call selects its depth range from them, and the per-level
 targets are cached per distinct selection (usually one per instance).
 
-With stride 1 (crops up to ``max_scene_points`` pixels, the common case) a prepared scene gives
-exactly the points a fresh computation on the gated region gives, in the same order: a pixel's
-normal depends only on its neighbours' depths, not on which pixels are in the region. With a
-larger stride the subsampling grid is anchored on the whole mask instead of the gated region.
+A prepared scene gives exactly the points a fresh computation on the gated region gives, in the
+same order: a pixel's normal depends only on its neighbours' depths, not on which pixels are in the
+region. Above ``max_scene_points`` region pixels the image is subsampled with a stride; the grid
+of a fresh computation is anchored on the gated region's bounding box, so the prepared points are
+kept per (stride, grid phase), and the phase is taken from the gated region.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ __all__ = ["IcpScene", "SceneCrop", "prepare_icp_scene", "organized_points_norma
 
 
 def organized_points_normals(depth_m: np.ndarray, camera, roi: np.ndarray, stride: int = 1,
-                             max_jump_m: float = 0.01, normal_step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                             max_jump_m: float = 0.01, normal_step: int = 1,
+                             phase: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Camera-frame points and unit normals for ROI pixels of an organised depth image.
 
     Normals are the cross product of the horizontal and vertical central differences between
@@ -40,6 +42,8 @@ def organized_points_normals(depth_m: np.ndarray, camera, roi: np.ndarray, strid
     sensors need a wider one. Only the ROI's bounding box is processed, so cost scales with the
     object size.
     Distortion is ignored for the normals' neighbourhood geometry but applied to the points.
+    ``phase`` = (row, col) modulo ``stride`` puts the pixel grid there instead of on the ROI's
+    bounding box (a prepared scene reproduces the grid of a smaller ROI with it).
     """
     H, W = depth_m.shape
     vs, us = np.nonzero(roi)
@@ -49,6 +53,8 @@ def organized_points_normals(depth_m: np.ndarray, camera, roi: np.ndarray, strid
     k = max(1, int(normal_step))
     v0, v1 = max(int(vs.min()) - s * k, 0), min(int(vs.max()) + s * k + 1, H)
     u0, u1 = max(int(us.min()) - s * k, 0), min(int(us.max()) + s * k + 1, W)
+    if phase is not None and s > 1:
+        v0, u0 = _grid_start(v0, phase[0], s), _grid_start(u0, phase[1], s)
     d = depth_m[v0:v1:s, u0:u1:s].astype(np.float64)
     r = roi[v0:v1:s, u0:u1:s]
     with np.errstate(invalid="ignore"):
@@ -78,6 +84,19 @@ def organized_points_normals(depth_m: np.ndarray, camera, roi: np.ndarray, strid
         uv = np.stack([gu[ok], gv[ok]], axis=1).astype(np.float64)
         pts = camera.backproject(uv, pts[:, 2])
     return pts, nrm
+
+
+def _grid_start(lo: int, phase: int, s: int) -> int:
+    """Largest index <= ``lo`` that is ``phase`` modulo ``s`` (the next one if that is negative)."""
+    v = lo - ((lo - phase) % s)
+    return v if v >= 0 else v + s
+
+
+def grid_phase(v_min: int, u_min: int, stride: int, normal_step: int = 1) -> tuple[int, int]:
+    """Pixel-grid phase (row, col) ``organized_points_normals`` uses for a ROI whose bounding box
+    starts at (v_min, u_min): its crop starts ``stride * normal_step`` before, clipped at 0."""
+    m = stride * normal_step
+    return max(v_min - m, 0) % stride, max(u_min - m, 0) % stride
 
 
 def voxel_average(points_m: np.ndarray, normals: np.ndarray, voxel_m: float) -> tuple[np.ndarray, np.ndarray]:
@@ -153,9 +172,10 @@ class IcpScene:
         self.mask: np.ndarray | None = None
         self.reason = self._validate(depth_m, mask)
         self._roi: np.ndarray | None = None          # dilated mask & finite depth
-        self._roi_z: np.ndarray | None = None        # depth of those pixels (for gate counts)
-        self._by_stride: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._crops: dict[tuple[int, int, int], SceneCrop] = {}
+        self._roi_z: np.ndarray | None = None        # depth of those pixels, ascending (gate counts)
+        self._roi_vu: np.ndarray | None = None       # (n,2) their pixel rows/cols in that order
+        self._by_grid: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._crops: dict[tuple[int, ...], SceneCrop] = {}
 
     def _validate(self, depth_m: np.ndarray | None, mask: np.ndarray | None) -> str:
         H, W = self.camera.height, self.camera.width
@@ -203,19 +223,26 @@ class IcpScene:
                 m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
             with np.errstate(invalid="ignore"):
                 roi = m.astype(bool) & np.isfinite(self.depth)
+            vs, us = np.nonzero(roi)
+            z = self.depth[vs, us]                      # depth dtype: gates compare in it (below)
+            order = np.argsort(z, kind="stable")
             self._roi = roi
-            self._roi_z = np.sort(self.depth[roi].astype(np.float64))
+            self._roi_z = z[order]
+            self._roi_vu = np.stack([vs[order], us[order]], axis=1)
         return self._roi, self._roi_z
 
-    def _points_at(self, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(points, normals, sorted-order z) of the whole masked region at a pixel stride."""
-        hit = self._by_stride.get(stride)
+    def _points_at(self, stride: int, phase: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(points, normals, ascending z) of the whole masked region on a pixel grid."""
+        key = (stride, *phase)
+        hit = self._by_grid.get(key)
         if hit is None:
             roi, _ = self._masked_roi()
             pts, nrm = organized_points_normals(self.depth, self.camera, roi, stride=stride,
-                                                max_jump_m=self.depth_discontinuity_m)
-            hit = (pts, nrm, np.sort(pts[:, 2]))
-            self._by_stride[stride] = hit
+                                                max_jump_m=self.depth_discontinuity_m, phase=phase)
+            hit = (pts, nrm, np.sort(pts[:, 2].astype(self.depth.dtype)))   # exact: z came from depth
+            if len(self._by_grid) >= 8:
+                self._by_grid.clear()
+            self._by_grid[key] = hit
         return hit
 
     def crop(self, model, T_init: np.ndarray, z_lo: float, z_hi: float, z_mean: float,
@@ -227,13 +254,22 @@ class IcpScene:
         if self.mask is None:
             return self._silhouette_crop(model, T_init, z_lo, z_hi, z_mean, config)
         _, roi_z = self._masked_roi()
-        n_roi = int(np.searchsorted(roi_z, z_hi, "left") - np.searchsorted(roi_z, z_lo, "right"))
+        # ``depth > z_lo`` on a float32 image compares in float32 (NumPy casts the Python float to
+        # the array's type); the gate must round the same way to select the same pixels.
+        z_lo, z_hi = self.depth.dtype.type(z_lo), self.depth.dtype.type(z_hi)
+        lo, hi = int(np.searchsorted(roi_z, z_lo, "right")), int(np.searchsorted(roi_z, z_hi, "left"))
+        n_roi = max(hi - lo, 0)
         stride = self.stride_for(n_roi)
-        pts, nrm, z_sorted = self._points_at(stride)
-        key = (stride, int(np.searchsorted(z_sorted, z_lo, "right")), int(np.searchsorted(z_sorted, z_hi, "left")))
+        phase = (0, 0)
+        if stride > 1 and n_roi:
+            # the grid a fresh computation on the gated region would use (anchored on its box)
+            vu_min = self._roi_vu[lo:hi].min(axis=0)
+            phase = grid_phase(int(vu_min[0]), int(vu_min[1]), stride)
+        pts, nrm, z_sorted = self._points_at(stride, phase)
+        key = (stride, *phase, int(np.searchsorted(z_sorted, z_lo, "right")), int(np.searchsorted(z_sorted, z_hi, "left")))
         hit = self._crops.get(key)
         if hit is None:
-            z = pts[:, 2]
+            z = pts[:, 2].astype(self.depth.dtype)
             sel = (z > z_lo) & (z < z_hi)
             hit = SceneCrop(pts[sel], nrm[sel])
             if len(self._crops) >= 32:                 # pathological gates: bound the memory
