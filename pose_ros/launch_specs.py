@@ -37,10 +37,8 @@ class NodeSpec:
 @dataclass(frozen=True)
 class LaunchArg:
     name: str
-    default: str                       # `ros2 launch` (and plan()) default
+    default: str
     description: str
-    # `pose-ros launch`'s default where it differs (None = the same), e.g. teleop's composed:=true.
-    cli_default: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,10 +52,6 @@ class SystemSpec:
     # Fast DDS XML profile (config/) the launch applies through FASTDDS_DEFAULT_PROFILES_FILE
     # unless the user set that variable; "" = Fast DDS defaults.
     dds_profile: str = ""
-
-    def cli_defaults(self) -> dict[str, str]:
-        """Launch arguments whose `pose-ros launch` default differs from `ros2 launch`'s."""
-        return {a.name: a.cli_default for a in self.args if a.cli_default is not None}
 
 
 _CAMERA_ARGS = (
@@ -107,12 +101,11 @@ SYSTEMS: dict[str, SystemSpec] = {
                       "(config/robots/unitree_g1.yaml for the Unitree G1)"),
             LaunchArg("bvh", "", "BVH file replayed when camera:=replay (default: CMU 131 walk if present)"),
             LaunchArg("engage", "false", "engage teleoperation on start; otherwise call /retarget/engage"),
-            # pose-ros launch composes by default: measured with bench-teleop on the 2-core machine,
-            # colour -> command p95 ~39 ms composed vs ~53 ms separate (both with the DDS profile),
-            # same CPU. ros2 launch keeps one process per node, the ROS norm (restart, inspect one).
+            # Measured with bench-teleop on the 2-core machine (10 interleaved runs each, with the DDS
+            # profile): colour -> command p50 ~24 ms either way, p95 52 ms composed vs 52 ms separate,
+            # same CPU. Not better, so one process per node stays the default (restart, inspect one).
             LaunchArg("composed", "false", "true: camera, human_pose and retarget in one process (the images do "
-                      "not cross a process boundary; default true for pose-ros launch, false for ros2 launch)",
-                      cli_default="true"),
+                      "not cross a process boundary; see pose-ros bench-teleop --composed)"),
         ),
         (
             NodeSpec("realsense_camera", "realsense_camera_node", "realsense_camera", "realsense_camera.yaml",

@@ -284,13 +284,13 @@ def test_composed_chain_delivers_commands_traced_to_camera_frames(tmp_path):
     assert np.all(lat_ms > 0), lat_ms
 
 
-def test_pose_ros_launch_teleop_shows_one_container_by_default(capsys):
+def test_pose_ros_launch_teleop_shows_one_container_when_composed(capsys):
     from pose_ros.cli import main
 
-    assert main(["launch", "teleop", "camera:=realsense", "--show"]) == 0
+    assert main(["launch", "teleop", "camera:=realsense", "composed:=true", "--show"]) == 0
     out = capsys.readouterr().out
     assert "composed:=true" in out and out.count("pose_ros.nodes.container") == 1
-    assert main(["launch", "teleop", "camera:=realsense", "composed:=false", "--show"]) == 0
+    assert main(["launch", "teleop", "camera:=realsense", "--show"]) == 0
     out = capsys.readouterr().out
     assert "pose_ros.nodes.container" not in out and "pose_ros.nodes.human_pose_node" in out
 
@@ -310,8 +310,6 @@ def test_composed_launch_runs_the_chain_in_one_container_process():
     by_module = {e.module: e.args for e in entries}
     assert "skeletons:=/human_pose/skeletons" in by_module["retarget_node"]
     assert "__node:=human_pose" in by_module["human_pose_node"]
-    # pose-ros launch composes by default; ros2 launch (the LaunchArg default) does not
-    assert SYSTEMS["teleop"].cli_defaults() == {"composed": "true"}
     assert {a.name: a.default for a in SYSTEMS["teleop"].args}["composed"] == "false"
     replay = plan(SYSTEMS["teleop"], {"composed": "true"})
     assert [e.module for e in parse_entries(replay[0].command[3])] == ["skeleton_replay_node", "retarget_node"]

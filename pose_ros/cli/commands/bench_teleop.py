@@ -6,9 +6,10 @@ publish. human_pose and retarget run with exactly the arguments `pose-ros launch
 camera:=realsense` gives them (same parameter files, remappings, Fast DDS profile), the
 RealSense node replaced by this camera:
 
-* --composed (default, like `pose-ros launch teleop`): camera, human_pose and retarget in one
-  process (pose_ros.nodes.container); the probe learns the published frames from camera_info;
-* --separate (like `ros2 launch`): one process per node, the camera in this bench process.
+* --separate (default, like `pose-ros launch teleop` and `ros2 launch`): one process per node,
+  the camera in this bench process;
+* --composed (launch argument composed:=true): camera, human_pose and retarget in one process
+  (pose_ros.nodes.container); the probe learns the published frames from camera_info.
 
 The robot is engaged through /retarget/engage, then a probe in this process measures, over
 --duration seconds:
@@ -47,16 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ROS_DOMAIN_ID for the bench graph (default: a random private one in 150..229)")
     p.add_argument("--startup-timeout", type=float, default=90.0,
                    help="seconds to wait for the nodes and the first tracked skeleton")
-    from pose_ros.launch_specs import SYSTEMS
-
-    composed_default = SYSTEMS["teleop"].cli_defaults().get("composed", "false") == "true"
     layout = p.add_mutually_exclusive_group()
-    layout.add_argument("--composed", dest="composed", action="store_true", default=composed_default,
-                        help="camera, human_pose and retarget in one process, as pose-ros launch teleop runs them"
-                        + (" (default)" if composed_default else ""))
-    layout.add_argument("--separate", dest="composed", action="store_false",
-                        help="one process per node (ros2 launch's default), the camera in the bench process"
-                        + ("" if composed_default else " (default)"))
+    layout.add_argument("--separate", dest="composed", action="store_false", default=False,
+                        help="one process per node, the camera in the bench process (default, like pose-ros "
+                        "launch teleop and ros2 launch)")
+    layout.add_argument("--composed", dest="composed", action="store_true",
+                        help="camera, human_pose and retarget in one process (launch argument composed:=true)")
     p.add_argument("--dds-profile", default="",
                    help="Fast DDS XML profile for every bench process: empty = the teleop launch's "
                    "(config/fastdds_teleop.xml), 'none' = Fast DDS defaults, or a file")

@@ -29,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
     from pose_ros.cli.launcher import plan, run
     from pose_ros.launch_specs import SYSTEMS
     system = SYSTEMS[args.system]
-    overrides = {**system.cli_defaults(), **parse_launch_args(args.args)}
+    overrides = parse_launch_args(args.args)
     if args.show:
         for a in system.args:
             print(f"  {a.name}:={overrides.get(a.name, a.default)!s:<40} {a.description}")
