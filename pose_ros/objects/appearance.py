@@ -120,8 +120,10 @@ class AppearanceScorer:
         self._entries: dict[int, Any] = {}                  # id(mesh) -> renderer mesh entry
         self._depth_key: tuple | None = None
         self._depth_small: np.ndarray | None = None
+        self._depth_ref: np.ndarray | None = None            # keeps the keyed id unique while cached
         self._mask_key: tuple | None = None
         self._mask_small: tuple[np.ndarray, int] | None = None
+        self._mask_ref: np.ndarray | None = None
         self._textured: dict[int, tuple[Any, bool]] = {}     # id(mesh) -> (mesh, textured)
         self._frame_key: tuple | None = None
         self._frame_small: np.ndarray | None = None
@@ -219,7 +221,7 @@ class AppearanceScorer:
             self._depth_small = depth_m if depth_m.shape == (cam_s.height, cam_s.width) else cv2.resize(
                 depth_m, (cam_s.width, cam_s.height), interpolation=cv2.INTER_NEAREST)
             self._depth_key = key
-            self._depth_ref = depth_m                         # keeps the id unique while cached
+            self._depth_ref = depth_m
         return self._depth_small
 
     def _mask_small_for(self, mask: np.ndarray, cam_s: PinholeCamera) -> tuple[np.ndarray, int]:

@@ -9,6 +9,8 @@ Why this shape:
   product of neighbouring pixels), which is much faster than KD-tree normal estimation.
 - A Tukey kernel and per-level correspondence gates make it robust to clutter, occluders and
   depth outliers; the coarse-to-fine schedule widens the basin of convergence.
+- The scene side (mask dilation, normals, voxel targets) lives in ``icp_scene.IcpScene``; a
+  caller refining several poses of one instance prepares it once and passes it to each call.
 - Bad depth (empty, NaN, out of view, too few points) never raises: the initial pose comes back
   with ``applied=False`` and a ``reason``, so a node can publish the PnP pose and count the drop.
   So do implausibly large corrections (ICP sliding onto a neighbour or the table).
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pose_ros.objects.icp_scene import IcpScene, SceneCrop, organized_points_normals, prepare_icp_scene
+from pose_ros.objects.icp_scene import IcpScene, organized_points_normals, prepare_icp_scene
 from pose_ros.objects.scoring import depth_agreement
 from pose_ros.objects.visibility import visible_model_points
 

@@ -172,8 +172,8 @@ class IcpScene:
         self.mask: np.ndarray | None = None
         self.reason = self._validate(depth_m, mask)
         self._roi: np.ndarray | None = None          # dilated mask & finite depth
-        self._roi_z: np.ndarray | None = None        # depth of those pixels, ascending (gate counts)
-        self._roi_vu: np.ndarray | None = None       # (n,2) their pixel rows/cols in that order
+        self._roi_z: np.ndarray | None = None        # depth of those pixels (gate counts)
+        self._roi_vu: np.ndarray | None = None       # (n,2) their pixel rows/cols
         self._by_grid: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._crops: dict[tuple[int, ...], SceneCrop] = {}
 
@@ -224,22 +224,20 @@ class IcpScene:
             with np.errstate(invalid="ignore"):
                 roi = m.astype(bool) & np.isfinite(self.depth)
             vs, us = np.nonzero(roi)
-            z = self.depth[vs, us]                      # depth dtype: gates compare in it (below)
-            order = np.argsort(z, kind="stable")
             self._roi = roi
-            self._roi_z = z[order]
-            self._roi_vu = np.stack([vs[order], us[order]], axis=1)
+            self._roi_z = self.depth[vs, us]           # depth dtype: gates compare in it (below)
+            self._roi_vu = np.stack([vs, us], axis=1)
         return self._roi, self._roi_z
 
     def _points_at(self, stride: int, phase: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(points, normals, ascending z) of the whole masked region on a pixel grid."""
+        """(points, normals, z in the depth dtype) of the whole masked region on a pixel grid."""
         key = (stride, *phase)
         hit = self._by_grid.get(key)
         if hit is None:
             roi, _ = self._masked_roi()
             pts, nrm = organized_points_normals(self.depth, self.camera, roi, stride=stride,
                                                 max_jump_m=self.depth_discontinuity_m, phase=phase)
-            hit = (pts, nrm, np.sort(pts[:, 2].astype(self.depth.dtype)))   # exact: z came from depth
+            hit = (pts, nrm, pts[:, 2].astype(self.depth.dtype))   # exact: z came from the depth image
             if len(self._by_grid) >= 8:
                 self._by_grid.clear()
             self._by_grid[key] = hit
@@ -257,19 +255,19 @@ class IcpScene:
         # ``depth > z_lo`` on a float32 image compares in float32 (NumPy casts the Python float to
         # the array's type); the gate must round the same way to select the same pixels.
         z_lo, z_hi = self.depth.dtype.type(z_lo), self.depth.dtype.type(z_hi)
-        lo, hi = int(np.searchsorted(roi_z, z_lo, "right")), int(np.searchsorted(roi_z, z_hi, "left"))
-        n_roi = max(hi - lo, 0)
+        gated = (roi_z > z_lo) & (roi_z < z_hi)
+        n_roi = int(np.count_nonzero(gated))
         stride = self.stride_for(n_roi)
         phase = (0, 0)
         if stride > 1 and n_roi:
             # the grid a fresh computation on the gated region would use (anchored on its box)
-            vu_min = self._roi_vu[lo:hi].min(axis=0)
+            vu_min = self._roi_vu[gated].min(axis=0)
             phase = grid_phase(int(vu_min[0]), int(vu_min[1]), stride)
-        pts, nrm, z_sorted = self._points_at(stride, phase)
-        key = (stride, *phase, int(np.searchsorted(z_sorted, z_lo, "right")), int(np.searchsorted(z_sorted, z_hi, "left")))
+        pts, nrm, z = self._points_at(stride, phase)
+        # {z <= z_lo} and {z < z_hi} are down-sets, so their sizes identify the selection
+        key = (stride, *phase, int(np.count_nonzero(z <= z_lo)), int(np.count_nonzero(z < z_hi)))
         hit = self._crops.get(key)
         if hit is None:
-            z = pts[:, 2].astype(self.depth.dtype)
             sel = (z > z_lo) & (z < z_hi)
             hit = SceneCrop(pts[sel], nrm[sel])
             if len(self._crops) >= 32:                 # pathological gates: bound the memory
