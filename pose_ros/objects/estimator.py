@@ -27,6 +27,7 @@ usable depth for the instance the PnP pose is returned with a lowered score
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,6 +50,12 @@ log = logging.getLogger(__name__)
 NO_DEPTH_SCORE_CAP = 0.5
 APPEARANCE_MARGIN = 0.05        # render-and-compare gain a near-symmetric twin needs to replace a pose
 APPEARANCE_SCORE_SLACK = 0.1    # depth-score loss tolerated for that switch
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its numbers ("translation correction # mm exceeds # mm"): drop counters
+    (and the node's /diagnostics keys) stay a short fixed set instead of one key per value."""
+    return re.sub(r"[-+]?\d+(?:\.\d+)?", "#", reason.split(" (")[0])[:60]
 
 
 class EstimatorInputError(ValueError):
@@ -321,7 +328,7 @@ class PoseEstimator:
                         T = icp.T_cam_obj
                         cov = fuse_icp_covariance(cov, icp.inlier_rmse_m, spec.diameter_m)
                     else:
-                        self.drops[f"icp_not_applied:{icp.reason.split(' (')[0][:40]}"] += 1
+                        self.drops[f"icp_not_applied:{_reason_kind(icp.reason)}"] += 1
                 acc["icp"] += (time.perf_counter() - ti) * 1e3
                 tsc = time.perf_counter()
                 sc, ag = self._score(model, T, depth, camera, mask, icp, inlier_ratio, stats.vote_inlier_ratio, depth_here)
