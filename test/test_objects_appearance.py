@@ -163,3 +163,19 @@ def test_depth_search_with_colour_and_verification_recovers_full_pose(demo_model
     print('ADD with / without verification / total:', ok_with, ok_without, total)
     assert total >= 5
     assert ok_with >= 0.6 * total and ok_with > ok_without, (ok_with, ok_without, total)
+
+
+def test_compare_image_cache_never_serves_a_previous_frame():
+    """Frames arrive as new arrays; a freed frame's id is typically reused by the next one, so a
+    cache keyed by id alone compared poses against the previous image (49 of 50 frames here)."""
+    from pose_ros.core.camera import PinholeCamera
+    from pose_ros.objects.appearance import AppearanceScorer
+
+    cam = PinholeCamera.from_fov(640, 480, 69.0)
+    scorer = AppearanceScorer()
+    cam_s = scorer._small_camera(cam)
+    for i in range(50):
+        rgb = np.full((480, 640, 3), 3 * i, np.uint8)
+        small = scorer._observed_small(rgb, cam_s)
+        assert abs(float(small[0, 0, 0]) * 255.0 - 3 * i) < 0.5, f"frame {i} compared against a stale image"
+        del rgb

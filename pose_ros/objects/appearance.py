@@ -127,6 +127,7 @@ class AppearanceScorer:
         self._textured: dict[int, tuple[Any, bool]] = {}     # id(mesh) -> (mesh, textured)
         self._frame_key: tuple | None = None
         self._frame_small: np.ndarray | None = None
+        self._frame_ref: np.ndarray | None = None          # keeps the keyed image alive: its id stays unique
 
     def is_textured(self, model: Any) -> bool:
         hit = self._textured.get(id(model.mesh))
@@ -211,6 +212,7 @@ class AppearanceScorer:
                 rgb, (cam_small.width, cam_small.height), interpolation=cv2.INTER_AREA)
             self._frame_small = small.astype(np.float32) / 255.0
             self._frame_key = key
+            self._frame_ref = rgb
         return self._frame_small
 
     def _depth_small_for(self, depth_m: np.ndarray, cam_s: PinholeCamera) -> np.ndarray:
