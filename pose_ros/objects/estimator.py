@@ -314,6 +314,11 @@ class PoseEstimator:
             mask[:hh, :ww] = mask_img[:hh, :ww] > 0
             inlier_ratio = stats.pnp_inliers / max(1, len(spec.keypoints_m)) if pnp.ok else 0.0
             depth_here = has_depth and model is not None and bool(np.count_nonzero(depth[mask] > 0) >= 20)
+            scene = None                 # the instance's ICP scene, prepared once for every refinement
+            if self.use_icp and depth_here:
+                from pose_ros.objects.icp_scene import prepare_icp_scene
+
+                scene = prepare_icp_scene(depth, camera, mask, self.icp_config)
             best = None                  # (score, T, cov, method, icp result or None, depth agreement)
             if pnp.ok:
                 T = pnp.T_cam_obj
@@ -323,7 +328,7 @@ class PoseEstimator:
                 if self.use_icp and depth_here:
                     from pose_ros.objects.icp import refine_pose_icp
 
-                    icp = refine_pose_icp(model, T, depth, camera, mask=mask, config=self.icp_config)
+                    icp = refine_pose_icp(model, T, depth, camera, mask=mask, config=self.icp_config, scene=scene)
                     if icp.applied:
                         T = icp.T_cam_obj
                         cov = fuse_icp_covariance(cov, icp.inlier_rmse_m, spec.diameter_m)
@@ -352,7 +357,7 @@ class PoseEstimator:
                     verify = partial(self._verification, model, rgb, depth, mask, camera)
                 for T0, icp in depth_pose_search(model, mask, depth, camera, self.icp_config, extra_rotations=extra,
                                                  keypoints=kps, rgb=rgb if self.appearance_check else None,
-                                                 verify=verify):
+                                                 verify=verify, icp_scene=scene):
                     sc, ag = self._score(model, icp.T_cam_obj, depth, camera, mask, icp, None, None, True)
                     if best is None or sc > best[0]:
                         best = (sc, icp.T_cam_obj, icp_covariance(icp.inlier_rmse_m, spec.diameter_m),
@@ -363,7 +368,7 @@ class PoseEstimator:
             if (self._appearance is not None and rgb is not None and best[4] is not None and best[4].applied
                     and self._near_syms.get(cls)):
                 ta = time.perf_counter()
-                best = self._check_appearance(cls, model, best, rgb, depth, camera, mask, stats)
+                best = self._check_appearance(cls, model, best, rgb, depth, camera, mask, stats, scene)
                 acc["appearance"] += (time.perf_counter() - ta) * 1e3
             score, T, cov, method, icp, agree = best
             stats.method = method
@@ -420,7 +425,7 @@ class PoseEstimator:
         return self._appearance.verify(model, T_cam_obj, rgb, depth, mask, camera).combined()
 
     def _check_appearance(self, cls: int, model: Any, best: tuple, rgb: np.ndarray, depth: np.ndarray,
-                          camera: PinholeCamera, mask: np.ndarray, stats: PoseStats) -> tuple:
+                          camera: PinholeCamera, mask: np.ndarray, stats: PoseStats, scene: Any = None) -> tuple:
         """Among the pose and its near-symmetric twins, keep the one the render-and-compare check prefers.
 
         Every twin is rendered and compared (colour correlation + depth consistency + silhouette
@@ -438,7 +443,7 @@ class PoseEstimator:
         stats.appearance = v0.colour
         if k1 < 0:
             return best
-        icp1 = refine_pose_icp(model, T @ twins[k1], depth, camera, mask=mask, config=self.icp_config)
+        icp1 = refine_pose_icp(model, T @ twins[k1], depth, camera, mask=mask, config=self.icp_config, scene=scene)
         if not icp1.applied:
             return best
         sc1, ag1 = self._score(model, icp1.T_cam_obj, depth, camera, mask, icp1, None, None, True)
