@@ -149,7 +149,7 @@ class PoseTracker:
 
     def _check_twins(self, tr: _Track, rgb: np.ndarray, depth: np.ndarray, camera: PinholeCamera) -> _Track | None:
         """Update the track's running twin evidence; switch to a twin it clearly prefers; None: lost
-        (its evidence fell ``appearance_drop`` below the first check's, see module doc)."""
+        (its evidence, and every twin's, fell ``appearance_drop`` below the track's best; module doc)."""
         from pose_ros.objects.icp import refine_pose_icp
         from pose_ros.objects.scoring import mask_depth_agreement, pose_score
 
