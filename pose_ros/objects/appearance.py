@@ -33,7 +33,8 @@ import numpy as np
 
 from pose_ros.core.camera import PinholeCamera
 
-__all__ = ["AppearanceConfig", "AppearanceScorer", "Verification", "has_texture", "point_colours", "pick_twin"]
+__all__ = ["AppearanceConfig", "AppearanceScorer", "Verification", "has_texture", "point_colours", "pick_twin",
+           "twin_verifications"]
 
 _POINT_COLOURS: dict[int, tuple[Any, np.ndarray | None]] = {}
 
@@ -299,9 +300,16 @@ def pick_twin(scorer: AppearanceScorer, model: Any, T_cam_obj: np.ndarray, twins
               margin: float = 0.05) -> tuple[int, Verification]:
     """Index of the near-symmetric twin (``T @ twins[k]``) that the render-and-compare check prefers
     to ``T_cam_obj`` by more than ``margin`` (-1: keep the pose), and the pose's own verification."""
-    v0 = scorer.verify(model, T_cam_obj, rgb, depth_m, mask, camera)
-    if not twins:
+    v0, *vt = twin_verifications(scorer, model, T_cam_obj, twins, rgb, depth_m, mask, camera)
+    if not vt:
         return -1, v0
-    vs = [scorer.verify(model, T_cam_obj @ S, rgb, depth_m, mask, camera).combined() for S in twins]
+    vs = [v.combined() for v in vt]
     k = int(np.argmax(vs))
     return (k if vs[k] >= v0.combined() + margin else -1), v0
+
+
+def twin_verifications(scorer: AppearanceScorer, model: Any, T_cam_obj: np.ndarray, twins: list[np.ndarray],
+                       rgb: np.ndarray, depth_m: np.ndarray | None, mask: np.ndarray,
+                       camera: PinholeCamera) -> list[Verification]:
+    """Verifications of the pose and of each near-symmetric twin ``T @ twins[k]`` (pose first)."""
+    return [scorer.verify(model, T_cam_obj @ S, rgb, depth_m, mask, camera) for S in [np.eye(4), *twins]]

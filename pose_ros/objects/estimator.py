@@ -410,14 +410,14 @@ class PoseEstimator:
         appearance check off). Without a ``mask`` (tracking has no segmentation) the whole image
         counts: the colour and depth terms carry the evidence, the silhouette term is ~constant.
         """
+        from pose_ros.objects.appearance import twin_verifications
+
         if not self.has_twins(class_id):
             return None
-        model = self.models[class_id]
         twins = self._near_syms[class_id]
         m = mask if mask is not None else np.ones((camera.height, camera.width), bool)
-        scores = [self._appearance.verify(model, T_cam_obj @ S, rgb, depth, m, camera).combined()
-                  for S in [np.eye(4)] + list(twins)]
-        return twins, np.asarray(scores)
+        vs = twin_verifications(self._appearance, self.models[class_id], T_cam_obj, twins, rgb, depth, m, camera)
+        return twins, np.array([v.combined() for v in vs])
 
     def _verification(self, model: Any, rgb: np.ndarray, depth: np.ndarray, mask: np.ndarray,
                       camera: PinholeCamera, T_cam_obj: np.ndarray) -> float:
