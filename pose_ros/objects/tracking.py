@@ -28,6 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from pose_ros.core.camera import PinholeCamera
+from pose_ros.core.transforms import rotation_angle_rad
 from pose_ros.objects.covariance import icp_covariance
 from pose_ros.objects.estimator import PoseEstimator, PoseResult, PoseStats
 
@@ -122,7 +123,8 @@ class PoseTracker:
                 old = by_id.pop(r.instance_id, None)
                 # The running twin evidence is relative to the pose: it survives a re-detection
                 # only if the detector chose the same turn.
-                same_turn = old is not None and _rotation_deg(old.result.T_cam_obj, r.T_cam_obj) < 15.0
+                same_turn = old is not None and rotation_angle_rad(old.result.T_cam_obj[:3, :3],
+                                                                   r.T_cam_obj[:3, :3]) < np.radians(15.0)
                 new_tracks.append(_Track(r, fit if fit > 0 else (old.ref_fitness if old else 0.0),
                                          (old.age + 1) if old else 0, old.evidence if same_turn else None,
                                          old.ref_appearance if same_turn else None))
@@ -151,7 +153,6 @@ class PoseTracker:
         """Update the track's running twin evidence; switch to a twin it clearly prefers; None: lost
         (its evidence, and every twin's, fell ``appearance_drop`` below the track's best; module doc)."""
         from pose_ros.objects.icp import refine_pose_icp
-        from pose_ros.objects.scoring import mask_depth_agreement, pose_score
 
         r = tr.result
         t0 = time.perf_counter()
@@ -174,8 +175,7 @@ class PoseTracker:
         icp = refine_pose_icp(model, r.T_cam_obj @ twins[k], depth, camera, mask=None, config=self.est.icp_config)
         if not icp.applied:
             return tr
-        agree = mask_depth_agreement(model, icp.T_cam_obj, depth, camera)
-        score = pose_score(agree, icp.fitness, None)
+        agree, score = _depth_score(model, icp, depth, camera)
         if score < r.score - self.cfg.twin_score_slack:
             return tr
         self.counters["twin_switches"] += 1
@@ -191,7 +191,6 @@ class PoseTracker:
 
     def _track_one(self, tr: _Track, depth: np.ndarray, camera: PinholeCamera) -> _Track | None:
         from pose_ros.objects.icp import refine_pose_icp
-        from pose_ros.objects.scoring import mask_depth_agreement, pose_score
 
         t0 = time.perf_counter()
         r = tr.result
@@ -209,8 +208,7 @@ class PoseTracker:
         if tr.ref_fitness > 0 and icp.fitness < (1.0 - self.cfg.max_fitness_drop) * tr.ref_fitness:
             self._lost(f"fitness drop {tr.ref_fitness:.2f} -> {icp.fitness:.2f}")
             return None
-        agree = mask_depth_agreement(model, icp.T_cam_obj, depth, camera)
-        score = pose_score(agree, icp.fitness, None)
+        agree, score = _depth_score(model, icp, depth, camera)
         if score < self.cfg.min_score:
             self._lost(f"score {score:.2f}")
             return None
@@ -232,6 +230,9 @@ class PoseTracker:
         self.last_lost_reasons.append(reason)
 
 
-def _rotation_deg(T_a: np.ndarray, T_b: np.ndarray) -> float:
-    c = (np.trace(T_a[:3, :3].T @ T_b[:3, :3]) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+def _depth_score(model, icp, depth: np.ndarray, camera: PinholeCamera) -> tuple[float, float]:
+    """(depth agreement, pose score) of a tracked ICP result: there is no mask while tracking."""
+    from pose_ros.objects.scoring import mask_depth_agreement, pose_score
+
+    agree = mask_depth_agreement(model, icp.T_cam_obj, depth, camera)
+    return agree, pose_score(agree, icp.fitness, None)
