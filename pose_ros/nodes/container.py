@@ -20,6 +20,7 @@ import importlib
 import json
 import sys
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 # Node modules that can be composed, and the node class each exposes. Every class takes the
@@ -74,33 +75,10 @@ def run(entries: list[ComposedNode], args: list[str] | None = None) -> int:
     One executor thread, like the separate teleop processes: the callbacks only hand work to a
     node's own worker (human_pose) or serialise on one lock (retarget); the multi-threaded
     executor costs more CPU than it saves (see pose_ros.nodes.runner)."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from pose_ros.nodes.runner import run_nodes
 
-    rclpy.init(args=args)
-    nodes: list = []
-    executor = None
-    code = 0
-    try:
-        for entry in entries:
-            nodes.append(make_node(entry))
-        executor = SingleThreadedExecutor()
-        for node in nodes:
-            executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"[pose_ros] container startup failed: {exc}", file=sys.stderr)
-        code = 2
-    finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=2.0)
-        for node in reversed(nodes):
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return code
+    return run_nodes([partial(make_node, entry) for entry in entries], args=args, threads=1,
+                     what="container startup")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ teleop nodes), use one thread.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
@@ -24,24 +24,33 @@ def run_node(factory: Callable[[], "rclpy.node.Node"], args: list[str] | None = 
     """
     if threads < 1:
         raise ValueError(f"threads must be >= 1; got {threads}")
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
+    return run_nodes([factory], args if args is not None else sys.argv, threads)
+
+
+def run_nodes(factories: Sequence[Callable[[], "rclpy.node.Node"]], args: list[str] | None = None,
+              threads: int = 1, what: str = "startup") -> int:
+    """Create the nodes in order and spin them on one executor until shutdown (``run_node``'s
+    loop, also the container's); nodes are destroyed in reverse order."""
+    rclpy.init(args=args)
+    nodes: list = []
     executor = None
     code = 0
     try:
-        node = factory()
+        for factory in factories:
+            nodes.append(factory())
         executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
-        executor.add_node(node)
+        for node in nodes:
+            executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, FileNotFoundError) as exc:
-        print(f"[pose_ros] startup failed: {exc}", file=sys.stderr)
+        print(f"[pose_ros] {what} failed: {exc}", file=sys.stderr)
         code = 2
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=2.0)
-        if node is not None:
+        for node in reversed(nodes):
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
