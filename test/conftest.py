@@ -28,6 +28,47 @@ def shared_data_path(*parts: str) -> Path:
     return path
 
 
+def load_ycbv(keep=None):
+    """(frames, {obj_id: model}) of the real YCB-Video frames, ``keep(frame)`` filtering them;
+    models with 1500 surface points, only the objects the kept frames show."""
+    from pose_ros.core.object_model import load_bop_models
+    from pose_ros.eval.ycbv_refine_bench import iter_ycbv_frames
+
+    root = shared_data_path("ycbv_real")
+    frames = [f for f in iter_ycbv_frames(root) if keep is None or keep(f)]
+    ids = sorted({g.obj_id for f in frames for g in f.gt})
+    models = {m.obj_id: m for m in load_bop_models(root / "models_bop_ycbv", obj_ids=ids, num_points=1500)}
+    return frames, models
+
+
+def bad_icp_input(case: str, frame, gt, mask):
+    """(depth_m, mask, T_init) of a real frame spoilt one way (``case``), for the ICP's soft-failure tests."""
+    import numpy as np
+
+    depth, T0 = frame.depth_m, gt.T_cam_obj.copy()
+    if case == "zeros":
+        depth = np.zeros_like(frame.depth_m)
+    elif case == "nan":
+        depth = np.full_like(frame.depth_m, np.nan)
+    elif case == "wrong_shape":
+        depth = frame.depth_m[::2, ::2]
+    elif case == "empty_mask":
+        mask = np.zeros(frame.depth_m.shape, bool)
+    elif case == "int_depth":
+        depth = (frame.depth_m * 1000).astype(np.uint16)
+    elif case == "instance_mask":
+        mask = np.where(gt.mask_visib, 0, -1).astype(np.int32)   # forgot "== k"
+    elif case == "mask_shape":
+        mask = gt.mask_visib[::2]
+    elif case == "no_depth":
+        depth = None
+    elif case == "far_away":
+        T0[:3, 3] += [0.0, 0.0, 3.0]  # no depth anywhere near 3.6 m
+    else:
+        raise ValueError(f"unknown bad-input case {case!r}")
+    return depth, mask, T0
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT

@@ -6,19 +6,12 @@ import math
 import numpy as np
 import pytest
 
-from conftest import shared_data_path
+from conftest import bad_icp_input, load_ycbv
 
 
 @pytest.fixture(scope="module")
 def ycbv():
-    root = shared_data_path("ycbv_real")
-    from pose_ros.core.object_model import load_bop_models
-    from pose_ros.eval.ycbv_refine_bench import iter_ycbv_frames
-
-    frames = list(iter_ycbv_frames(root))
-    ids = sorted({g.obj_id for f in frames for g in f.gt})
-    models = {m.obj_id: m for m in load_bop_models(root / "models_bop_ycbv", obj_ids=ids, num_points=1500)}
-    return frames, models
+    return load_ycbv()
 
 
 def _first_frames(frames):
@@ -82,21 +75,7 @@ def test_bad_depth_returns_initial_pose_with_reason(ycbv, case):
     f = _first_frames(frames)[0]
     g = f.gt[0]
     m = models[g.obj_id]
-    depth, mask, T0 = f.depth_m, None, g.T_cam_obj.copy()
-    if case == "zeros":
-        depth = np.zeros_like(f.depth_m)
-    elif case == "nan":
-        depth = np.full_like(f.depth_m, np.nan)
-    elif case == "wrong_shape":
-        depth = f.depth_m[::2, ::2]
-    elif case == "empty_mask":
-        mask = np.zeros(f.depth_m.shape, bool)
-    elif case == "int_depth":
-        depth = (f.depth_m * 1000).astype(np.uint16)
-    elif case == "instance_mask":
-        mask = np.where(g.mask_visib, 0, -1).astype(np.int32)   # forgot "== k"
-    elif case == "far_away":
-        T0[:3, 3] += [0.0, 0.0, 3.0]  # no depth anywhere near 3.6 m
+    depth, mask, T0 = bad_icp_input(case, f, g, None)
     res = refine_pose_icp(m, T0, depth, f.camera, mask=mask)
     assert not res.applied
     assert res.reason, "a rejected refinement must say why"

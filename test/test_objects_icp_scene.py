@@ -5,19 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import shared_data_path
+from conftest import bad_icp_input, load_ycbv
 
 
 @pytest.fixture(scope="module")
 def ycbv():
-    root = shared_data_path("ycbv_real")
-    from pose_ros.core.object_model import load_bop_models
-    from pose_ros.eval.ycbv_refine_bench import iter_ycbv_frames
-
-    frames = [f for f in iter_ycbv_frames(root) if f.im_id == 1 and f.scene.startswith("data/")]
-    ids = sorted({g.obj_id for f in frames for g in f.gt})
-    models = {m.obj_id: m for m in load_bop_models(root / "models_bop_ycbv", obj_ids=ids, num_points=1500)}
-    return frames, models
+    return load_ycbv(lambda f: f.im_id == 1 and f.scene.startswith("data/"))
 
 
 def _same(a, b) -> None:
@@ -65,25 +58,7 @@ def test_prepared_scene_with_bad_input_fails_softly_like_a_fresh_call(ycbv, case
     f = frames[0]
     g = f.gt[0]
     m = models[g.obj_id]
-    depth, mask, T0 = f.depth_m, g.mask_visib, g.T_cam_obj.copy()
-    if case == "zeros":
-        depth = np.zeros_like(f.depth_m)
-    elif case == "nan":
-        depth = np.full_like(f.depth_m, np.nan)
-    elif case == "wrong_shape":
-        depth = f.depth_m[::2, ::2]
-    elif case == "empty_mask":
-        mask = np.zeros(f.depth_m.shape, bool)
-    elif case == "int_depth":
-        depth = (f.depth_m * 1000).astype(np.uint16)
-    elif case == "instance_mask":
-        mask = np.where(g.mask_visib, 0, -1).astype(np.int32)
-    elif case == "mask_shape":
-        mask = g.mask_visib[::2]
-    elif case == "no_depth":
-        depth = None
-    elif case == "far_away":
-        T0[:3, 3] += [0.0, 0.0, 3.0]
+    depth, mask, T0 = bad_icp_input(case, f, g, g.mask_visib)
     scene = prepare_icp_scene(depth, f.camera, mask)          # never raises for bad data
     res = refine_pose_icp(m, T0, depth, f.camera, mask=mask, scene=scene)
     assert not res.applied and res.reason

@@ -4,19 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import shared_data_path
+from conftest import load_ycbv, shared_data_path
 
 
 @pytest.fixture(scope="module")
 def ycbv():
-    root = shared_data_path("ycbv_real")
-    from pose_ros.core.object_model import load_bop_models
-    from pose_ros.eval.ycbv_refine_bench import iter_ycbv_frames
-
-    frames = [f for f in iter_ycbv_frames(root) if f.im_id in (1, 3)]
-    ids = sorted({g.obj_id for f in frames for g in f.gt})
-    models = {m.obj_id: m for m in load_bop_models(root / "models_bop_ycbv", obj_ids=ids, num_points=1500)}
-    return frames, models
+    return load_ycbv(lambda f: f.im_id in (1, 3))
 
 
 def _wrong_poses(T_gt, rng):
