@@ -57,6 +57,9 @@ PARAMETERS = [
     ParamSpec("use_icp", True, "refine poses with ICP on the depth image"),
     ParamSpec("appearance_check", True, "render-and-compare check (texture, silhouette, depth) ranking the "
               "depth-search hypotheses and near-symmetric twins; off = faster, geometry only"),
+    ParamSpec("search_max_hypotheses", 24, "full detection: most rotation hypotheses the depth search refines "
+              "and render-and-compares for one instance while none looks right (8 = faster, less accurate)",
+              min=1, max=240),
     ParamSpec("icp_max_correspondence_m", 0.02, "coarsest ICP correspondence distance", min=0.001, max=0.2),
     ParamSpec("tracking", True, "refine from the previous poses (skip detection while tracks hold)"),
     ParamSpec("tracking_redetect_every", 15, "with tracking: run the network at least every N frames (new objects)",
@@ -201,6 +204,9 @@ class ObjectPoseNode(Node):
             import torch
             kwargs["device"] = "cuda" if torch.cuda.is_available() else "cpu"
         kwargs["meshes"] = self._load_models() if self.p["meshes_dir"] else self._recorded_meshes(path)
+        from pose_ros.objects.depth_search import DepthSearchConfig
+
+        kwargs["depth_search_config"] = DepthSearchConfig(max_verified=int(self.p["search_max_hypotheses"]))
         estimator = PoseEstimator(path, **kwargs)
         self._models_by_name = {o.name: estimator.models[i + 1] for i, o in enumerate(estimator.objects)
                                 if (i + 1) in estimator.models}

@@ -27,14 +27,14 @@ NaN: no evidence either way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from pose_ros.core.camera import PinholeCamera
 
 __all__ = ["AppearanceConfig", "AppearanceScorer", "Verification", "has_texture", "point_colours", "pick_twin",
-           "twin_verifications"]
+           "twin_verifications", "TwinChoice"]
 
 _POINT_COLOURS: dict[int, tuple[Any, np.ndarray | None]] = {}
 
@@ -295,17 +295,48 @@ class AppearanceScorer:
         return T
 
 
+@dataclass
+class TwinChoice:
+    """The outcome of ``pick_twin``: ``index`` -1 keeps the pose."""
+
+    index: int
+    T_cam_obj: np.ndarray            # the chosen pose (refined when ``refine`` was given)
+    verification: Verification       # of the chosen pose
+    pose_verification: Verification  # of the pose passed in
+    refined: Any = None              # what ``refine`` returned beside the pose (e.g. the IcpResult)
+
+
 def pick_twin(scorer: AppearanceScorer, model: Any, T_cam_obj: np.ndarray, twins: list[np.ndarray], rgb: np.ndarray,
-              depth_m: np.ndarray | None, mask: np.ndarray, camera: PinholeCamera,
-              margin: float = 0.05) -> tuple[int, Verification]:
-    """Index of the near-symmetric twin (``T @ twins[k]``) that the render-and-compare check prefers
-    to ``T_cam_obj`` by more than ``margin`` (-1: keep the pose), and the pose's own verification."""
+              depth_m: np.ndarray | None, mask: np.ndarray, camera: PinholeCamera, margin: float = 0.05,
+              refine: Callable[[np.ndarray], tuple[np.ndarray, Any] | None] | None = None,
+              refine_top: int = 3) -> TwinChoice:
+    """The near-symmetric twin (``T @ twins[k]``) the render-and-compare check prefers to the pose by
+    more than ``margin``.
+
+    Why ``refine``: twins are a discrete set (the mug's turns about its axis ~15 deg apart), so the
+    twin nearest the truth is still a few degrees off and, unrefined, can score below a refined
+    wrong pose. With ``refine(T) -> (T_refined, extra) | None`` (ICP on depth) the ``refine_top``
+    best-scoring twins are refined and compared again; None (refinement rejected) drops a twin.
+    """
     v0, *vt = twin_verifications(scorer, model, T_cam_obj, twins, rgb, depth_m, mask, camera)
+    keep = TwinChoice(-1, T_cam_obj, v0, v0)
     if not vt:
-        return -1, v0
-    vs = [v.combined() for v in vt]
-    k = int(np.argmax(vs))
-    return (k if vs[k] >= v0.combined() + margin else -1), v0
+        return keep
+    vs = np.array([v.combined() for v in vt])
+    best = keep
+    if refine is None:
+        k = int(np.argmax(vs))
+        if vs[k] >= v0.combined() + margin:
+            best = TwinChoice(k, T_cam_obj @ twins[k], vt[k], v0)
+        return best
+    for k in np.argsort(-vs)[:refine_top]:
+        r = refine(T_cam_obj @ twins[k])
+        if r is None:
+            continue
+        v = scorer.verify(model, r[0], rgb, depth_m, mask, camera)
+        if v.combined() >= max(v0.combined() + margin, best.verification.combined() if best.index >= 0 else -np.inf):
+            best = TwinChoice(int(k), r[0], v, v0, r[1])
+    return best
 
 
 def twin_verifications(scorer: AppearanceScorer, model: Any, T_cam_obj: np.ndarray, twins: list[np.ndarray],

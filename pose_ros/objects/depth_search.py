@@ -33,6 +33,7 @@ class DepthSearchConfig:
     final_k: int = 1                  # of those, refined by the full ICP and returned
     kp_weight: float = 1.5            # weight of the voted-keypoint agreement in the hypothesis score
     colour_weight: float = 1.5        # weight of the model-colour vs image correlation (textured models)
+    coverage_weight: float = 1.0      # weight of the fraction of the mask the projected model covers
     tolerance_m: float = 0.01         # depth agreement band
     min_scene_points: int = 40
     icp_max_translation_m: float = 0.06
@@ -45,6 +46,11 @@ class DepthSearchConfig:
     coarse_iterations: int = 15       # per coarse ICP level (cap)
     coarse_model_points: int = 600    # visible model points per coarse ICP level (cap)
     coarse_prealign: bool = True      # centroid pre-alignment start in the coarse ICP
+    # Adaptive extension (with ``verify`` only): while the best verified candidate's render-and-compare
+    # evidence is below ``extend_below`` (a correct, unoccluded pose scores ~2.3-2.9 of 3), the next
+    # ``top_k_verified`` grid hypotheses are refined and verified too, up to ``max_verified``.
+    extend_below: float = 2.0
+    max_verified: int = 24
 
 
 @lru_cache(maxsize=1)
@@ -57,7 +63,8 @@ def rotation_grid() -> np.ndarray:
 
 def _score_hypotheses(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.ndarray, depth: np.ndarray,
                       mask: np.ndarray, camera: PinholeCamera, tol: float,
-                      colour: tuple[np.ndarray, np.ndarray] | None = None, colour_weight: float = 0.0) -> np.ndarray:
+                      colour: tuple[np.ndarray, np.ndarray] | None = None, colour_weight: float = 0.0,
+                      coverage_weight: float = 0.0) -> np.ndarray:
     """(H,) score per hypothesis: (agree - free_space - outside_mask) / facing points.
 
     ``colour`` = (model point colours (N,3), image (H,W,3) float) adds ``colour_weight`` times the
@@ -82,7 +89,32 @@ def _score_hypotheses(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.nda
     if colour is not None and colour_weight > 0:
         cols, img = colour
         score = score + colour_weight * _colour_correlation(cols, img[vv, uu], agree & mask[vv, uu])
+    if coverage_weight > 0:
+        score = score + coverage_weight * _mask_coverage(uu, vv, facing & inside, mask)
     return score
+
+
+def _mask_coverage(u: np.ndarray, v: np.ndarray, sel: np.ndarray, mask: np.ndarray, cells: int = 80) -> np.ndarray:
+    """(H,) fraction of the mask's coarse cells that some projected model point (H,N) of ``sel`` falls in.
+
+    The depth/mask terms only ask whether the model's points are consistent with the scene, so a
+    hypothesis showing a smaller silhouette than the object (a mug seen end-on inside the mask of a
+    mug lying sideways) scores as well as the right one; this term asks whether the model explains
+    the whole mask. Cells (~``cells`` over the mask) make a few hundred sparse points enough.
+    """
+    area = int(mask.sum())
+    if area == 0:
+        return np.zeros(len(u))
+    c = max(2, int(np.sqrt(area / cells)))
+    gh, gw = -(-mask.shape[0] // c), -(-mask.shape[1] // c)
+    mcell = np.zeros((gh, gw), bool)
+    mv, mu = np.nonzero(mask)
+    mcell[mv // c, mu // c] = True
+    hit = np.zeros((len(u), gh * gw), bool)
+    hh, nn = np.nonzero(sel)
+    hit[hh, (v[hh, nn] // c) * gw + u[hh, nn] // c] = True
+    m = mcell.ravel()
+    return (hit & m).sum(1) / max(int(m.sum()), 1)
 
 
 def _colour_correlation(cols: np.ndarray, obs: np.ndarray, sel: np.ndarray, min_points: int = 15,
@@ -175,7 +207,7 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     c_vis = (pr * w[..., None]).sum(1) / np.maximum(w.sum(1), 1)[:, None]
     t = c_scene[None, :] - c_vis
     scores = _score_hypotheses(Rs, t, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m,
-                               colour, cfg.colour_weight)
+                               colour, cfg.colour_weight, cfg.coverage_weight)
     if keypoints is not None and len(keypoints[0]):
         scores = scores + cfg.kp_weight * _keypoint_agreement(Rs, t, *keypoints, camera)
     order = np.argsort(-scores)[:cfg.top_k_verified if verify is not None else cfg.top_k]
@@ -190,23 +222,37 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
                          max_iterations=tuple(min(i, cfg.coarse_iterations) for i in icp_cfg.max_iterations[:n_coarse]),
                          max_model_points=min(icp_cfg.max_model_points, cfg.coarse_model_points),
                          centroid_prealign=icp_cfg.centroid_prealign and cfg.coarse_prealign)
-    coarse = []
-    for h in order:
-        T0 = np.eye(4)
-        T0[:3, :3] = Rs[h]
-        T0[:3, 3] = t[h]
-        res = refine_pose_icp(model, T0, depth_m, camera, mask=mask, config=coarse_cfg, scene=scene_icp)
-        if res.applied:
-            coarse.append((T0, res.T_cam_obj))
+    coarse: list[tuple[np.ndarray, np.ndarray]] = []
+    verified: list[float] = []
+
+    def refine_coarse(hyps: np.ndarray) -> None:
+        for h in hyps:
+            T0 = np.eye(4)
+            T0[:3, :3] = Rs[h]
+            T0[:3, 3] = t[h]
+            res = refine_pose_icp(model, T0, depth_m, camera, mask=mask, config=coarse_cfg, scene=scene_icp)
+            if res.applied:
+                coarse.append((T0, res.T_cam_obj))
+                if verify is not None:
+                    verified.append(float(verify(res.T_cam_obj)))
+
+    refine_coarse(order)
+    if verify is not None:
+        ranked = np.argsort(-scores)
+        done = len(order)
+        while (done < min(cfg.max_verified, len(ranked))
+               and (not verified or max(verified) < cfg.extend_below)):
+            refine_coarse(ranked[done:min(done + cfg.top_k_verified, cfg.max_verified)])
+            done += cfg.top_k_verified
     if not coarse:
         return []
     Rc = np.array([T[:3, :3] for _, T in coarse])
     tc = np.array([T[:3, 3] for _, T in coarse])
     if verify is not None:
-        sc = np.array([verify(T) for _, T in coarse])
+        sc = np.array(verified)
     else:
         sc = _score_hypotheses(Rc, tc, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m,
-                               colour, cfg.colour_weight)
+                               colour, cfg.colour_weight, cfg.coverage_weight)
         if keypoints is not None and len(keypoints[0]):
             sc = sc + cfg.kp_weight * _keypoint_agreement(Rc, tc, *keypoints, camera)
     out = []

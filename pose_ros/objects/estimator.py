@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 NO_DEPTH_SCORE_CAP = 0.5
 APPEARANCE_MARGIN = 0.05        # render-and-compare gain a near-symmetric twin needs to replace a pose
 APPEARANCE_SCORE_SLACK = 0.1    # depth-score loss tolerated for that switch
+APPEARANCE_REFINE_TWINS = 6     # best-looking twins refined by ICP before that comparison
 
 
 def _reason_kind(reason: str) -> str:
@@ -132,7 +133,8 @@ class PoseEstimator:
                  score_threshold: float = 0.3, icp_config: Any = None, pnp_config: PnpConfig | None = None,
                  voting_config: VotingConfig | None = None, min_instance_pixels: int = 12,
                  allow_mesh_mismatch: bool = False, threads: int | None = None, seed: int = 0,
-                 depth_search: bool = True, depth_search_below: float = 0.8, appearance_check: bool = True):
+                 depth_search: bool = True, depth_search_below: float = 0.8, appearance_check: bool = True,
+                 depth_search_config: Any = None):
         import torch
 
         from pose_ros.objects.model_file import check_meshes, load_model_file
@@ -162,6 +164,7 @@ class PoseEstimator:
         self.min_instance_pixels = int(min_instance_pixels)
         self.depth_search = bool(depth_search)
         self.depth_search_below = float(depth_search_below)
+        self.depth_search_config = depth_search_config      # None: DepthSearchConfig() defaults
         self.appearance_check = bool(appearance_check)
         self._appearance: Any = None
         if self.appearance_check and self.use_icp:
@@ -357,7 +360,7 @@ class PoseEstimator:
                     verify = partial(self._verification, model, rgb, depth, mask, camera)
                 for T0, icp in depth_pose_search(model, mask, depth, camera, self.icp_config, extra_rotations=extra,
                                                  keypoints=kps, rgb=rgb if self.appearance_check else None,
-                                                 verify=verify, icp_scene=scene):
+                                                 verify=verify, icp_scene=scene, config=self.depth_search_config):
                     sc, ag = self._score(model, icp.T_cam_obj, depth, camera, mask, icp, None, None, True)
                     if best is None or sc > best[0]:
                         best = (sc, icp.T_cam_obj, icp_covariance(icp.inlier_rmse_m, spec.diameter_m),
@@ -429,27 +432,31 @@ class PoseEstimator:
         """Among the pose and its near-symmetric twins, keep the one the render-and-compare check prefers.
 
         Every twin is rendered and compared (colour correlation + depth consistency + silhouette
-        IoU, ``appearance.Verification``); a twin replaces the pose only if it is better by
-        ``APPEARANCE_MARGIN`` and, after ICP from it, the depth score stays within
-        ``APPEARANCE_SCORE_SLACK`` of the original, so a flip never trades away clear geometric evidence.
+        IoU, ``appearance.Verification``); the ``APPEARANCE_REFINE_TWINS`` best are refined by ICP
+        and compared again, and one replaces the pose only if it is better by ``APPEARANCE_MARGIN``
+        and its depth score stays within ``APPEARANCE_SCORE_SLACK`` of the original, so a flip never
+        trades away clear geometric evidence.
         """
-        from pose_ros.objects.icp import refine_pose_icp
-
         from pose_ros.objects.appearance import pick_twin
+        from pose_ros.objects.icp import refine_pose_icp
 
         score, T, cov, method, icp, agree = best
         twins = self._near_syms[cls]
-        k1, v0 = pick_twin(self._appearance, model, T, twins, rgb, depth, mask, camera, APPEARANCE_MARGIN)
-        stats.appearance = v0.colour
-        if k1 < 0:
+
+        def refine(T_twin: np.ndarray) -> tuple[np.ndarray, Any] | None:
+            r = refine_pose_icp(model, T_twin, depth, camera, mask=mask, config=self.icp_config, scene=scene)
+            return (r.T_cam_obj, r) if r.applied else None
+
+        choice = pick_twin(self._appearance, model, T, twins, rgb, depth, mask, camera, APPEARANCE_MARGIN,
+                           refine=refine, refine_top=APPEARANCE_REFINE_TWINS)
+        stats.appearance = choice.pose_verification.colour
+        if choice.index < 0:
             return best
-        icp1 = refine_pose_icp(model, T @ twins[k1], depth, camera, mask=mask, config=self.icp_config, scene=scene)
-        if not icp1.applied:
-            return best
+        icp1 = choice.refined
         sc1, ag1 = self._score(model, icp1.T_cam_obj, depth, camera, mask, icp1, None, None, True)
         if sc1 < score - APPEARANCE_SCORE_SLACK:
             return best
-        stats.appearance = self._appearance.verify(model, icp1.T_cam_obj, rgb, depth, mask, camera).colour
+        stats.appearance = choice.verification.colour
         stats.appearance_flipped = True
         d = self.objects[cls - 1].diameter_m
         cov1 = fuse_icp_covariance(cov, icp1.inlier_rmse_m, d) if method.startswith("pnp") \

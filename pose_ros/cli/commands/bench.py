@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-depth-search", action="store_true", help="never run the depth-driven pose search")
     p.add_argument("--no-appearance", action="store_true",
                    help="no render-and-compare check (geometry-only hypothesis ranking; faster)")
+    p.add_argument("--search-hypotheses", type=int, default=None, metavar="N",
+                   help="most depth-search hypotheses per instance (default: DepthSearchConfig's; 8 = the fast search)")
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=run)
 
@@ -53,9 +55,13 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     meshes = args.bop_models or args.meshes or Path("meshes")
+    from pose_ros.objects.depth_search import DepthSearchConfig
+
+    search = None if args.search_hypotheses is None else DepthSearchConfig(max_verified=args.search_hypotheses)
     try:
         est = PoseEstimator(args.model, meshes=meshes, device=args.device, use_icp=not args.no_icp,
-                            depth_search=not args.no_depth_search, appearance_check=not args.no_appearance)
+                            depth_search=not args.no_depth_search, appearance_check=not args.no_appearance,
+                            depth_search_config=search)
     except (ModelFileError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--score-threshold", type=float, default=0.2)
     p.add_argument("--no-appearance", action="store_true",
                    help="no render-and-compare check (geometry-only hypothesis ranking), for ablation")
+    p.add_argument("--search-hypotheses", type=int, default=None, metavar="N",
+                   help="most depth-search hypotheses per instance (default: DepthSearchConfig's; 8 = the fast search)")
     p.add_argument("--make-testset", type=int, default=None, metavar="N",
                    help="first render N synthetic test frames into split_dir (if it has none)")
     p.add_argument("--seed", type=int, default=2_000_003, help="test-set seed (disjoint from training seeds)")
@@ -64,7 +66,8 @@ def match_estimates(gt: list[Any], results: list[Any], use_icp: bool) -> list[An
 
 def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: int | None = None,
                    min_visib: float = 0.1, vsd: bool = True, score_threshold: float = 0.2,
-                   progress: bool = True, appearance_check: bool = True) -> dict[str, Any]:
+                   progress: bool = True, appearance_check: bool = True,
+                   search_hypotheses: int | None = None) -> dict[str, Any]:
     """Run the estimator on every frame; returns reports (with/without ICP), estimates and timings."""
     import numpy as np
     from tqdm import tqdm
@@ -74,8 +77,12 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
     from pose_ros.eval.pose_metrics import PoseRecord, add_error, adds_error, evaluate_poses
     from pose_ros.objects.estimator import PoseEstimator
 
+    from pose_ros.objects.depth_search import DepthSearchConfig
+
     est = PoseEstimator(model_path, meshes=meshes, use_icp=True, score_threshold=score_threshold,
-                        appearance_check=appearance_check)
+                        appearance_check=appearance_check,
+                        depth_search_config=None if search_hypotheses is None
+                        else DepthSearchConfig(max_verified=search_hypotheses))
     models = {int(m.obj_id): m for m in est.models.values()}
     if not models:
         raise ValueError("no meshes matched the model's objects; pass --meshes or --bop-models")
@@ -170,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
             render_bop_testset(models, args.split_dir, args.make_testset, seed=args.seed)
         res = evaluate_split(args.split_dir, args.model, meshes, args.max_frames, args.min_visib,
                              vsd=not args.no_vsd, score_threshold=args.score_threshold,
-                             appearance_check=not args.no_appearance)
+                             appearance_check=not args.no_appearance, search_hypotheses=args.search_hypotheses)
     except (ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
