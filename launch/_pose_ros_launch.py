@@ -9,7 +9,7 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from pose_ros.launch_specs import SYSTEMS, condition_holds, dds_environment, robot_urdf_for
+from pose_ros.launch_specs import SYSTEMS, blas_environment, condition_holds, dds_environment, robot_urdf_for
 
 
 def _resolve(value: str, share: str) -> str:
@@ -58,9 +58,11 @@ def generate(system_name: str) -> LaunchDescription:
                                 parameters=params, remappings=list(spec.remappings), output="screen"))
         return actions
 
-    # The system's Fast DDS profile (config/), unless the user's environment names one.
+    # The system's Fast DDS profile (config/) and one BLAS thread per node, unless the user's
+    # environment names its own.
     env = [SetEnvironmentVariable(k, v)
-           for k, v in dds_environment(system, dict(os.environ), os.path.join(share, "config")).items()]
+           for k, v in {**dds_environment(system, dict(os.environ), os.path.join(share, "config")),
+                        **blas_environment(dict(os.environ))}.items()]
     return LaunchDescription(
         [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description) for a in system.args]
         + env + [OpaqueFunction(function=nodes)])

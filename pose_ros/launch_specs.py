@@ -6,7 +6,7 @@ from these specs, so the two cannot drift apart. Plain Python: no ROS imports.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -125,12 +125,15 @@ SYSTEMS: dict[str, SystemSpec] = {
                      remappings=(("joint_states", "/retarget/joint_states"),)),
         ),
         composable=("realsense_camera", "human_pose", "skeleton_replay", "retarget"),
-        dds_profile="fastdds_teleop.xml",   # whole frames through shared memory (see the file)
+        dds_profile="fastdds_images.xml",   # whole frames through shared memory (see the file)
     ),
 }
+# Camera images cross processes in every system: the same profile for them (bench-node, README).
+for _name in ("camera", "object_pose"):
+    SYSTEMS[_name] = replace(SYSTEMS[_name], dds_profile="fastdds_images.xml")
 SYSTEMS["demo"] = SystemSpec(
     "demo", "All-in-one demo on synthetic data: camera -> object pose -> live error/rate/latency monitor.",
-    SYSTEMS["object_pose"].args, SYSTEMS["object_pose"].nodes,
+    SYSTEMS["object_pose"].args, SYSTEMS["object_pose"].nodes, dds_profile=SYSTEMS["object_pose"].dds_profile,
 )
 
 
@@ -146,6 +149,22 @@ def dds_environment(system: SystemSpec, environ: dict[str, str], config_dir: str
     if not system.dds_profile or environ.get(DDS_PROFILE_ENV) or not os.path.isfile(path):
         return {}
     return {DDS_PROFILE_ENV: path}
+
+
+BLAS_THREAD_ENVS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def blas_environment(environ: dict[str, str]) -> dict[str, str]:
+    """One BLAS thread per node process unless the user chose otherwise.
+
+    Why: NumPy's OpenBLAS starts a thread per core in every process; on a small CPU the nodes'
+    small solves (ICP, PnP, SVDs) then spin against each other, torch and the camera.
+    `pose-ros bench-node --objects 3` on the 2-core machine: 2.4-4.0 Hz without, 7.9 Hz with
+    (README). torch keeps its own thread setting (the node's `device`/threads).
+    """
+    if any(environ.get(k) for k in BLAS_THREAD_ENVS):
+        return {}
+    return {"OPENBLAS_NUM_THREADS": "1"}
 
 
 def condition_holds(condition: str, args: dict[str, str]) -> bool:

@@ -1,5 +1,5 @@
-"""The teleop launch's Fast DDS profile (config/fastdds_teleop.xml): applied unless the user names
-one, accepted by Fast DDS, and whole 640x480 frames cross processes with it."""
+"""The launches' Fast DDS profile (config/fastdds_images.xml) and BLAS thread setting: applied unless
+the user names their own, the profile accepted by Fast DDS, and whole 640x480 frames cross processes."""
 from __future__ import annotations
 
 import os
@@ -45,10 +45,19 @@ def test_profile_applied_unless_the_user_names_one(tmp_path):
     from pose_ros.resources import config_dir
 
     env = dds_environment(SYSTEMS["teleop"], {}, str(config_dir()))
-    assert env == {DDS_PROFILE_ENV: str(config_dir() / "fastdds_teleop.xml")}
+    assert env == {DDS_PROFILE_ENV: str(config_dir() / "fastdds_images.xml")}
     assert dds_environment(SYSTEMS["teleop"], {DDS_PROFILE_ENV: "/mine.xml"}, str(config_dir())) == {}
     assert dds_environment(SYSTEMS["teleop"], {}, str(tmp_path)) == {}     # no such file there: defaults
-    assert dds_environment(SYSTEMS["object_pose"], {}, str(config_dir())) == {}
+    for name in ("object_pose", "demo", "camera"):       # every system moving camera images uses it
+        assert dds_environment(SYSTEMS[name], {}, str(config_dir())) == env
+
+
+def test_one_blas_thread_per_node_unless_the_user_sets_one():
+    from pose_ros.launch_specs import blas_environment
+
+    assert blas_environment({}) == {"OPENBLAS_NUM_THREADS": "1"}
+    assert blas_environment({"OPENBLAS_NUM_THREADS": "2"}) == {}
+    assert blas_environment({"OMP_NUM_THREADS": "4"}) == {}
 
 
 @pytest.mark.ros
@@ -60,7 +69,7 @@ def test_fast_dds_accepts_the_profile_and_frames_cross_processes(tmp_path):
     script.write_text(_PEER)
     topic = f"/dds_profile_{os.getpid()}"
     env = dict(os.environ, PYTHONUNBUFFERED="1", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    env[DDS_PROFILE_ENV] = str(config_dir() / "fastdds_teleop.xml")
+    env[DDS_PROFILE_ENV] = str(config_dir() / "fastdds_images.xml")
     sub = subprocess.Popen([sys.executable, str(script), "sub", topic, "20"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env, text=True)
     pub = subprocess.Popen([sys.executable, str(script), "pub", topic, "0"], stdout=subprocess.PIPE,

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pose_ros.launch_specs import NodeSpec, SystemSpec, condition_holds, dds_environment, resolve_args
+from pose_ros.launch_specs import (NodeSpec, SystemSpec, blas_environment, condition_holds, dds_environment,
+                                   resolve_args)
 from pose_ros.nodes.container import ComposedNode, entries_json
 from pose_ros.resources import config_dir, resolve
 
@@ -93,7 +94,7 @@ def run(system: SystemSpec, overrides: dict[str, str], duration_s: float | None 
         return 2
     width = max(len(p.spec.name) for p in procs)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    dds = dds_environment(system, env, str(config_dir()))
+    dds = {**dds_environment(system, env, str(config_dir())), **blas_environment(env)}
     for key, value in dds.items():
         print(f"[launch] {key}={value}")
     env.update(dds)

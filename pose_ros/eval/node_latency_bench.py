@@ -40,6 +40,7 @@ class NodeBenchConfig:
     depth_only: bool = False
     width: int = 640
     height: int = 480
+    search_hypotheses: int | None = None     # the node's search_max_hypotheses; None = its config's
 
     def __post_init__(self) -> None:
         if not self.objects:
@@ -71,6 +72,8 @@ class NodeBenchResult:
     def format(self) -> str:
         c = self.config
         mode = "depth-only ICP of ground-truth seeds" if c["depth_only"] else f"model {c['model']}"
+        if not c["depth_only"] and c.get("search_hypotheses") is not None:
+            mode += f", search_max_hypotheses {c['search_hypotheses']}"
         lines = [
             f"== object pose node, end to end over DDS: {len(c['objects'])} object(s) {c['objects']}, "
             f"{c['width']}x{c['height']} synthetic camera at {c['rate_hz']:g} Hz, {c['duration_s']:g} s, {mode}",
@@ -125,6 +128,8 @@ def launch_plan(cfg: NodeBenchConfig, summary_file: Path) -> tuple[dict[str, str
             raise FileNotFoundError(f"model file {model} not found: train it (pose-ros train --meshes meshes "
                                     f"--out {cfg.model}) or run with --depth-only")
         overrides["model"] = str(model)
+        if cfg.search_hypotheses is not None:
+            node_params["object_pose"] = {"search_max_hypotheses": int(cfg.search_hypotheses)}
     return overrides, node_params
 
 

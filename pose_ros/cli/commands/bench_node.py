@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="models/demo_objects.pt", help="trained model file")
     p.add_argument("--depth-only", action="store_true",
                    help="no network: the node ICP-refines the ground truth (transport + ICP latency only)")
+    p.add_argument("--search-hypotheses", type=int, default=None, metavar="N",
+                   help="the node's search_max_hypotheses (default: config/object_pose.yaml's)")
     p.add_argument("--domain-id", type=int, default=None,
                    help="ROS_DOMAIN_ID for the launched nodes (default: the environment's); use a free one so "
                         "no other camera on the default topics feeds the benchmark")
@@ -41,7 +43,8 @@ def _run(args: argparse.Namespace) -> int:
         w, h = (int(x) for x in args.size.lower().split("x"))
         cfg = NodeBenchConfig(objects=args.object_names or list(DEMO_OBJECTS_BY_COUNT[args.objects]),
                               duration_s=args.duration, rate_hz=args.rate, model=args.model,
-                              depth_only=args.depth_only, width=w, height=h)
+                              depth_only=args.depth_only, width=w, height=h,
+                              search_hypotheses=args.search_hypotheses)
         print(f"[bench-node] running {cfg.duration_s:g} s: camera {cfg.objects} at {cfg.rate_hz:g} Hz -> object_pose "
               f"({'depth-only' if cfg.depth_only else cfg.model}) -> topic_monitor ...", flush=True)
         result = run_node_bench(cfg, out_dir=args.out, verbose=args.verbose, domain_id=args.domain_id)

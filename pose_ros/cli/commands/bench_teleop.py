@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="camera, human_pose and retarget in one process (launch argument composed:=true)")
     p.add_argument("--dds-profile", default="",
                    help="Fast DDS XML profile for every bench process: empty = the teleop launch's "
-                   "(config/fastdds_teleop.xml), 'none' = Fast DDS defaults, or a file")
+                   "(config/fastdds_images.xml), 'none' = Fast DDS defaults, or a file")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     p.add_argument("--log-dir", type=Path, default=None, help="node logs (default: a temporary folder)")
     p.set_defaults(func=_run)
