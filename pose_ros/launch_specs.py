@@ -159,8 +159,8 @@ def blas_environment(environ: dict[str, str]) -> dict[str, str]:
 
     Why: NumPy's OpenBLAS starts a thread per core in every process; on a small CPU the nodes'
     small solves (ICP, PnP, SVDs) then spin against each other, torch and the camera.
-    `pose-ros bench-node --objects 3` on the 2-core machine: 2.4-4.0 Hz without, 7.9 Hz with
-    (README). torch keeps its own thread setting (the node's `device`/threads).
+    `pose-ros bench-node --objects 3` on the 2-core machine: 2.4 and 4.0 Hz without, 3.8-8.0 Hz
+    with (README; runs on the shared machine spread as much). torch keeps its own thread setting.
     """
     if any(environ.get(k) for k in BLAS_THREAD_ENVS):
         return {}

@@ -7,8 +7,9 @@ This search keeps that information: for a fixed near-uniform set of rotations (t
 icosahedral groups, 120 rotations, every rotation within ~25 deg of one), the translation is set so
 that the camera-facing model points' centroid lands on the masked scene points' centroid, each
 hypothesis is scored in one vectorised pass (depth agreement vs. free-space violation and mask
-coverage of projected model points), the best few get a coarse ICP, are re-scored, and the best
-one or two get the full ICP. The caller keeps
+coverage of projected model points), the best few get a coarse ICP, are re-scored (by a
+render-and-compare check when given, which also extends the search while nothing passes it), and
+the best one or two get the full ICP. The caller keeps
 whichever of PnP+ICP and search+ICP scores better, so a good network is never overridden.
 """
 from __future__ import annotations
@@ -173,6 +174,9 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     coarse-ICP candidates instead of the point-sample score, and more of them are refined
     (``top_k_verified``): the render (silhouette, texture) tells apart hypotheses the cheap score
     misranks. (Verifying the grid before ICP as well was measured: slower and no more accurate.)
+    While no verified candidate reaches ``extend_below`` the next hypotheses of the ranking are
+    refined and verified too, up to ``max_verified``: the cheap score often ranks the true basin
+    below the first few, and the render-and-compare check tells when that happened.
     ``icp_scene`` (``icp.prepare_icp_scene(depth_m, camera, mask, icp_config)``, e.g. shared with
     the caller's own ICP of the instance) is the scene side of every ICP here; one is prepared
     when not given: all hypotheses of the instance are refined against the same depth and mask.
@@ -211,7 +215,7 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
                                colour, cfg.colour_weight, cfg.coverage_weight)
     if keypoints is not None and len(keypoints[0]):
         scores = scores + cfg.kp_weight * _keypoint_agreement(Rs, t, *keypoints, camera)
-    order = np.argsort(-scores)[:cfg.top_k_verified if verify is not None else cfg.top_k]
+    order = np.argsort(-scores)[:min(cfg.top_k_verified, cfg.max_verified) if verify is not None else cfg.top_k]
     icp_cfg = replace(icp_config, max_translation_correction_m=max(icp_config.max_translation_correction_m,
                                                                   cfg.icp_max_translation_m),
                       max_rotation_correction_rad=max(icp_config.max_rotation_correction_rad, cfg.icp_max_rotation_rad))
