@@ -9,7 +9,7 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from pose_ros.launch_specs import SYSTEMS, blas_environment, condition_holds, dds_environment, robot_urdf_for
+from pose_ros.launch_specs import SYSTEMS, condition_holds, launch_environment, robot_urdf_for
 
 
 def _resolve(value: str, share: str) -> str:
@@ -61,8 +61,7 @@ def generate(system_name: str) -> LaunchDescription:
     # The system's Fast DDS profile (config/) and one BLAS thread per node, unless the user's
     # environment names its own.
     env = [SetEnvironmentVariable(k, v)
-           for k, v in {**dds_environment(system, dict(os.environ), os.path.join(share, "config")),
-                        **blas_environment(dict(os.environ))}.items()]
+           for k, v in launch_environment(system, dict(os.environ), os.path.join(share, "config")).items()]
     return LaunchDescription(
         [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description) for a in system.args]
         + env + [OpaqueFunction(function=nodes)])

@@ -6,7 +6,7 @@ from these specs, so the two cannot drift apart. Plain Python: no ROS imports.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,15 @@ def _camera_nodes() -> tuple[NodeSpec, ...]:
     )
 
 
+# Whole camera frames through shared memory (see the file); every system that moves images uses it.
+IMAGES_DDS_PROFILE = "fastdds_images.xml"
+
 SYSTEMS: dict[str, SystemSpec] = {
     "camera": SystemSpec(
         "camera", "A camera (synthetic by default) and a monitor printing what arrives.",
         _CAMERA_ARGS,
         _camera_nodes() + (NodeSpec("topic_monitor", "topic_monitor_node", "topic_monitor", "topic_monitor.yaml"),),
+        dds_profile=IMAGES_DDS_PROFILE,
     ),
     "object_pose": SystemSpec(
         "object_pose", "Object 6DoF pose: camera -> object_pose node (poses, TF, markers, debug image).",
@@ -90,6 +94,7 @@ SYSTEMS: dict[str, SystemSpec] = {
             NodeSpec("topic_monitor", "topic_monitor_node", "topic_monitor", "topic_monitor.yaml",
                      params={"object_poses_topic": "/object_pose/poses"}, condition="monitor==true"),
         ),
+        dds_profile=IMAGES_DDS_PROFILE,
     ),
     "teleop": SystemSpec(
         "teleop", "Humanoid teleoperation: camera -> human_pose -> retarget (safety layer) -> joint commands.",
@@ -125,12 +130,9 @@ SYSTEMS: dict[str, SystemSpec] = {
                      remappings=(("joint_states", "/retarget/joint_states"),)),
         ),
         composable=("realsense_camera", "human_pose", "skeleton_replay", "retarget"),
-        dds_profile="fastdds_images.xml",   # whole frames through shared memory (see the file)
+        dds_profile=IMAGES_DDS_PROFILE,
     ),
 }
-# Camera images cross processes in every system: the same profile for them (bench-node, README).
-for _name in ("camera", "object_pose"):
-    SYSTEMS[_name] = replace(SYSTEMS[_name], dds_profile="fastdds_images.xml")
 SYSTEMS["demo"] = SystemSpec(
     "demo", "All-in-one demo on synthetic data: camera -> object pose -> live error/rate/latency monitor.",
     SYSTEMS["object_pose"].args, SYSTEMS["object_pose"].nodes, dds_profile=SYSTEMS["object_pose"].dds_profile,
@@ -165,6 +167,11 @@ def blas_environment(environ: dict[str, str]) -> dict[str, str]:
     if any(environ.get(k) for k in BLAS_THREAD_ENVS):
         return {}
     return {"OPENBLAS_NUM_THREADS": "1"}
+
+
+def launch_environment(system: SystemSpec, environ: dict[str, str], config_dir: str) -> dict[str, str]:
+    """Everything a launch adds to its nodes' environment: the DDS profile and the BLAS threads."""
+    return {**dds_environment(system, environ, config_dir), **blas_environment(environ)}
 
 
 def condition_holds(condition: str, args: dict[str, str]) -> bool:

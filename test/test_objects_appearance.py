@@ -68,20 +68,25 @@ def test_an_asymmetric_shape_has_no_twins(tmp_path):
     assert near_symmetries(model) == []
 
 
-@pytest.fixture(scope="module")
-def lit_scene(demo_models):
-    """Box and mug on a table, random light, sensor depth noise."""
+def _lit_scene(demo_models, seed: int, names: tuple[str, ...]):
+    """One rendered, lit, noisy tabletop frame: (models, sampled scene, render, depth)."""
     from pose_ros.synth.noise import DepthNoiseModel
     from pose_ros.synth.renderer import RgbdRenderer
     from pose_ros.synth.scene_sampler import TabletopSceneSampler
 
-    models = [demo_models["mug"], demo_models["box"], demo_models["bottle"]]
-    rng = np.random.default_rng(77)
-    sc = TabletopSceneSampler(models, CAM, rng=rng, distance_m=(0.5, 0.7), n_distractors=(0, 0)).sample(
-        3, model_indices=[0, 1, 2])
+    models = [demo_models[n] for n in names]
+    rng = np.random.default_rng(seed)
+    sampler = TabletopSceneSampler(models, CAM, rng=rng, distance_m=(0.5, 0.7), n_distractors=(0, 0))
+    sc = sampler.sample(len(models), model_indices=list(range(len(models))))
     r = RgbdRenderer(CAM).render(sc.render_list(models), rng=rng, table=sc.table)
     depth = DepthNoiseModel().apply(r.depth_m, r.normals_cam, rng=rng, K=CAM.K)
     return models, sc, r, depth
+
+
+@pytest.fixture(scope="module")
+def lit_scene(demo_models):
+    """Mug, box and bottle on a table, random light, sensor depth noise."""
+    return _lit_scene(demo_models, 77, ("mug", "box", "bottle"))
 
 
 def test_true_pose_beats_every_near_symmetric_twin(lit_scene):
@@ -181,21 +186,6 @@ def test_compare_image_cache_never_serves_a_previous_frame():
         del rgb
 
 
-def _lit_scene(demo_models, seed: int, names: tuple[str, ...]):
-    """One rendered, noisy tabletop frame: (models, render, depth, sampled scene)."""
-    from pose_ros.synth.noise import DepthNoiseModel
-    from pose_ros.synth.renderer import RgbdRenderer
-    from pose_ros.synth.scene_sampler import TabletopSceneSampler
-
-    models = [demo_models[n] for n in names]
-    rng = np.random.default_rng(seed)
-    sampler = TabletopSceneSampler(models, CAM, rng=rng, distance_m=(0.5, 0.7), n_distractors=(0, 0))
-    sc = sampler.sample(len(models), model_indices=list(range(len(models))))
-    r = RgbdRenderer(CAM).render(sc.render_list(models), rng=rng, table=sc.table)
-    depth = DepthNoiseModel().apply(r.depth_m, r.normals_cam, rng=rng, K=CAM.K)
-    return models, r, depth, sc
-
-
 def test_depth_search_refines_more_hypotheses_only_while_none_looks_right(demo_models):
     """The adaptive search: a verified candidate above ``extend_below`` stops it after the first
     ``top_k_verified`` hypotheses; below, it goes on in batches up to ``max_verified``."""
@@ -203,7 +193,7 @@ def test_depth_search_refines_more_hypotheses_only_while_none_looks_right(demo_m
     from pose_ros.objects.depth_search import DepthSearchConfig, depth_pose_search
     from pose_ros.objects.icp import IcpConfig
 
-    models, r, depth, sc = _lit_scene(demo_models, 77, ("box",))
+    models, sc, r, depth = _lit_scene(demo_models, 77, ("box",))
     model, mask = models[0], r.instance_mask == 0
     scorer = AppearanceScorer()
     calls = []
@@ -255,7 +245,7 @@ def test_pick_twin_refines_a_twin_that_is_a_few_degrees_off_the_truth(demo_model
     from pose_ros.objects.icp import IcpConfig, refine_pose_icp
     from pose_ros.objects.near_symmetry import near_symmetries
 
-    models, r, depth, sc = _lit_scene(demo_models, 4242, ("mug",))
+    models, sc, r, depth = _lit_scene(demo_models, 4242, ("mug",))
     model, mask, T_gt = models[0], r.instance_mask == 0, sc.T_cam_obj[0]
     twins = near_symmetries(model)
     about_z = [S for S in twins if abs(Rotation.from_matrix(S[:3, :3]).as_rotvec()[2]) > 0.9 *

@@ -16,8 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pose_ros.launch_specs import (NodeSpec, SystemSpec, blas_environment, condition_holds, dds_environment,
-                                   resolve_args)
+from pose_ros.launch_specs import NodeSpec, SystemSpec, condition_holds, launch_environment, resolve_args
 from pose_ros.nodes.container import ComposedNode, entries_json
 from pose_ros.resources import config_dir, resolve
 
@@ -94,10 +93,10 @@ def run(system: SystemSpec, overrides: dict[str, str], duration_s: float | None 
         return 2
     width = max(len(p.spec.name) for p in procs)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    dds = {**dds_environment(system, env, str(config_dir())), **blas_environment(env)}
-    for key, value in dds.items():
+    added = launch_environment(system, env, str(config_dir()))
+    for key, value in added.items():
         print(f"[launch] {key}={value}")
-    env.update(dds)
+    env.update(added)
     print(f"pose-ros launch {system.name}: starting {', '.join(p.spec.name for p in procs)}")
     pumps = []
     for p in procs:

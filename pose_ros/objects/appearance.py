@@ -313,29 +313,27 @@ def pick_twin(scorer: AppearanceScorer, model: Any, T_cam_obj: np.ndarray, twins
     """The near-symmetric twin (``T @ twins[k]``) the render-and-compare check prefers to the pose by
     more than ``margin``.
 
-    Why ``refine``: twins are a discrete set (the mug's turns about its axis ~15 deg apart), so the
+    Why ``refine``: twins are a discrete set (the mug's turns about its axis ~30 deg apart), so the
     twin nearest the truth is still a few degrees off and, unrefined, can score below a refined
     wrong pose. With ``refine(T) -> (T_refined, extra) | None`` (ICP on depth) the ``refine_top``
     best-scoring twins are refined and compared again; None (refinement rejected) drops a twin.
     """
     v0, *vt = twin_verifications(scorer, model, T_cam_obj, twins, rgb, depth_m, mask, camera)
-    keep = TwinChoice(-1, T_cam_obj, v0, v0)
+    best = TwinChoice(-1, T_cam_obj, v0, v0)
     if not vt:
-        return keep
+        return best
     vs = np.array([v.combined() for v in vt])
-    best = keep
+    bar = v0.combined() + margin          # what a twin must reach: the pose plus the margin, then the best so far
     if refine is None:
         k = int(np.argmax(vs))
-        if vs[k] >= v0.combined() + margin:
-            best = TwinChoice(k, T_cam_obj @ twins[k], vt[k], v0)
-        return best
+        return TwinChoice(k, T_cam_obj @ twins[k], vt[k], v0) if vs[k] >= bar else best
     for k in np.argsort(-vs)[:refine_top]:
         r = refine(T_cam_obj @ twins[k])
         if r is None:
             continue
         v = scorer.verify(model, r[0], rgb, depth_m, mask, camera)
-        if v.combined() >= max(v0.combined() + margin, best.verification.combined() if best.index >= 0 else -np.inf):
-            best = TwinChoice(int(k), r[0], v, v0, r[1])
+        if v.combined() >= bar:
+            best, bar = TwinChoice(int(k), r[0], v, v0, r[1]), v.combined()
     return best
 
 

@@ -215,7 +215,8 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
                                colour, cfg.colour_weight, cfg.coverage_weight)
     if keypoints is not None and len(keypoints[0]):
         scores = scores + cfg.kp_weight * _keypoint_agreement(Rs, t, *keypoints, camera)
-    order = np.argsort(-scores)[:min(cfg.top_k_verified, cfg.max_verified) if verify is not None else cfg.top_k]
+    ranked = np.argsort(-scores)
+    order = ranked[:min(cfg.top_k_verified, cfg.max_verified) if verify is not None else cfg.top_k]
     icp_cfg = replace(icp_config, max_translation_correction_m=max(icp_config.max_translation_correction_m,
                                                                   cfg.icp_max_translation_m),
                       max_rotation_correction_rad=max(icp_config.max_rotation_correction_rad, cfg.icp_max_rotation_rad))
@@ -243,7 +244,6 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
 
     refine_coarse(order)
     if verify is not None:
-        ranked = np.argsort(-scores)
         done = len(order)
         while (done < min(cfg.max_verified, len(ranked))
                and (not verified or max(verified) < cfg.extend_below)):
