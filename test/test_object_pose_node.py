@@ -199,9 +199,11 @@ def check_disable_enable(node, listener: PoseGraphListener, node_name: str, vict
     assert f"'{victim}'" not in res.message, res.message  # "enabled: [...]" no longer lists it
     t_off = time.time_ns()
     assert wait_for(lambda: len(listener.poses_after(t_off)) >= min_frames, timeout_s), "poses stopped altogether"
+    # Tracks lost meanwhile may leave a few frames empty until a detection finds them again.
+    assert wait_for(lambda: any(o.class_name != victim for m in listener.poses_after(t_off) for o in m.objects),
+                    timeout_s), "the other classes stopped too"
     after = listener.poses_after(t_off)
     assert all(o.class_name != victim for m in after for o in m.objects), f"{victim} still published while disabled"
-    assert any(o.class_name != victim for m in after for o in m.objects), "the other classes stopped too"
     def deletes() -> set:
         with listener.lock:
             return {mk.ns for arr in listener.markers for mk in arr.markers if mk.action == Marker.DELETE}

@@ -41,6 +41,7 @@ class NodeBenchConfig:
     width: int = 640
     height: int = 480
     search_hypotheses: int | None = None     # the node's search_max_hypotheses; None = its config's
+    node_params: dict = field(default_factory=dict)   # other object_pose parameters to set
 
     def __post_init__(self) -> None:
         if not self.objects:
@@ -74,6 +75,8 @@ class NodeBenchResult:
         mode = "depth-only ICP of ground-truth seeds" if c["depth_only"] else f"model {c['model']}"
         if not c["depth_only"] and c.get("search_hypotheses") is not None:
             mode += f", search_max_hypotheses {c['search_hypotheses']}"
+        if c.get("node_params"):
+            mode += ", " + ", ".join(f"{k} {v}" for k, v in c["node_params"].items())
         lines = [
             f"== object pose node, end to end over DDS: {len(c['objects'])} object(s) {c['objects']}, "
             f"{c['width']}x{c['height']} synthetic camera at {c['rate_hz']:g} Hz, {c['duration_s']:g} s, {mode}",
@@ -128,8 +131,9 @@ def launch_plan(cfg: NodeBenchConfig, summary_file: Path) -> tuple[dict[str, str
             raise FileNotFoundError(f"model file {model} not found: train it (pose-ros train --meshes meshes "
                                     f"--out {cfg.model}) or run with --depth-only")
         overrides["model"] = str(model)
+        node_params["object_pose"] = dict(cfg.node_params)
         if cfg.search_hypotheses is not None:
-            node_params["object_pose"] = {"search_max_hypotheses": int(cfg.search_hypotheses)}
+            node_params["object_pose"]["search_max_hypotheses"] = int(cfg.search_hypotheses)
     return overrides, node_params
 
 

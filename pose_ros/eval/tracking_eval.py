@@ -33,8 +33,14 @@ class TrackingEvalResult:
 
 def evaluate_tracking(estimator: Any, tracker_config: Any, seed: int, frames: int, rate_hz: float,
                       min_visible: float = 0.3, width: int = 640, height: int = 480, fov_x_deg: float = 69.0,
-                      progress: Callable[[int], None] | None = None) -> TrackingEvalResult:
-    """Run ``PoseTracker(estimator, tracker_config)`` over ``frames`` frames of the seed's stream."""
+                      progress: Callable[[int], None] | None = None,
+                      detect_latency_frames: int | None = None) -> TrackingEvalResult:
+    """Run ``PoseTracker(estimator, tracker_config)`` over ``frames`` frames of the seed's stream.
+
+    ``detect_latency_frames``: detection aside from tracking, as the node's detector process runs it,
+    with its results arriving this many frames late (``InlineDetector``); None: detection in line.
+    """
+    from pose_ros.objects.detection_worker import InlineDetector
     from pose_ros.core.camera import PinholeCamera
     from pose_ros.eval.pose_metrics import add_s_error
     from pose_ros.objects.tracking import PoseTracker
@@ -47,13 +53,14 @@ def evaluate_tracking(estimator: Any, tracker_config: Any, seed: int, frames: in
         raise ValueError("the estimator has no meshes: tracking needs them (pass meshes=...)")
     camera = PinholeCamera.from_fov(width, height, fov_x_deg)
     stream = SyntheticSceneStream(models, camera, seed=seed)
-    tracker = PoseTracker(estimator, tracker_config)
+    detector = None if detect_latency_frames is None else InlineDetector(estimator, detect_latency_frames)
+    tracker = PoseTracker(estimator, tracker_config, detector=detector)
     by_name = {m.name: m for m in models}
     res = TrackingEvalResult(seed, frames, 0, 0, 0, {"detect": Counter(), "track": Counter()})
     for i in range(frames):
         render, depth_m, gts = stream.frame(i / rate_hz)
         poses = tracker.update(render.rgb, depth_m, camera)
-        source = "detect" if tracker.since_detect == 0 else "track"
+        source = "detect" if tracker.last_detection_frame is not None else "track"
         for g in gts:
             if g.visible_fraction < min_visible or g.name not in by_name:
                 continue

@@ -4,6 +4,9 @@ Colour + aligned depth + camera_info are paired by the approximate-time synchron
 complete frame is handed to one worker thread running the library's PoseEstimator (keypoint
 network -> PnP-RANSAC -> ICP -> scoring). The executor never blocks: while the worker is busy,
 newer frames replace the pending one and the replaced ones are counted as dropped.
+With tracking on, the worker tracks every frame (ICP from the last poses) and full detections run
+in a detector process beside it (``detect_aside``, objects/detection_worker.py), so a detection
+does not stall the pose stream; its results join the tracks a detection time later.
 
 Outputs (all stamped with the colour image's stamp and frame):
   ~/poses          pose_ros/ObjectPoseArray   class, instance, score, pose+covariance, stage stats
@@ -62,6 +65,12 @@ PARAMETERS = [
               min=1, max=240),
     ParamSpec("icp_max_correspondence_m", 0.02, "coarsest ICP correspondence distance", min=0.001, max=0.2),
     ParamSpec("tracking", True, "refine from the previous poses (skip detection while tracks hold)"),
+    ParamSpec("detect_aside", True, "with tracking: full detections run in a separate process while every frame "
+              "is tracked, so poses keep the camera rate (new objects appear after one detection time); "
+              "false = detect in line, stalling the pose stream for each detection"),
+    ParamSpec("tracking_lost_in_line", True, "with detect_aside: a lost track (or none at all) is re-detected in "
+              "line in its own frame, so it is not missing for a detection time; false = every detection aside "
+              "(steadiest rate, objects missing longer after a loss)"),
     ParamSpec("tracking_redetect_every", 15, "with tracking: run the network at least every N frames (new objects)",
               min=1, max=10000),
     ParamSpec("tracking_twin_check_every", 3, "with tracking and appearance_check: render-and-compare one track's "
@@ -98,6 +107,7 @@ class ObjectPoseNode(Node):
         self.processed = 0
         self.stage_ms: deque[dict] = deque(maxlen=100)
         self.refiner = None
+        self.recipe = None
         self.estimator = self._load_estimator()
         self._seeds: list = []
         self._seeds_fresh = False
@@ -109,11 +119,15 @@ class ObjectPoseNode(Node):
         self.colour_of = {n: CLASS_COLOURS[i % len(CLASS_COLOURS)] for i, n in enumerate(self.estimator.class_names)}
         self._tracks = None
         self.tracker = None
+        self.detector = None
         if self.refiner is None and self.p["tracking"]:
+            from pose_ros.objects.detection_worker import ProcessDetector
             from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+            self.detector = ProcessDetector(self.recipe) if self.p["detect_aside"] else None
             self.tracker = PoseTracker(self.estimator, TrackingConfig(
                 redetect_every=int(self.p["tracking_redetect_every"]),
-                twin_check_every=int(self.p["tracking_twin_check_every"])))
+                twin_check_every=int(self.p["tracking_twin_check_every"]),
+                lost_in_line=bool(self.p["tracking_lost_in_line"])), detector=self.detector)
         self._reset_requested = False
 
         out_qos = result_qos()
@@ -160,23 +174,17 @@ class ObjectPoseNode(Node):
             raise FileNotFoundError(f"meshes_dir {root} is not a folder")
         return load_bop_models(root) if (root / "models_info.json").is_file() else load_object_dir(root)
 
-    def _recorded_meshes(self, model_path: Path) -> list:
-        """meshes_dir empty: the training meshes at the mesh_source paths the model file records
-        (meshes/<name> folders or BOP obj_XXXXXX.ply files; relative = package share)."""
-        from pose_ros.core.object_model import load_bop_models, load_object_dir
+    def _recorded_mesh_roots(self, model_path: Path) -> list[str]:
+        """meshes_dir empty: the folders holding the training meshes at the mesh_source paths the model
+        file records (meshes/<name> folders or BOP obj_XXXXXX.ply files; relative = package share)."""
         from pose_ros.objects.model_file import load_model_file
         from pose_ros.resources import resolve
-        roots: list[Path] = []
-        objects = load_model_file(model_path).objects
-        for spec in objects:
+        roots: list[str] = []
+        for spec in load_model_file(model_path).objects:
             src = resolve(spec.mesh_source) if spec.mesh_source else None
-            if src is not None and ((src / "object.yaml").is_file() or src.is_file()) and src.parent not in roots:
-                roots.append(src.parent)
-        models: list = []
-        for root in roots:
-            models += (load_bop_models(root, [o.obj_id for o in objects]) if (root / "models_info.json").is_file()
-                       else load_object_dir(root))
-        return models
+            if src is not None and ((src / "object.yaml").is_file() or src.is_file()) and str(src.parent) not in roots:
+                roots.append(str(src.parent))
+        return roots
 
     def _load_estimator(self):
         from pose_ros.resources import resolve
@@ -198,23 +206,29 @@ class ObjectPoseNode(Node):
                 f"model file '{self.p['model_file']}' not found (looked at {path}); train one with "
                 "`pose-ros train --meshes meshes --out models/demo_objects.pt` or set model_file")
         self.model_path = path
-        kwargs = {"use_icp": bool(self.p["use_icp"]), "score_threshold": float(self.p["score_threshold"]),
-                  "device": self.p["device"], "appearance_check": bool(self.p["appearance_check"])}
-        if self.p["device"] == "auto":
-            import torch
-            kwargs["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-        kwargs["meshes"] = self._load_models() if self.p["meshes_dir"] else self._recorded_meshes(path)
         from pose_ros.objects.depth_search import DepthSearchConfig
+        from pose_ros.objects.detection_worker import EstimatorRecipe
+        from pose_ros.objects.icp import IcpConfig
 
-        kwargs["depth_search_config"] = DepthSearchConfig(max_verified=int(self.p["search_max_hypotheses"]))
-        estimator = PoseEstimator(path, **kwargs)
+        device = self.p["device"]
+        if device == "auto":
+            import torch
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        steps = len(IcpConfig().max_correspondence_m)
+        coarse = float(self.p["icp_max_correspondence_m"])
+        kwargs = {"use_icp": bool(self.p["use_icp"]), "score_threshold": float(self.p["score_threshold"]),
+                  "device": device, "appearance_check": bool(self.p["appearance_check"]),
+                  "depth_search_config": DepthSearchConfig(max_verified=int(self.p["search_max_hypotheses"])),
+                  "icp_config": IcpConfig(max_correspondence_m=tuple(coarse / (2 ** i) for i in range(steps)))}
+        if self.p["tracking"] and self.p["detect_aside"]:
+            kwargs["threads"] = 1      # the detector process keeps to one core, tracking has the other
+        meshes = ([str(resolve(self.p["meshes_dir"]))] if self.p["meshes_dir"] else self._recorded_mesh_roots(path))
+        if self.p["meshes_dir"] and not Path(meshes[0]).is_dir():
+            raise FileNotFoundError(f"meshes_dir {meshes[0]} is not a folder")
+        self.recipe = EstimatorRecipe(str(path), meshes, kwargs)
+        estimator = self.recipe.build()
         self._models_by_name = {o.name: estimator.models[i + 1] for i, o in enumerate(estimator.objects)
                                 if (i + 1) in estimator.models}
-        if hasattr(estimator, "icp_config") and estimator.icp_config is not None:
-            cfg = estimator.icp_config
-            coarse = float(self.p["icp_max_correspondence_m"])
-            steps = len(cfg.max_correspondence_m)
-            cfg.max_correspondence_m = tuple(coarse / (2 ** i) for i in range(steps))
         return estimator
 
     def _make_tf_broadcaster(self):
@@ -488,6 +502,9 @@ class ObjectPoseNode(Node):
                   "sync_dropped_unmatched": stats.dropped_unmatched, "sync_dropped_out_of_order": stats.dropped_out_of_order,
                   "sync_time_jumps": stats.time_jumps, "estimate_ms_p50": round(times[len(times) // 2], 1),
                   **({f"tracking_{k}": v for k, v in self.tracker.counters.items()} if self.tracker else {}),
+                  **({"detector_ready": self.detector.ready, "detector_busy": self.detector.busy,
+                      "detector_restarts": self.detector.restarts, "detector_errors": self.detector.errors,
+                      "detector_last_error": self.detector.last_error or ""} if self.detector else {}),
                   **{f"drop: {k}": v for k, v in self.drops.items()}}
         level = DiagnosticStatus.WARN if any(k.startswith(("bad", "no ", "colour/depth", "camera_info")) for k in self.drops) \
             else DiagnosticStatus.OK
@@ -503,6 +520,8 @@ class ObjectPoseNode(Node):
         with self._pending_lock:
             self._pending_lock.notify_all()
         self._worker.join(timeout=5.0)
+        if self.detector is not None:
+            self.detector.close()
         super().destroy_node()
 
 

@@ -422,6 +422,16 @@ class PoseEstimator:
         vs = twin_verifications(self._appearance, self.models[class_id], T_cam_obj, twins, rgb, depth, m, camera)
         return twins, np.array([v.combined() for v in vs])
 
+    def appearance_evidence(self, class_id: int, T_cam_obj: np.ndarray, rgb: np.ndarray, depth: np.ndarray,
+                            camera: PinholeCamera) -> float | None:
+        """Render-and-compare evidence for one pose without a mask (tracking has none; the silhouette
+        term is then ~constant, colour and depth carry it); None when the check is off or no mesh."""
+        model = self.models.get(class_id)
+        if self._appearance is None or model is None:
+            return None
+        whole = np.ones((camera.height, camera.width), bool)
+        return self._verification(model, rgb, depth, whole, camera, T_cam_obj)
+
     def _verification(self, model: Any, rgb: np.ndarray, depth: np.ndarray, mask: np.ndarray,
                       camera: PinholeCamera, T_cam_obj: np.ndarray) -> float:
         """Combined render-and-compare evidence for one hypothesis (the depth search's ``verify``)."""

@@ -18,12 +18,24 @@ replaces it after ICP from the twin, unless its depth score is clearly worse. Th
 catches drift that depth cannot see (a box sliding over its own top face): when the pose's
 evidence (and every twin's) falls ``appearance_drop`` below the best the track has shown, it is lost
 and the next frame runs the detector.
+
+Detection off the tracking path: given a ``detector`` (``objects/detection_worker.py``), the
+tracker never waits for a detection. Every frame tracks the held poses; when a detection is due
+(no tracks, a track lost, ``redetect_every``) the frame is submitted to the detector, which works
+in another process while the following frames are tracked. Its results, some frames old when they
+arrive, are moved onto the newest frame (ICP from the detected pose moved as the instance's track,
+or the steadiest track, moved meanwhile; failing that, ICP hops through the frames seen since)
+and replace the track of the same instance (a detection is also what corrects a wrong track) or
+start new tracks. With ``lost_in_line`` a frame that lost a track still runs the detector in line,
+so a briefly lost object is not missing for a whole detection time. Without a detector, every
+detection runs in line in the frame that needs it. Either way a re-detection replaces a track only
+if the render-and-compare check does not clearly prefer the track (``keep_track_margin``).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -46,10 +58,16 @@ class TrackingConfig:
     twin_switch_margin: float = 0.1     # running evidence a twin needs over the pose to replace it
     twin_score_slack: float = 0.1       # depth-score loss tolerated for that switch
     appearance_drop: float = 0.4        # evidence this far below the track's best -> lost
+    keep_track_margin: float = 0.1     # a re-detection loses to its track by this much evidence (< 0: never)
+    lost_in_line: bool = True           # detection aside: a lost track (or none) is re-detected in its own frame
+    forward_max_hops: int = 8           # detection aside: at most this many ICP hops through the frames since its frame
+    forward_buffer_frames: int = 60     # depth frames kept for those hops (at most)
 
     def __post_init__(self) -> None:
         if self.redetect_every < 1:
             raise ValueError(f"redetect_every must be >= 1; got {self.redetect_every}")
+        if self.forward_max_hops < 1 or self.forward_buffer_frames < 1:
+            raise ValueError("forward_max_hops and forward_buffer_frames must be >= 1")
         if self.twin_check_every < 0:
             raise ValueError(f"twin_check_every must be >= 0 (0 = off); got {self.twin_check_every}")
         if not 0.0 < self.twin_evidence_rate <= 1.0:
@@ -70,21 +88,29 @@ class _Track:
 class PoseTracker:
     """Stateful wrapper around a PoseEstimator (one per camera stream)."""
 
-    def __init__(self, estimator: PoseEstimator, config: TrackingConfig | None = None):
+    def __init__(self, estimator: PoseEstimator, config: TrackingConfig | None = None, detector: Any = None):
         self.est = estimator
         self.cfg = config or TrackingConfig()
+        self.detector = detector                # None: detect in line (module doc)
+        self.last_detection_frame: int | None = None   # frame whose detection was merged in the latest update
+        self._job_tracks: dict[int, np.ndarray] = {}   # track poses when the detector's job was submitted
+        self._job_depths: list[tuple[int, np.ndarray]] = []   # depth frames seen since (forward hops)
+        self._reset_frame = 0                   # detections of frames up to this one predate a reset
         self.tracks: list[_Track] = []
         self.frame = 0
         self.since_detect = 0
-        self.counters = {"detect": 0, "tracked": 0, "lost": 0, "twin_checks": 0, "twin_switches": 0}
+        self.counters = {"detect": 0, "tracked": 0, "lost": 0, "twin_checks": 0, "twin_switches": 0,
+                         "detect_errors": 0, "detections_dropped": 0, "detections_rejected": 0}
         self._twin_turn = 0
         self._force_detect = False
         self.last_lost_reasons: list[str] = []
 
     def reset(self) -> None:
-        """Forget all tracks (e.g. the ROS 'reset tracking' service)."""
+        """Forget all tracks (e.g. the ROS 'reset tracking' service); a detection still running
+        aside is discarded when it arrives (it was asked with the forgotten tracks)."""
         self.tracks = []
         self.since_detect = 0
+        self._reset_frame = self.frame
 
     def seed(self, results: list[PoseResult]) -> None:
         """Start tracking from externally known poses (another detector, a saved scene, a test)."""
@@ -97,7 +123,10 @@ class PoseTracker:
         enabled = self.est._resolve_classes(enabled_classes)
         self.frame += 1
         self.last_lost_reasons = []
+        self.last_detection_frame = None
         can_track = depth is not None and bool(np.any(depth > 0))
+        if self.detector is not None:
+            return self._update_detecting_aside(rgb, depth, camera, enabled, can_track)
         need_detect = (not self.tracks or not can_track or self.since_detect + 1 >= self.cfg.redetect_every
                        or self._force_detect)
         self._force_detect = False
@@ -116,38 +145,164 @@ class PoseTracker:
             results = self.est.estimate(rgb, depth, camera, enabled_classes=enabled, prev=prev)
             self.counters["detect"] += 1
             self.since_detect = 0
-            by_id = {t.result.instance_id: t for t in kept}
-            new_tracks = []
-            for r in results:
-                fit = r.stats.icp_fitness if r.stats.icp_applied else 0.0
-                old = by_id.pop(r.instance_id, None)
-                # The running twin evidence is relative to the pose: it survives a re-detection
-                # only if the detector chose the same turn.
-                same_turn = old is not None and rotation_angle_rad(old.result.T_cam_obj[:3, :3],
-                                                                   r.T_cam_obj[:3, :3]) < np.radians(15.0)
-                new_tracks.append(_Track(r, fit if fit > 0 else (old.ref_fitness if old else 0.0),
-                                         (old.age + 1) if old else 0, old.evidence if same_turn else None,
-                                         old.ref_appearance if same_turn else None))
-            # Tracked objects the network missed this frame (e.g. heavily occluded) stay tracked.
-            new_tracks.extend(by_id.values())
-            self.tracks = new_tracks
+            self.last_detection_frame = self.frame
+            self.tracks = self._merge_now(results, kept, rgb, depth, camera)
         else:
             self.since_detect += 1
             self.counters["tracked"] += len(kept)
             self.tracks = kept
-            every = self.cfg.twin_check_every
-            checkable = [i for i, t in enumerate(self.tracks) if self.est.has_twins(t.result.class_id)]
-            if every and checkable and self.frame % every == 0:
-                # One track per check frame, in turn: bounds the added time per frame.
-                i = checkable[self._twin_turn % len(checkable)]
-                self._twin_turn += 1
-                checked = self._check_twins(self.tracks[i], rgb, depth, camera)
-                if checked is None:
-                    del self.tracks[i]
-                    self._force_detect = True
-                else:
-                    self.tracks[i] = checked
+            self._maybe_check_twins(rgb, depth, camera)
         return [t.result for t in self.tracks]
+
+    def _merge_now(self, results: list[PoseResult], kept: list[_Track], rgb: np.ndarray, depth: np.ndarray | None,
+                   camera: PinholeCamera) -> list[_Track]:
+        """Tracks after a detection of this very frame."""
+        by_id = {t.result.instance_id: t for t in kept}
+        new_tracks = []
+        for r in results:
+            old = by_id.pop(r.instance_id, None)
+            keep_old = old is not None and self._track_looks_better(old, r, rgb, depth, camera)
+            new_tracks.append(old if keep_old else _from_detection(r, old))
+        # Tracked objects the network missed this frame (e.g. heavily occluded) stay tracked.
+        new_tracks.extend(by_id.values())
+        return new_tracks
+
+    def _update_detecting_aside(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera,
+                                enabled: set[int], can_track: bool) -> list[PoseResult]:
+        """One frame with the detector working aside (module doc): never waits for a detection."""
+        kept: list[_Track] = []
+        lost_any = False
+        for tr in self.tracks:
+            if tr.result.class_id not in enabled:
+                continue
+            new = self._track_one(tr, depth, camera) if can_track else None
+            if new is None:
+                lost_any = True
+                if not can_track:
+                    self._lost("no depth")
+            else:
+                kept.append(new)
+                self.counters["tracked"] += 1
+        done = self.detector.poll()
+        if done is not None and done.frame <= self._reset_frame:
+            done = None                 # asked before a reset (see reset)
+            self._job_tracks, self._job_depths = {}, []
+        if done is not None:
+            kept = self._merge_detection(done, kept, rgb, depth, camera, enabled, can_track)
+        elif self.detector.busy and depth is not None:
+            self._job_depths.append((self.frame, depth))
+            del self._job_depths[:-self.cfg.forward_buffer_frames]
+        if (lost_any or not kept) and self.cfg.lost_in_line and done is None:
+            # A lost object would be missing for a whole detection time: find it in this frame.
+            results = self.est.estimate(rgb, depth, camera, enabled_classes=enabled, prev=[t.result for t in kept])
+            self.counters["detect"] += 1
+            self.last_detection_frame = self.frame
+            self.tracks = self._merge_now(results, kept, rgb, depth, camera)
+            return [t.result for t in self.tracks]
+        self.tracks = kept
+        if done is None:
+            self.since_detect += 1
+            self._maybe_check_twins(rgb, depth, camera)
+        due = (not self.tracks or lost_any or self._force_detect or self.since_detect >= self.cfg.redetect_every)
+        if due and not self.detector.busy:
+            if self.detector.submit(self.frame, rgb, depth, camera, enabled, [t.result for t in self.tracks]):
+                self._force_detect = False
+                self.since_detect = 0
+                self._job_tracks = {t.result.instance_id: t.result.T_cam_obj.copy() for t in self.tracks}
+                self._job_depths = []
+        return [t.result for t in self.tracks]
+
+    def _merge_detection(self, done: Any, kept: list[_Track], rgb: np.ndarray, depth: np.ndarray | None,
+                         camera: PinholeCamera, enabled: set[int], can_track: bool) -> list[_Track]:
+        """Move a finished detection onto this frame and merge it with the tracks (module doc)."""
+        self.counters["detect"] += 1
+        self.since_detect = 0
+        self.last_detection_frame = done.frame
+        if done.error is not None:
+            self.counters["detect_errors"] += 1
+            self._lost(f"detector: {done.error}")
+        # How each instance tracked since the detection's frame moved in the camera frame. For a
+        # static scene and a moving camera every object moves alike, so the steadiest track's
+        # motion is the first guess for objects the tracks do not hold.
+        motion = {t.result.instance_id: t.result.T_cam_obj @ np.linalg.inv(self._job_tracks[t.result.instance_id])
+                  for t in kept if t.result.instance_id in self._job_tracks}
+        steadiest = max((t for t in kept if t.result.instance_id in motion), default=None,
+                        key=lambda t: t.result.stats.icp_fitness)
+        by_id = {t.result.instance_id: t for t in kept}
+        for r in done.results:
+            if r.class_id not in enabled:
+                continue
+            if done.frame != self.frame and can_track:
+                guess = motion.get(r.instance_id,
+                                   motion[steadiest.result.instance_id] if steadiest is not None else None)
+                moved = self._forward(r, guess, depth, camera)
+                if moved is None:       # out of ICP's reach meanwhile: the next detection finds it
+                    self.counters["detections_dropped"] += 1
+                    continue
+                r = replace(moved.result, stats=replace(moved.result.stats, source=r.stats.source,
+                                                        method=r.stats.method + "+icp_forward"))
+            old = by_id.pop(r.instance_id, None)
+            if old is not None and self._track_looks_better(old, r, rgb, depth, camera):
+                by_id[r.instance_id] = old
+                continue
+            if old is None:             # a new id: unless a track already holds that object
+                d = self.est.objects[r.class_id - 1].diameter_m
+                old_key = next((k for k, t in by_id.items() if t.result.class_id == r.class_id and
+                                np.linalg.norm(t.result.T_cam_obj[:3, 3] - r.T_cam_obj[:3, 3]) < 0.5 * d), None)
+                if old_key is not None:
+                    continue
+            by_id[r.instance_id] = _from_detection(r, old)
+        self._job_tracks, self._job_depths = {}, []
+        return list(by_id.values())
+
+    def _forward(self, r: PoseResult, motion: np.ndarray | None, depth: np.ndarray, camera: PinholeCamera
+                 ) -> _Track | None:
+        """A detection from an older frame, on this frame: ICP from its pose moved by ``motion``;
+        failing that, ICP hops through the frames seen since (every one, or evenly spaced ones when
+        there are more than ``forward_max_hops``), then this one."""
+        fit = r.stats.icp_fitness if r.stats.icp_applied else 0.0
+        if motion is not None:
+            moved = self._track_one(_Track(replace(r, T_cam_obj=motion @ r.T_cam_obj), fit), depth, camera)
+            if moved is not None:
+                return moved
+        stride = -(-(len(self._job_depths) + 1) // self.cfg.forward_max_hops)
+        hops = self._job_depths[stride - 1::stride] + [(self.frame, depth)]
+        tr, last = _Track(r, fit), None
+        for frame, depth_f in hops:
+            tr = self._track_one(tr, depth_f, camera, frames=frame - (last if last is not None else frame - stride))
+            if tr is None:
+                return None
+            last = frame
+        return tr
+
+    def _track_looks_better(self, tr: _Track, r: PoseResult, rgb: np.ndarray, depth: np.ndarray | None,
+                            camera: PinholeCamera) -> bool:
+        """A re-detection replaces its instance's track unless the render-and-compare check clearly
+        prefers the track on this frame: a detection can be wrong too (a search that missed the basin,
+        a pose moved from an older frame), and a good track should not pay for it."""
+        if depth is None or not self.cfg.keep_track_margin >= 0:
+            return False
+        a_track = self.est.appearance_evidence(tr.result.class_id, tr.result.T_cam_obj, rgb, depth, camera)
+        a_det = self.est.appearance_evidence(r.class_id, r.T_cam_obj, rgb, depth, camera)
+        if a_track is None or a_det is None or not a_track > a_det + self.cfg.keep_track_margin:
+            return False
+        self.counters["detections_rejected"] += 1
+        return True
+
+    def _maybe_check_twins(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera) -> None:
+        every = self.cfg.twin_check_every
+        checkable = [i for i, t in enumerate(self.tracks) if self.est.has_twins(t.result.class_id)]
+        if depth is None or not (every and checkable and self.frame % every == 0):
+            return
+        # One track per check frame, in turn: bounds the added time per frame.
+        i = checkable[self._twin_turn % len(checkable)]
+        self._twin_turn += 1
+        checked = self._check_twins(self.tracks[i], rgb, depth, camera)
+        if checked is None:
+            del self.tracks[i]
+            self._force_detect = True
+        else:
+            self.tracks[i] = checked
 
     def _check_twins(self, tr: _Track, rgb: np.ndarray, depth: np.ndarray, camera: PinholeCamera) -> _Track | None:
         """Update the track's running twin evidence; switch to a twin it clearly prefers; None: lost
@@ -189,7 +344,8 @@ class PoseTracker:
                       covariance=icp_covariance(icp.inlier_rmse_m, spec.diameter_m), stats=stats)
         return _Track(new, tr.ref_fitness, tr.age, None, tr.ref_appearance)
 
-    def _track_one(self, tr: _Track, depth: np.ndarray, camera: PinholeCamera) -> _Track | None:
+    def _track_one(self, tr: _Track, depth: np.ndarray, camera: PinholeCamera, frames: int = 1) -> _Track | None:
+        """ICP from the track's pose onto this frame; ``frames``: how many frames old that pose is."""
         from pose_ros.objects.icp import refine_pose_icp
 
         t0 = time.perf_counter()
@@ -202,7 +358,7 @@ class PoseTracker:
         if not icp.applied:
             self._lost(f"icp: {icp.reason}")
             return None
-        if icp.correction_translation_m > self.cfg.max_translation_step_m:
+        if icp.correction_translation_m > self.cfg.max_translation_step_m * min(max(frames, 1), 3):
             self._lost(f"jump {icp.correction_translation_m:.3f} m")
             return None
         if tr.ref_fitness > 0 and icp.fitness < (1.0 - self.cfg.max_fitness_drop) * tr.ref_fitness:
@@ -228,6 +384,17 @@ class PoseTracker:
     def _lost(self, reason: str) -> None:
         self.counters["lost"] += 1
         self.last_lost_reasons.append(reason)
+
+
+def _from_detection(r: PoseResult, old: _Track | None) -> _Track:
+    """A track started (or restarted) by a detection; ``old``: the track it replaces."""
+    fit = r.stats.icp_fitness if r.stats.icp_applied else 0.0
+    # The running twin evidence is relative to the pose: it survives a re-detection only if the
+    # detector chose the same turn.
+    same_turn = old is not None and rotation_angle_rad(old.result.T_cam_obj[:3, :3],
+                                                       r.T_cam_obj[:3, :3]) < np.radians(15.0)
+    return _Track(r, fit if fit > 0 else (old.ref_fitness if old else 0.0), (old.age + 1) if old else 0,
+                  old.evidence if same_turn else None, old.ref_appearance if same_turn else None)
 
 
 def _depth_score(model, icp, depth: np.ndarray, camera: PinholeCamera) -> tuple[float, float]:

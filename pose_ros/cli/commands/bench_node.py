@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="no network: the node ICP-refines the ground truth (transport + ICP latency only)")
     p.add_argument("--search-hypotheses", type=int, default=None, metavar="N",
                    help="the node's search_max_hypotheses (default: config/object_pose.yaml's)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="set an object_pose parameter (repeatable), e.g. --param detect_aside=false")
     p.add_argument("--domain-id", type=int, default=None,
                    help="ROS_DOMAIN_ID for the launched nodes (default: the environment's); use a free one so "
                         "no other camera on the default topics feeds the benchmark")
@@ -44,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg = NodeBenchConfig(objects=args.object_names or list(DEMO_OBJECTS_BY_COUNT[args.objects]),
                               duration_s=args.duration, rate_hz=args.rate, model=args.model,
                               depth_only=args.depth_only, width=w, height=h,
-                              search_hypotheses=args.search_hypotheses)
+                              search_hypotheses=args.search_hypotheses, node_params=_params(args.param))
         print(f"[bench-node] running {cfg.duration_s:g} s: camera {cfg.objects} at {cfg.rate_hz:g} Hz -> object_pose "
               f"({'depth-only' if cfg.depth_only else cfg.model}) -> topic_monitor ...", flush=True)
         result = run_node_bench(cfg, out_dir=args.out, verbose=args.verbose, domain_id=args.domain_id)
@@ -59,3 +61,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[bench-node] a node exited with an error (see {result.log_file})")
         return 1
     return 0 if result.latency_samples else 1
+
+
+def _params(items: list[str]) -> dict:
+    """NAME=VALUE strings -> {name: YAML-typed value} (true/false, numbers, strings)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--param wants NAME=VALUE; got '{item}'")
+        out[name.strip()] = yaml.safe_load(value)
+    return out

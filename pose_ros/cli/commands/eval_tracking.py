@@ -21,6 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-visible", type=float, default=0.3, help="GT instances at least this visible count")
     p.add_argument("--twin-check-every", type=int, default=3, help="tracker twin check period (0 = off)")
     p.add_argument("--redetect-every", type=int, default=15)
+    p.add_argument("--detect-latency", type=int, default=None, metavar="FRAMES",
+                   help="detection aside from tracking as the node runs it (a detector process): its results "
+                        "arrive this many frames after the frame they were detected on (0 = the next frame) and "
+                        "are moved onto the newest frame by ICP; default: detect in line")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(func=run)
 
@@ -45,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         for seed in args.seeds:
             with tqdm(total=args.frames, desc=f"seed {seed}", unit="frame", leave=False) as bar:
                 r = evaluate_tracking(est, cfg, seed, args.frames, args.rate, args.min_visible,
-                                      progress=lambda _i: bar.update(1))
+                                      progress=lambda _i: bar.update(1), detect_latency_frames=args.detect_latency)
             d, t = r.by_source["detect"], r.by_source["track"]
             print(f"{seed:>4} {r.visible_gt:>10} {100 * r.recall:>7.1f}% {r.missing:>7}  {d['ok']:>6}/{d['wrong']:<8} "
                   f"{t['ok']:>5}/{t['wrong']:<8} {r.counters}")
@@ -55,5 +59,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"all: {100 * correct / max(total, 1):.1f}% ADD(-S) of {total} visible GT instances "
-          f"(twin check every {args.twin_check_every}, re-detect every {args.redetect_every})")
+          f"(twin check every {args.twin_check_every}, re-detect every {args.redetect_every}, detection "
+          + ("in line)" if args.detect_latency is None else f"aside, results {args.detect_latency} frames late)"))
     return 0

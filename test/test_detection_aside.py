@@ -1,0 +1,204 @@
+"""Detection aside from tracking: the detector process, its inline stand-in, and the tracker's merge.
+
+Real estimator (shipped demo model), real renders of the demo camera's moving stream, a real child
+process. Skips with a reason when models/demo_objects.pt is absent.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "models" / "demo_objects.pt"
+RATE_HZ = 6.0
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    if not MODEL.is_file():
+        pytest.skip(f"shipped model missing: {MODEL}")
+    import torch
+
+    from pose_ros.objects.estimator import PoseEstimator
+
+    torch.set_num_threads(1)
+    return PoseEstimator(MODEL, meshes=REPO / "meshes")
+
+
+@pytest.fixture(scope="module")
+def stream(estimator):
+    from pose_ros.core.camera import PinholeCamera
+    from pose_ros.synth.stream import SyntheticSceneStream
+
+    models = [estimator.models[c] for c in sorted(estimator.models)]
+    camera = PinholeCamera.from_fov(640, 480, 69.0)
+    s = SyntheticSceneStream(models, camera, seed=0)
+    frames = [s.frame(i / RATE_HZ) for i in range(8)]
+    return camera, {m.name: m for m in models}, frames
+
+
+def _errors(results, gts, models) -> dict[str, float]:
+    """ADD(-S) / diameter of each class's result against that frame's ground truth."""
+    from pose_ros.eval.pose_metrics import add_s_error
+
+    out = {}
+    for g in gts:
+        m = models[g.name]
+        cands = [r for r in results if r.class_name == g.name]
+        if cands and g.visible_fraction > 0.5:
+            out[g.name] = min(add_s_error(m, r.T_cam_obj, g.T_cam_obj) for r in cands) / m.diameter_m
+    return out
+
+
+def test_inline_detector_holds_its_result_for_the_latency(estimator, stream):
+    from pose_ros.objects.detection_worker import InlineDetector
+
+    camera, _, frames = stream
+    render, depth, _ = frames[0]
+    det = InlineDetector(estimator, latency_frames=2)
+    assert not det.busy and det.poll() is None
+    assert det.submit(7, render.rgb, depth, camera, {1, 2, 3}, [])
+    assert det.busy and not det.submit(8, render.rgb, depth, camera, {1, 2, 3}, [])   # one job at a time
+    assert det.poll() is None and det.poll() is None
+    done = det.poll()
+    assert done is not None and done.frame == 7 and done.error is None and len(done.results) >= 2
+    assert not det.busy and det.poll() is None
+    # A failing estimate is reported, not raised: the tracker counts it and keeps tracking.
+    now = InlineDetector(estimator)
+    assert now.submit(9, render.rgb[:10], depth, camera, {1}, [])
+    bad = now.poll()
+    assert bad is not None and bad.frame == 9 and bad.results == [] and "EstimatorInputError" in bad.error
+    with pytest.raises(ValueError, match="latency_frames"):
+        InlineDetector(estimator, latency_frames=-1)
+
+
+def test_tracker_never_waits_and_moves_a_late_detection_onto_the_newest_frame(estimator, stream):
+    """The demo camera orbits: a detection 3 frames old is ~2 cm off; the merge moves it onto the
+    frame it arrives in, and frames in between are tracked without running the estimator."""
+    from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    camera, models, frames = stream
+    det = InlineDetector(estimator, latency_frames=3)
+    tracker = PoseTracker(estimator, TrackingConfig(redetect_every=100, twin_check_every=0, lost_in_line=False),
+                          detector=det)
+    render, depth, _ = frames[0]
+    assert tracker.update(render.rgb, depth, camera) == []             # submitted, nothing to publish yet
+    assert det.busy
+    raw = list(det._job.results)                                      # the detection as it will arrive
+    for i in (1, 2, 3):
+        render, depth, _ = frames[i]
+        assert tracker.update(render.rgb, depth, camera) == []
+        assert tracker.counters["detect"] == 0 and tracker.last_detection_frame is None
+    render, depth, gts = frames[4]
+    merged = tracker.update(render.rgb, depth, camera)
+    assert tracker.last_detection_frame == 1 and tracker.counters["detect"] == 1
+    assert {r.instance_id for r in merged} == {r.instance_id for r in raw}
+    assert all(r.stats.method.endswith("+icp_forward") and r.stats.source != "tracking" for r in merged)
+    err_raw, err_merged = _errors(raw, gts, models), _errors(merged, gts, models)
+    assert len(err_merged) >= 2
+    for name, e in err_merged.items():
+        assert e < 0.1, (name, e)
+        if name in err_raw:
+            assert e < err_raw[name], (name, e, err_raw[name])      # moved towards this frame's truth
+    # The next frames track them; ids stay.
+    render, depth, gts = frames[5]
+    tracked = tracker.update(render.rgb, depth, camera)
+    assert {r.instance_id for r in tracked} == {r.instance_id for r in merged}
+    assert all(r.stats.source == "tracking" for r in tracked)
+
+
+def test_lost_in_line_finds_objects_in_their_own_frame_and_periodic_detections_go_aside(estimator, stream):
+    from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    camera, models, frames = stream
+    det = InlineDetector(estimator, latency_frames=1)
+    tracker = PoseTracker(estimator, TrackingConfig(redetect_every=2, twin_check_every=0), detector=det)
+    render, depth, gts = frames[0]
+    first = tracker.update(render.rgb, depth, camera)           # no tracks: detected in line, now
+    assert tracker.last_detection_frame == 1 and not det.busy
+    errs = _errors(first, gts, models)
+    assert len(errs) >= 2 and all(e < 0.1 for e in errs.values()), errs
+    for i in (1, 2):                                            # tracked; the periodic detection is asked aside
+        render, depth, _ = frames[i]
+        assert {r.instance_id for r in tracker.update(render.rgb, depth, camera)} == {r.instance_id for r in first}
+    assert det.busy and tracker.counters["detect"] == 1
+
+
+def test_a_detection_asked_before_a_reset_is_discarded(estimator, stream):
+    from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    camera, _, frames = stream
+    det = InlineDetector(estimator, latency_frames=1)
+    tracker = PoseTracker(estimator, TrackingConfig(twin_check_every=0, lost_in_line=False), detector=det)
+    tracker.update(frames[0][0].rgb, frames[0][1], camera)
+    tracker.reset()
+    assert tracker.update(frames[1][0].rgb, frames[1][1], camera) == []    # still in flight
+    assert tracker.update(frames[2][0].rgb, frames[2][1], camera) == []    # arrived, discarded, re-asked
+    assert tracker.counters["detect"] == 0 and det.busy
+    assert len(tracker.update(frames[3][0].rgb, frames[3][1], camera)) == 0   # the new job's latency
+    assert len(tracker.update(frames[4][0].rgb, frames[4][1], camera)) >= 2
+    assert tracker.last_detection_frame == 3
+
+
+def test_process_detector_detects_in_a_child_and_restarts_it(estimator, stream):
+    from pose_ros.objects.detection_worker import EstimatorRecipe, ProcessDetector
+
+    camera, models, frames = stream
+    render, depth, gts = frames[0]
+    det = ProcessDetector(EstimatorRecipe(str(MODEL), [str(REPO / "meshes")], {"threads": 1}))
+    try:
+        assert det.wait_ready(180.0), f"the detector process did not start: {det.last_error}"
+        pid = det._proc.pid
+        assert pid != os.getpid()
+        assert det.submit(1, render.rgb, depth, camera, {1, 2, 3}, [])
+        assert det.busy and not det.submit(2, render.rgb, depth, camera, {1, 2, 3}, [])
+        done = _wait(det, 120.0)
+        assert done.frame == 1 and done.error is None and done.time_ms > 0
+        errs = _errors(done.results, gts, models)
+        assert len(errs) >= 2 and all(e < 0.1 for e in errs.values()), errs
+        # The child dies (OOM killer, a crash): the detector notices, starts a new one, goes on.
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10.0
+        while det.restarts == 0 and time.monotonic() < deadline:
+            det.poll()
+            time.sleep(0.05)
+        assert det.restarts == 1 and "exited" in det.last_error
+        assert det.wait_ready(180.0) and det._proc.pid != pid
+        assert det.submit(3, render.rgb, depth, camera, {1, 2, 3}, [])
+        assert _wait(det, 120.0).frame == 3
+    finally:
+        det.close()
+    assert det._proc is None
+
+
+def test_process_detector_reports_an_estimator_that_cannot_be_built(tmp_path):
+    from pose_ros.objects.detection_worker import EstimatorRecipe, ProcessDetector
+
+    det = ProcessDetector(EstimatorRecipe(str(tmp_path / "missing.pt")))
+    try:
+        with pytest.raises(RuntimeError, match="could not build its estimator.*missing.pt"):
+            deadline = time.monotonic() + 120.0
+            while time.monotonic() < deadline:
+                det.poll()
+                time.sleep(0.05)
+        assert not det.ready
+    finally:
+        det.close()
+
+
+def _wait(det, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = det.poll()
+        if done is not None:
+            return done
+        time.sleep(0.02)
+    raise AssertionError(f"no detection within {timeout_s} s ({det.last_error})")
