@@ -113,19 +113,23 @@ def test_tracker_never_waits_and_moves_a_late_detection_onto_the_newest_frame(es
     assert all(r.stats.source == "tracking" for r in tracked)
 
 
-def test_lost_in_line_finds_objects_in_their_own_frame_and_periodic_detections_go_aside(estimator, stream):
+def test_a_lost_track_is_redetected_in_line_and_periodic_detections_go_aside(estimator, stream):
     from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.estimator import PoseResult, PoseStats
     from pose_ros.objects.tracking import PoseTracker, TrackingConfig
 
     camera, models, frames = stream
     det = InlineDetector(estimator, latency_frames=1)
     tracker = PoseTracker(estimator, TrackingConfig(redetect_every=2, twin_check_every=0), detector=det)
+    T_nowhere = np.eye(4)
+    T_nowhere[:3, 3] = [0.0, 0.0, 3.0]                          # a stale track: nothing there any more
+    tracker.seed([PoseResult("mug", estimator.loaded.class_id("mug"), 1, 50, T_nowhere, 0.9, np.eye(6), PoseStats())])
     render, depth, gts = frames[0]
-    first = tracker.update(render.rgb, depth, camera)           # no tracks: detected in line, now
-    assert tracker.last_detection_frame == 1 and not det.busy
+    first = tracker.update(render.rgb, depth, camera)           # lost -> detected in line, in this frame
+    assert tracker.counters["lost"] == 1 and tracker.last_detection_frame == 1 and not det.busy
     errs = _errors(first, gts, models)
     assert len(errs) >= 2 and all(e < 0.1 for e in errs.values()), errs
-    for i in (1, 2):                                            # tracked; the periodic detection is asked aside
+    for i in (1, 2):                                            # tracked; the periodic detection goes aside
         render, depth, _ = frames[i]
         assert {r.instance_id for r in tracker.update(render.rgb, depth, camera)} == {r.instance_id for r in first}
     assert det.busy and tracker.counters["detect"] == 1

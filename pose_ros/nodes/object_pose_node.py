@@ -68,8 +68,8 @@ PARAMETERS = [
     ParamSpec("detect_aside", True, "with tracking: full detections run in a separate process while every frame "
               "is tracked, so poses keep the camera rate (new objects appear after one detection time); "
               "false = detect in line, stalling the pose stream for each detection"),
-    ParamSpec("tracking_lost_in_line", True, "with detect_aside: a lost track (or none at all) is re-detected in "
-              "line in its own frame, so it is not missing for a detection time; false = every detection aside "
+    ParamSpec("tracking_lost_in_line", True, "with detect_aside: a frame that lost a track is re-detected in "
+              "line, so the object is not missing for a detection time; false = every detection aside "
               "(steadiest rate, objects missing longer after a loss)"),
     ParamSpec("tracking_redetect_every", 15, "with tracking: run the network at least every N frames (new objects)",
               min=1, max=10000),
