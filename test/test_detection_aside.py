@@ -120,7 +120,8 @@ def test_a_lost_track_is_redetected_in_line_and_periodic_detections_go_aside(est
 
     camera, models, frames = stream
     det = InlineDetector(estimator, latency_frames=1)
-    tracker = PoseTracker(estimator, TrackingConfig(redetect_every=2, twin_check_every=0), detector=det)
+    tracker = PoseTracker(estimator, TrackingConfig(redetect_every=2, twin_check_every=0, lost_in_line=True),
+                          detector=det)
     T_nowhere = np.eye(4)
     T_nowhere[:3, 3] = [0.0, 0.0, 3.0]                          # a stale track: nothing there any more
     tracker.seed([PoseResult("mug", estimator.loaded.class_id("mug"), 1, 50, T_nowhere, 0.9, np.eye(6), PoseStats())])
@@ -133,6 +134,18 @@ def test_a_lost_track_is_redetected_in_line_and_periodic_detections_go_aside(est
         render, depth, _ = frames[i]
         assert {r.instance_id for r in tracker.update(render.rgb, depth, camera)} == {r.instance_id for r in first}
     assert det.busy and tracker.counters["detect"] == 1
+
+
+def test_while_the_detector_process_starts_detection_runs_in_line(estimator, stream):
+    from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    camera, _, frames = stream
+    det = InlineDetector(estimator, latency_frames=1)
+    det.ready = False                                           # as a ProcessDetector before its child is up
+    tracker = PoseTracker(estimator, TrackingConfig(twin_check_every=0), detector=det)
+    assert len(tracker.update(frames[0][0].rgb, frames[0][1], camera)) >= 2
+    assert tracker.last_detection_frame == 1 and not det.busy
 
 
 def test_a_detection_asked_before_a_reset_is_discarded(estimator, stream):

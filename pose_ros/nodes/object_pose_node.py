@@ -68,9 +68,9 @@ PARAMETERS = [
     ParamSpec("detect_aside", True, "with tracking: full detections run in a separate process while every frame "
               "is tracked, so poses keep the camera rate (new objects appear after one detection time); "
               "false = detect in line, stalling the pose stream for each detection"),
-    ParamSpec("tracking_lost_in_line", True, "with detect_aside: a frame that lost a track is re-detected in "
-              "line, so the object is not missing for a detection time; false = every detection aside "
-              "(steadiest rate, objects missing longer after a loss)"),
+    ParamSpec("tracking_lost_in_line", False, "with detect_aside: a frame that lost a track is re-detected in "
+              "line, so the object is not missing for a detection time, at the cost of stalling the pose stream "
+              "for it; false = every detection aside (camera-rate poses; a lost object returns a detection later)"),
     ParamSpec("tracking_redetect_every", 15, "with tracking: run the network at least every N frames (new objects)",
               min=1, max=10000),
     ParamSpec("tracking_twin_check_every", 3, "with tracking and appearance_check: render-and-compare one track's "

@@ -73,6 +73,7 @@ class InlineDetector:
         self.latency_frames = int(latency_frames)
         self._job: DetectionDone | None = None
         self._wait = 0
+        self.ready = True
 
     @property
     def busy(self) -> bool:

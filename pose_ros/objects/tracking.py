@@ -59,7 +59,7 @@ class TrackingConfig:
     twin_score_slack: float = 0.1       # depth-score loss tolerated for that switch
     appearance_drop: float = 0.4        # evidence this far below the track's best -> lost
     keep_track_margin: float = 0.1     # a re-detection loses to its track by this much evidence (< 0: never)
-    lost_in_line: bool = True           # detection aside: a frame that lost a track is re-detected in line
+    lost_in_line: bool = False          # detection aside: a frame that lost a track is re-detected in line
     forward_max_hops: int = 8           # detection aside: at most this many ICP hops through the frames since its frame
     forward_buffer_frames: int = 60     # depth frames kept for those hops (at most)
 
@@ -192,9 +192,11 @@ class PoseTracker:
         elif self.detector.busy and depth is not None:
             self._job_depths.append((self.frame, depth))
             del self._job_depths[:-self.cfg.forward_buffer_frames]
-        if lost_any and self.cfg.lost_in_line and done is None:
+        starting = not self.detector.ready and (lost_any or not kept)
+        if (starting or (lost_any and self.cfg.lost_in_line)) and done is None:
             # A lost object would be missing for a whole detection time: find it in this frame. (With
-            # no tracks at all there is no pose stream to stall, but no loss either: that goes aside.)
+            # no tracks at all there is no pose stream to stall, but no loss either: that goes aside,
+            # unless the detector process is still starting.)
             results = self.est.estimate(rgb, depth, camera, enabled_classes=enabled, prev=[t.result for t in kept])
             self.counters["detect"] += 1
             self.last_detection_frame = self.frame
