@@ -309,7 +309,7 @@ class TwinChoice:
 def pick_twin(scorer: AppearanceScorer, model: Any, T_cam_obj: np.ndarray, twins: list[np.ndarray], rgb: np.ndarray,
               depth_m: np.ndarray | None, mask: np.ndarray, camera: PinholeCamera, margin: float = 0.05,
               refine: Callable[[np.ndarray], tuple[np.ndarray, Any] | None] | None = None,
-              refine_top: int = 3) -> TwinChoice:
+              refine_top: int = 3, rounds: int = 1) -> TwinChoice:
     """The near-symmetric twin (``T @ twins[k]``) the render-and-compare check prefers to the pose by
     more than ``margin``.
 
@@ -317,6 +317,12 @@ def pick_twin(scorer: AppearanceScorer, model: Any, T_cam_obj: np.ndarray, twins
     twin nearest the truth is still a few degrees off and, unrefined, can score below a refined
     wrong pose. With ``refine(T) -> (T_refined, extra) | None`` (ICP on depth) the ``refine_top``
     best-scoring twins are refined and compared again; None (refinement rejected) drops a twin.
+
+    Why ``rounds`` (with ``refine``): when the pose is a few degrees off (tilted), so are all its
+    twins, and the best-looking refined twin can be a step short of the truth (the mug turned by
+    30 deg instead of 120 deg); after the first switch the twins of the refined new pose are
+    compared again, up to ``rounds`` times, each switch again needing ``margin`` over the pose it
+    replaces. ``index`` is then the twin of the last switch; ``T_cam_obj`` the pose reached.
     """
     v0, *vt = twin_verifications(scorer, model, T_cam_obj, twins, rgb, depth_m, mask, camera)
     best = TwinChoice(-1, T_cam_obj, v0, v0)
@@ -327,13 +333,21 @@ def pick_twin(scorer: AppearanceScorer, model: Any, T_cam_obj: np.ndarray, twins
     if refine is None:
         k = int(np.argmax(vs))
         return TwinChoice(k, T_cam_obj @ twins[k], vt[k], v0) if vs[k] >= bar else best
-    for k in np.argsort(-vs)[:refine_top]:
-        r = refine(T_cam_obj @ twins[k])
-        if r is None:
-            continue
-        v = scorer.verify(model, r[0], rgb, depth_m, mask, camera)
-        if v.combined() >= bar:
-            best, bar = TwinChoice(int(k), r[0], v, v0, r[1]), v.combined()
+    T_cur = T_cam_obj
+    for r_i in range(max(1, int(rounds))):
+        if r_i > 0:
+            if best.index < 0 or best.T_cam_obj is T_cur:
+                break                          # the last round kept its pose: nothing new to compare
+            T_cur = best.T_cam_obj
+            vs = np.array([scorer.verify(model, T_cur @ S, rgb, depth_m, mask, camera).combined() for S in twins])
+            bar = best.verification.combined() + margin
+        for k in np.argsort(-vs)[:refine_top]:
+            r = refine(T_cur @ twins[k])
+            if r is None:
+                continue
+            v = scorer.verify(model, r[0], rgb, depth_m, mask, camera)
+            if v.combined() >= bar:
+                best, bar = TwinChoice(int(k), r[0], v, v0, r[1]), v.combined()
     return best
 
 

@@ -4,7 +4,9 @@ Why: PnP needs good 2D keypoints; when the network's keypoint votes are poor (an
 model, heavy occlusion, blur) PnP fails or lands far from the truth, outside ICP's basin. The
 network's *segmentation* is far easier to learn and with depth it pins down where the object is.
 This search keeps that information: for a fixed near-uniform set of rotations (two offset
-icosahedral groups, 120 rotations, every rotation within ~25 deg of one), the translation is set so
+icosahedral groups, 120 rotations, every rotation within ~25 deg of one; for a mostly planar model
+such as a box, plus the rotations that put its faces on the dominant directions of the depth's
+normals, which are within a few degrees of the truth), the translation is set so
 that the camera-facing model points' centroid lands on the masked scene points' centroid, each
 hypothesis is scored in one vectorised pass (depth agreement vs. free-space violation and mask
 coverage of projected model points), the best few get a coarse ICP, are re-scored (by a
@@ -53,6 +55,13 @@ class DepthSearchConfig:
     # ``top_k_verified`` grid hypotheses are refined and verified too, up to ``max_verified``.
     extend_below: float = 2.0
     max_verified: int = 24
+    # Plane-aligned hypotheses (models whose surface is mostly a few planes, e.g. a box): rotations
+    # that put a model face normal on the mask's dominant depth-normal direction (and a second face on
+    # the second direction when one is seen) join the grid; the grid's ~25 deg spacing leaves a flat
+    # face's cheap score too low to rank the true basin among the refined ones.
+    plane_hypotheses: bool = True
+    plane_model_area: float = 0.6     # the model qualifies when its planar faces cover this area fraction
+    plane_spin_deg: float = 15.0      # with one face direction seen: turns about it
 
 
 @lru_cache(maxsize=1)
@@ -154,6 +163,100 @@ def _keypoint_agreement(R: np.ndarray, t: np.ndarray, keypoints_m: np.ndarray, k
     return np.exp(-0.5 * d2 / kp_sigma_px[None] ** 2).mean(1)
 
 
+_MODEL_PLANES: dict[int, tuple[Any, np.ndarray | None]] = {}
+
+
+def _normal_clusters(normals: np.ndarray, weights: np.ndarray, min_frac: float, max_deg: float = 10.0,
+                     max_clusters: int = 8, max_candidates: int = 600) -> list[tuple[np.ndarray, float]]:
+    """Greedy dominant directions of unit ``normals`` (weighted): [(mean direction, weight fraction)]."""
+    cos_t = np.cos(np.radians(max_deg))
+    total = float(weights.sum())
+    left = np.ones(len(normals), bool)
+    out: list[tuple[np.ndarray, float]] = []
+    if total <= 0:
+        return out
+    rng = np.random.default_rng(0)
+    for _ in range(max_clusters):
+        idx = np.flatnonzero(left)
+        if len(idx) == 0:
+            break
+        cand = idx if len(idx) <= max_candidates else rng.choice(idx, max_candidates, replace=False)
+        support = (normals[cand] @ normals[idx].T > cos_t) @ weights[idx]
+        c = normals[cand[int(np.argmax(support))]]
+        for _ in range(2):                                    # re-centre on the inliers' mean
+            inl = idx[normals[idx] @ c > cos_t]
+            m = (normals[inl] * weights[inl, None]).sum(0)
+            c = m / max(np.linalg.norm(m), 1e-12)
+        inl = idx[normals[idx] @ c > cos_t]
+        frac = float(weights[inl].sum()) / total
+        if frac < min_frac:
+            break
+        out.append((c, frac))
+        left[inl] = False
+    return out
+
+
+def _model_planes(model: Any, min_area: float) -> np.ndarray | None:
+    """(K,3) model-frame normals of the mesh's planar faces when they cover ``min_area`` of its area."""
+    mesh = getattr(model, "mesh", None)
+    if mesh is None:
+        return None
+    key = (id(mesh), round(float(min_area), 4))
+    hit = _MODEL_PLANES.get(key)
+    if hit is not None and hit[0] is mesh:
+        return hit[1]
+    fn = np.asarray(mesh.face_normals, np.float64)
+    area = np.asarray(mesh.area_faces, np.float64)
+    cl = _normal_clusters(fn, area, min_frac=0.03, max_clusters=12, max_deg=5.0, max_candidates=2000)
+    out = np.array([c for c, _ in cl]) if cl and sum(f for _, f in cl) >= min_area else None
+    _MODEL_PLANES[key] = (mesh, out)
+    return out
+
+
+def _plane_rotations(model_n: np.ndarray, scene_n: list[np.ndarray], spin_deg: float,
+                     pair_tol_deg: float = 15.0) -> np.ndarray:
+    """(M,3,3) rotations putting a model face normal on ``scene_n[0]`` (and, with a second scene
+    direction, another face whose angle to the first matches on ``scene_n[1]``; else turned about
+    ``scene_n[0]`` every ``spin_deg``)."""
+    n1 = scene_n[0]
+    out = []
+    for i, m1 in enumerate(model_n):
+        if len(scene_n) >= 2:
+            n2 = scene_n[1]
+            a_s = np.arccos(np.clip(n1 @ n2, -1, 1))
+            for j, m2 in enumerate(model_n):
+                if j != i and abs(np.arccos(np.clip(m1 @ m2, -1, 1)) - a_s) <= np.radians(pair_tol_deg):
+                    R, _ = Rotation.align_vectors(np.stack([n1, n2]), np.stack([m1, m2]), weights=[100.0, 1.0])
+                    out.append(R.as_matrix())
+        else:
+            R1, _ = Rotation.align_vectors(n1[None], m1[None])
+            for a in np.arange(0.0, 360.0, spin_deg):
+                out.append((Rotation.from_rotvec(np.radians(a) * n1) * R1).as_matrix())
+    return np.asarray(out).reshape(-1, 3, 3)
+
+
+def _scene_plane_rotations(model: Any, depth_m: np.ndarray, mask: np.ndarray, camera: PinholeCamera,
+                           cfg: "DepthSearchConfig") -> np.ndarray | None:
+    """Plane-aligned rotation hypotheses for a mostly planar model (see ``DepthSearchConfig``)."""
+    from pose_ros.objects.icp_scene import organized_points_normals
+
+    model_n = _model_planes(model, cfg.plane_model_area)
+    if model_n is None:
+        return None
+    n_px = int(mask.sum())
+    stride = max(1, int(np.sqrt(n_px / 3000.0)))
+    _, nrm = organized_points_normals(depth_m, camera, mask, stride=stride, normal_step=2)
+    if len(nrm) < cfg.min_scene_points:
+        return None
+    cl = _normal_clusters(nrm, np.ones(len(nrm)), min_frac=0.1, max_deg=12.0, max_clusters=3)
+    if not cl:
+        return None
+    scene_n = [c for c, _ in cl]
+    if len(scene_n) >= 2 and abs(scene_n[0] @ scene_n[1]) > np.cos(np.radians(45.0)):
+        scene_n = scene_n[:1]                               # not two faces of one solid
+    return _plane_rotations(model_n, scene_n[:2], cfg.plane_spin_deg)
+
+
 def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera: PinholeCamera,
                       icp_config: Any, config: DepthSearchConfig | None = None,
                       extra_rotations: list[np.ndarray] | None = None,
@@ -203,13 +306,22 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     Rs = rotation_grid()
     if extra_rotations:
         Rs = np.concatenate([Rs, np.asarray(extra_rotations).reshape(-1, 3, 3)], 0)
+    n_base = len(Rs)
+    if cfg.plane_hypotheses:
+        Rp = _scene_plane_rotations(model, np.asarray(depth_m), mask, camera, cfg)
+        if Rp is not None and len(Rp):
+            Rs = np.concatenate([Rs, Rp], 0)
     # Camera-facing points under each rotation (viewed from the scene centroid's direction).
     view = -c_scene / np.linalg.norm(c_scene)
     nc = np.einsum("hij,nj->hni", Rs, nrm)
     facing = np.einsum("hni,i->hn", nc, view) > 0
     pr = np.einsum("hij,nj->hni", Rs, pts)
     w = facing.astype(np.float64)
-    c_vis = (pr * w[..., None]).sum(1) / np.maximum(w.sum(1), 1)[:, None]
+    # Plane-aligned rotations are (nearly) exact: their facing points are weighted by how many pixels
+    # they cover (the cosine to the view), as the scene centroid is, so the translation is exact too.
+    # (For the grid, ~25 deg off anyway, this weighting was measured worse: mug 92.4 -> 83.3%.)
+    w[n_base:] = np.maximum(np.einsum("hni,i->hn", nc[n_base:], view), 0.0)
+    c_vis = (pr * w[..., None]).sum(1) / np.maximum(w.sum(1), 1e-9)[:, None]
     t = c_scene[None, :] - c_vis
     scores = _score_hypotheses(Rs, t, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m,
                                colour, cfg.colour_weight, cfg.coverage_weight)

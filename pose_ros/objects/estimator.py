@@ -51,6 +51,7 @@ NO_DEPTH_SCORE_CAP = 0.5
 APPEARANCE_MARGIN = 0.05        # render-and-compare gain a near-symmetric twin needs to replace a pose
 APPEARANCE_SCORE_SLACK = 0.1    # depth-score loss tolerated for that switch
 APPEARANCE_REFINE_TWINS = 6     # best-looking twins refined by ICP before that comparison
+APPEARANCE_TWIN_ROUNDS = 2      # after a switch, the new pose's twins are compared again (appearance.pick_twin)
 
 
 def _reason_kind(reason: str) -> str:
@@ -458,7 +459,8 @@ class PoseEstimator:
             return (r.T_cam_obj, r) if r.applied else None
 
         choice = pick_twin(self._appearance, model, T, twins, rgb, depth, mask, camera, APPEARANCE_MARGIN,
-                           refine=refine, refine_top=APPEARANCE_REFINE_TWINS)
+                           refine=refine, refine_top=APPEARANCE_REFINE_TWINS,
+                           rounds=APPEARANCE_TWIN_ROUNDS)
         stats.appearance = choice.pose_verification.colour
         if choice.index < 0:
             return best
