@@ -284,7 +284,12 @@ class PoseEstimator:
         gv, gu = np.mgrid[0:ho, 0:wo]
         votes = np.stack([gu + ctr[0, :ho, :wo] * CENTRE_OFFSET_SCALE_PX,
                           gv + ctr[1, :ho, :wo] * CENTRE_OFFSET_SCALE_PX], -1)
-        instances = split_instances(class_map, votes, min_pixels=self.min_instance_pixels)
+        dmap = None               # depth at the map's pixel centres: parts same-class objects one behind another
+        if depth is not None:
+            fs = st / s
+            dmap = depth[np.clip(np.rint((gv + 0.5) * fs - 0.5).astype(int), 0, camera.height - 1),
+                         np.clip(np.rint((gu + 0.5) * fs - 0.5).astype(int), 0, camera.width - 1)]
+        instances = split_instances(class_map, votes, min_pixels=self.min_instance_pixels, depth_m=dmap)
         timing["instances"] = (time.perf_counter() - t0) * 1e3
 
         has_depth = depth is not None and bool(np.any(depth > 0))
