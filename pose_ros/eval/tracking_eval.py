@@ -11,7 +11,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 
 __all__ = ["TrackingEvalResult", "evaluate_tracking"]
 

@@ -198,7 +198,6 @@ class ObjectPoseNode(Node):
                                         score_threshold=float(self.p["score_threshold"]))
             self._models_by_name = dict(self.refiner.models)
             return self.refiner
-        from pose_ros.objects.estimator import PoseEstimator
 
         path = resolve(self.p["model_file"])
         if not path.is_file():
