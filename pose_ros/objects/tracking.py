@@ -132,14 +132,7 @@ class PoseTracker:
         self._force_detect = False
         kept: list[_Track] = []
         if not need_detect:
-            for tr in self.tracks:
-                if tr.result.class_id not in enabled:
-                    continue
-                new = self._track_one(tr, depth, camera)
-                if new is None:
-                    need_detect = True
-                else:
-                    kept.append(new)
+            kept, need_detect = self._track_all(depth, camera, enabled, can_track)
         if need_detect:
             prev = [t.result for t in self.tracks]
             results = self.est.estimate(rgb, depth, camera, enabled_classes=enabled, prev=prev)
@@ -170,19 +163,8 @@ class PoseTracker:
     def _update_detecting_aside(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera,
                                 enabled: set[int], can_track: bool) -> list[PoseResult]:
         """One frame with the detector working aside (module doc): never waits for a detection."""
-        kept: list[_Track] = []
-        lost_any = False
-        for tr in self.tracks:
-            if tr.result.class_id not in enabled:
-                continue
-            new = self._track_one(tr, depth, camera) if can_track else None
-            if new is None:
-                lost_any = True
-                if not can_track:
-                    self._lost("no depth")
-            else:
-                kept.append(new)
-                self.counters["tracked"] += 1
+        kept, lost_any = self._track_all(depth, camera, enabled, can_track)
+        self.counters["tracked"] += len(kept)
         done = self.detector.poll()
         if done is not None and done.frame <= self._reset_frame:
             done = None                 # asked before a reset (see reset)
@@ -214,6 +196,23 @@ class PoseTracker:
                 self._job_tracks = {t.result.instance_id: t.result.T_cam_obj.copy() for t in self.tracks}
                 self._job_depths = []
         return [t.result for t in self.tracks]
+
+    def _track_all(self, depth: np.ndarray | None, camera: PinholeCamera, enabled: set[int], can_track: bool
+                   ) -> tuple[list[_Track], bool]:
+        """(tracks of the enabled classes moved onto this frame, whether any was lost)."""
+        kept: list[_Track] = []
+        lost_any = False
+        for tr in self.tracks:
+            if tr.result.class_id not in enabled:
+                continue
+            new = self._track_one(tr, depth, camera) if can_track else None
+            if new is None:
+                lost_any = True
+                if not can_track:
+                    self._lost("no depth")
+            else:
+                kept.append(new)
+        return kept, lost_any
 
     def _merge_detection(self, done: Any, kept: list[_Track], rgb: np.ndarray, depth: np.ndarray | None,
                          camera: PinholeCamera, enabled: set[int], can_track: bool) -> list[_Track]:
@@ -250,9 +249,8 @@ class PoseTracker:
                 continue
             if old is None:             # a new id: unless a track already holds that object
                 d = self.est.objects[r.class_id - 1].diameter_m
-                old_key = next((k for k, t in by_id.items() if t.result.class_id == r.class_id and
-                                np.linalg.norm(t.result.T_cam_obj[:3, 3] - r.T_cam_obj[:3, 3]) < 0.5 * d), None)
-                if old_key is not None:
+                if any(t.result.class_id == r.class_id and
+                       np.linalg.norm(t.result.T_cam_obj[:3, 3] - r.T_cam_obj[:3, 3]) < 0.5 * d for t in by_id.values()):
                     continue
             by_id[r.instance_id] = _from_detection(r, old)
         self._job_tracks, self._job_depths = {}, []
@@ -270,9 +268,9 @@ class PoseTracker:
                 return moved
         stride = -(-(len(self._job_depths) + 1) // self.cfg.forward_max_hops)
         hops = self._job_depths[stride - 1::stride] + [(self.frame, depth)]
-        tr, last = _Track(r, fit), None
+        tr, last = _Track(r, fit), hops[0][0] - stride
         for frame, depth_f in hops:
-            tr = self._track_one(tr, depth_f, camera, frames=frame - (last if last is not None else frame - stride))
+            tr = self._track_one(tr, depth_f, camera, frames=frame - last)
             if tr is None:
                 return None
             last = frame
