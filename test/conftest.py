@@ -20,6 +20,20 @@ os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 
+@pytest.fixture(scope="module")
+def demo_estimator():
+    """A PoseEstimator of the shipped demo model and meshes (one torch thread), or skip when absent."""
+    model = REPO_ROOT / "models" / "demo_objects.pt"
+    if not model.is_file():
+        pytest.skip(f"shipped model missing: {model} (train it with `pose-ros train --meshes meshes --out {model}`)")
+    import torch
+
+    from pose_ros.objects.estimator import PoseEstimator
+
+    torch.set_num_threads(1)
+    return PoseEstimator(model, meshes=REPO_ROOT / "meshes")
+
+
 def shared_data_path(*parts: str) -> Path:
     """Path into ../shared/data, or skip the test with the reason when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

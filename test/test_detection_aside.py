@@ -19,23 +19,11 @@ RATE_HZ = 6.0
 
 
 @pytest.fixture(scope="module")
-def estimator():
-    if not MODEL.is_file():
-        pytest.skip(f"shipped model missing: {MODEL}")
-    import torch
-
-    from pose_ros.objects.estimator import PoseEstimator
-
-    torch.set_num_threads(1)
-    return PoseEstimator(MODEL, meshes=REPO / "meshes")
-
-
-@pytest.fixture(scope="module")
-def stream(estimator):
+def stream(demo_estimator):
     from pose_ros.core.camera import PinholeCamera
     from pose_ros.synth.stream import SyntheticSceneStream
 
-    models = [estimator.models[c] for c in sorted(estimator.models)]
+    models = [demo_estimator.models[c] for c in sorted(demo_estimator.models)]
     camera = PinholeCamera.from_fov(640, 480, 69.0)
     s = SyntheticSceneStream(models, camera, seed=0)
     frames = [s.frame(i / RATE_HZ) for i in range(8)]
@@ -55,12 +43,12 @@ def _errors(results, gts, models) -> dict[str, float]:
     return out
 
 
-def test_inline_detector_holds_its_result_for_the_latency(estimator, stream):
+def test_inline_detector_holds_its_result_for_the_latency(demo_estimator, stream):
     from pose_ros.objects.detection_worker import InlineDetector
 
     camera, _, frames = stream
     render, depth, _ = frames[0]
-    det = InlineDetector(estimator, latency_frames=2)
+    det = InlineDetector(demo_estimator, latency_frames=2)
     assert not det.busy and det.poll() is None
     assert det.submit(7, render.rgb, depth, camera, {1, 2, 3}, [])
     assert det.busy and not det.submit(8, render.rgb, depth, camera, {1, 2, 3}, [])   # one job at a time
@@ -69,23 +57,23 @@ def test_inline_detector_holds_its_result_for_the_latency(estimator, stream):
     assert done is not None and done.frame == 7 and done.error is None and len(done.results) >= 2
     assert not det.busy and det.poll() is None
     # A failing estimate is reported, not raised: the tracker counts it and keeps tracking.
-    now = InlineDetector(estimator)
+    now = InlineDetector(demo_estimator)
     assert now.submit(9, render.rgb[:10], depth, camera, {1}, [])
     bad = now.poll()
     assert bad is not None and bad.frame == 9 and bad.results == [] and "EstimatorInputError" in bad.error
     with pytest.raises(ValueError, match="latency_frames"):
-        InlineDetector(estimator, latency_frames=-1)
+        InlineDetector(demo_estimator, latency_frames=-1)
 
 
-def test_tracker_never_waits_and_moves_a_late_detection_onto_the_newest_frame(estimator, stream):
+def test_tracker_never_waits_and_moves_a_late_detection_onto_the_newest_frame(demo_estimator, stream):
     """The demo camera orbits: a detection 3 frames old is ~2 cm off; the merge moves it onto the
     frame it arrives in, and frames in between are tracked without running the estimator."""
     from pose_ros.objects.detection_worker import InlineDetector
     from pose_ros.objects.tracking import PoseTracker, TrackingConfig
 
     camera, models, frames = stream
-    det = InlineDetector(estimator, latency_frames=3)
-    tracker = PoseTracker(estimator, TrackingConfig(redetect_every=100, twin_check_every=0, lost_in_line=False),
+    det = InlineDetector(demo_estimator, latency_frames=3)
+    tracker = PoseTracker(demo_estimator, TrackingConfig(redetect_every=100, twin_check_every=0, lost_in_line=False),
                           detector=det)
     render, depth, _ = frames[0]
     assert tracker.update(render.rgb, depth, camera) == []             # submitted, nothing to publish yet
@@ -113,18 +101,19 @@ def test_tracker_never_waits_and_moves_a_late_detection_onto_the_newest_frame(es
     assert all(r.stats.source == "tracking" for r in tracked)
 
 
-def test_a_lost_track_is_redetected_in_line_and_periodic_detections_go_aside(estimator, stream):
+def test_a_lost_track_is_redetected_in_line_and_periodic_detections_go_aside(demo_estimator, stream):
     from pose_ros.objects.detection_worker import InlineDetector
     from pose_ros.objects.estimator import PoseResult, PoseStats
     from pose_ros.objects.tracking import PoseTracker, TrackingConfig
 
     camera, models, frames = stream
-    det = InlineDetector(estimator, latency_frames=1)
-    tracker = PoseTracker(estimator, TrackingConfig(redetect_every=2, twin_check_every=0, lost_in_line=True),
+    det = InlineDetector(demo_estimator, latency_frames=1)
+    tracker = PoseTracker(demo_estimator, TrackingConfig(redetect_every=2, twin_check_every=0, lost_in_line=True),
                           detector=det)
     T_nowhere = np.eye(4)
     T_nowhere[:3, 3] = [0.0, 0.0, 3.0]                          # a stale track: nothing there any more
-    tracker.seed([PoseResult("mug", estimator.loaded.class_id("mug"), 1, 50, T_nowhere, 0.9, np.eye(6), PoseStats())])
+    mug = demo_estimator.loaded.class_id("mug")
+    tracker.seed([PoseResult("mug", mug, 1, 50, T_nowhere, 0.9, np.eye(6), PoseStats())])
     render, depth, gts = frames[0]
     first = tracker.update(render.rgb, depth, camera)           # lost -> detected in line, in this frame
     assert tracker.counters["lost"] == 1 and tracker.last_detection_frame == 1 and not det.busy
@@ -136,25 +125,25 @@ def test_a_lost_track_is_redetected_in_line_and_periodic_detections_go_aside(est
     assert det.busy and tracker.counters["detect"] == 1
 
 
-def test_while_the_detector_process_starts_detection_runs_in_line(estimator, stream):
+def test_while_the_detector_process_starts_detection_runs_in_line(demo_estimator, stream):
     from pose_ros.objects.detection_worker import InlineDetector
     from pose_ros.objects.tracking import PoseTracker, TrackingConfig
 
     camera, _, frames = stream
-    det = InlineDetector(estimator, latency_frames=1)
+    det = InlineDetector(demo_estimator, latency_frames=1)
     det.ready = False                                           # as a ProcessDetector before its child is up
-    tracker = PoseTracker(estimator, TrackingConfig(twin_check_every=0), detector=det)
+    tracker = PoseTracker(demo_estimator, TrackingConfig(twin_check_every=0), detector=det)
     assert len(tracker.update(frames[0][0].rgb, frames[0][1], camera)) >= 2
     assert tracker.last_detection_frame == 1 and not det.busy
 
 
-def test_a_detection_asked_before_a_reset_is_discarded(estimator, stream):
+def test_a_detection_asked_before_a_reset_is_discarded(demo_estimator, stream):
     from pose_ros.objects.detection_worker import InlineDetector
     from pose_ros.objects.tracking import PoseTracker, TrackingConfig
 
     camera, _, frames = stream
-    det = InlineDetector(estimator, latency_frames=1)
-    tracker = PoseTracker(estimator, TrackingConfig(twin_check_every=0, lost_in_line=False), detector=det)
+    det = InlineDetector(demo_estimator, latency_frames=1)
+    tracker = PoseTracker(demo_estimator, TrackingConfig(twin_check_every=0, lost_in_line=False), detector=det)
     tracker.update(frames[0][0].rgb, frames[0][1], camera)
     tracker.reset()
     assert tracker.update(frames[1][0].rgb, frames[1][1], camera) == []    # still in flight
@@ -165,7 +154,7 @@ def test_a_detection_asked_before_a_reset_is_discarded(estimator, stream):
     assert tracker.last_detection_frame == 3
 
 
-def test_process_detector_detects_in_a_child_and_restarts_it(estimator, stream):
+def test_process_detector_detects_in_a_child_and_restarts_it(demo_estimator, stream):
     from pose_ros.objects.detection_worker import EstimatorRecipe, ProcessDetector
 
     camera, models, frames = stream

@@ -237,12 +237,22 @@ def test_mask_coverage_prefers_the_hypothesis_that_explains_the_whole_mask():
     assert np.all(_mask_coverage(u, v, np.ones_like(u, bool), np.zeros_like(mask)) == 0.0)
 
 
+def _icp_refiner(model, depth, mask):
+    """``pick_twin``'s ``refine``: ICP on the scene's depth, None when ICP rejects the start."""
+    from pose_ros.objects.icp import IcpConfig, refine_pose_icp
+
+    def refine(T):
+        res = refine_pose_icp(model, T, depth, CAM, mask=mask, config=IcpConfig())
+        return (res.T_cam_obj, res) if res.applied else None
+    return refine
+
+
 def test_pick_twin_refines_a_twin_that_is_a_few_degrees_off_the_truth(demo_models):
     """The mug turned by one near-symmetric step plus 13 degrees: unrefined, no twin lands on the
     truth; with ICP refinement of the best-looking twins the pick comes back within 0.1 d (ADD)."""
     from pose_ros.eval.pose_metrics import add_error
     from pose_ros.objects.appearance import AppearanceScorer, pick_twin
-    from pose_ros.objects.icp import IcpConfig, refine_pose_icp
+    from pose_ros.objects.icp import refine_pose_icp
     from pose_ros.objects.near_symmetry import near_symmetries
 
     models, sc, r, depth = _lit_scene(demo_models, 4242, ("mug",))
@@ -258,10 +268,7 @@ def test_pick_twin_refines_a_twin_that_is_a_few_degrees_off_the_truth(demo_model
     d = model.diameter_m
     assert add_error(model.points_m, T_wrong, T_gt) > 0.1 * d
     scorer = AppearanceScorer()
-
-    def refine(T):
-        res = refine_pose_icp(model, T, depth, CAM, mask=mask, config=IcpConfig())
-        return (res.T_cam_obj, res) if res.applied else None
+    refine = _icp_refiner(model, depth, mask)
 
     plain = pick_twin(scorer, model, T_wrong, twins, r.rgb, depth, mask, CAM)
     assert add_error(model.points_m, plain.T_cam_obj, T_gt) > 0.1 * d
@@ -277,7 +284,7 @@ def test_pick_twin_rounds_compare_the_twins_of_the_switched_pose_again(demo_mode
     again (``rounds``) reaches the truth, and each switch raised the render-and-compare evidence."""
     from pose_ros.eval.pose_metrics import add_error
     from pose_ros.objects.appearance import AppearanceScorer, pick_twin
-    from pose_ros.objects.icp import IcpConfig, refine_pose_icp
+    from pose_ros.objects.icp import refine_pose_icp
     from pose_ros.objects.near_symmetry import near_symmetries
 
     models, sc, r, depth = _lit_scene(demo_models, 15, ("mug",))
@@ -289,10 +296,7 @@ def test_pick_twin_rounds_compare_the_twins_of_the_switched_pose_again(demo_mode
     d = model.diameter_m
     assert add_error(model.points_m, T_wrong, T_gt) > 0.1 * d
     scorer = AppearanceScorer()
-
-    def refine(T):
-        res = refine_pose_icp(model, T, depth, CAM, mask=mask, config=IcpConfig())
-        return (res.T_cam_obj, res) if res.applied else None
+    refine = _icp_refiner(model, depth, mask)
 
     one = pick_twin(scorer, model, T_wrong, twins, r.rgb, depth, mask, CAM, refine=refine, refine_top=6, rounds=1)
     assert one.index >= 0 and add_error(model.points_m, one.T_cam_obj, T_gt) > 0.1 * d
