@@ -125,6 +125,52 @@ def test_a_lost_track_is_redetected_in_line_and_periodic_detections_go_aside(dem
     assert det.busy and tracker.counters["detect"] == 1
 
 
+def _hide(render, depth_m: np.ndarray, gts, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """This frame with one object behind a grey occluder 15 cm in front of it (colour and depth)."""
+    import cv2
+
+    k = next(i for i, g in enumerate(gts) if g.name == name)
+    region = cv2.dilate((render.instance_mask == k).astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+    rgb, depth = render.rgb.copy(), depth_m.copy()
+    rgb[region] = 128
+    depth[region] = np.median(depth_m[render.instance_mask == k]) - 0.15
+    return rgb, depth
+
+
+@pytest.mark.parametrize("hold_frames", [30, 0])
+def test_a_lost_track_is_held_and_revived_when_the_object_reappears(demo_estimator, stream, hold_frames):
+    """An occluder passes in front of the mug for one frame: its track is lost, held (not published)
+    and found again by ICP the frame it reappears, with its id, long before a detection could."""
+    from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    camera, models, frames = stream
+    det = InlineDetector(demo_estimator, latency_frames=50)          # no detection arrives in this test
+    tracker = PoseTracker(demo_estimator, TrackingConfig(redetect_every=100, twin_check_every=0,
+                                                         hold_lost_frames=hold_frames), detector=det)
+    render, depth, gts = frames[0]
+    seeded = demo_estimator.estimate(render.rgb, depth, camera)
+    assert _errors(seeded, gts, models).get("mug", 1.0) < 0.1
+    tracker.seed(seeded)
+    mug_id = next(r.instance_id for r in seeded if r.class_name == "mug")
+    render, depth, gts = frames[1]
+    rgb_hidden, depth_hidden = _hide(render, depth, gts, "mug")
+    hidden = tracker.update(rgb_hidden, depth_hidden, camera)
+    assert "mug" not in {r.class_name for r in hidden} and tracker.counters["lost"] == 1
+    assert det.busy                                                  # the loss asked for a detection
+    assert [h.track.result.instance_id for h in tracker.held] == ([mug_id] if hold_frames else [])
+    render, depth, gts = frames[2]
+    back = tracker.update(render.rgb, depth, camera)
+    mugs = [r for r in back if r.class_name == "mug"]
+    if not hold_frames:
+        assert mugs == [] and tracker.counters["revived"] == 0
+        return
+    assert [r.instance_id for r in mugs] == [mug_id] and mugs[0].stats.method == "icp_revived"
+    assert tracker.counters["revived"] == 1 and tracker.held == [] and tracker.last_detection_frame is None
+    assert _errors(back, gts, models)["mug"] < 0.1          # the camera moved meanwhile: the held pose moved too
+    assert {r.instance_id for r in back} == {r.instance_id for r in seeded}
+
+
 def test_while_the_detector_process_starts_detection_runs_in_line(demo_estimator, stream):
     from pose_ros.objects.detection_worker import InlineDetector
     from pose_ros.objects.tracking import PoseTracker, TrackingConfig

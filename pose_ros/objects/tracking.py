@@ -2,8 +2,9 @@
 
 Why: between consecutive frames objects move little, so ICP from the previous pose is cheaper
 than the network + voting + PnP and gives temporally stable poses and instance ids. A track is
-*lost* when its score or its ICP fitness drops (occlusion, fast motion, object removed); then the
-full estimator runs in the same frame, with the surviving tracks passed as ``prev`` so that
+*lost* when its score or its ICP fitness drops (fast motion, object removed, mostly hidden); the
+fitness is taken over the surface not hidden by something in front, so an occluder passing over
+part of the object does not lose a track whose visible part still fits. Then the full estimator runs in the same frame, with the surviving tracks passed as ``prev`` so that
 re-detected objects keep their ids. The network also runs every ``redetect_every`` frames to
 pick up objects that entered the view.
 
@@ -30,6 +31,15 @@ start new tracks. With ``lost_in_line`` a frame that lost a track still runs the
 so a briefly lost object is not missing for a whole detection time. Without a detector, every
 detection runs in line in the frame that needs it. Either way a re-detection replaces a track only
 if the render-and-compare check does not clearly prefer the track (``keep_track_margin``).
+
+Held tracks: most losses are occlusions (an arm passing in front, the object leaving the view for
+a moment), and the object is still where it was when it comes back. A lost track is therefore held
+(not published) for ``hold_lost_frames`` frames, its pose moved each frame as the steadiest track
+moved (a static scene seen by a moving camera), and re-validated by ICP from that pose with the
+same tests that keep a track (fitness against the track's own, depth score, step size) plus the
+render-and-compare evidence where the track has a reference: it comes back in the frame the object
+reappears instead of a detection time later, with its instance id. A detection that finds the
+object replaces the held track.
 """
 from __future__ import annotations
 
@@ -50,7 +60,8 @@ __all__ = ["TrackingConfig", "PoseTracker"]
 @dataclass
 class TrackingConfig:
     min_score: float = 0.4              # tracked pose below this score -> lost
-    max_fitness_drop: float = 0.35      # fitness below (1 - this) x the fitness when (re)detected -> lost
+    max_fitness_drop: float = 0.35      # fitness of the unoccluded surface below (1 - this) x the fitness when (re)detected -> lost
+    min_unoccluded: float = 0.25        # less of the visible surface than this not hidden by something in front -> lost
     redetect_every: int = 15            # run the network at least every N frames (new objects)
     max_translation_step_m: float = 0.05   # per-frame ICP correction above this -> lost (jump)
     twin_check_every: int = 3           # appearance check of one track's near-symmetric twins every N frames (0: off)
@@ -62,10 +73,15 @@ class TrackingConfig:
     lost_in_line: bool = False          # detection aside: a frame that lost a track is re-detected in line
     forward_max_hops: int = 8           # detection aside: at most this many ICP hops through the frames since its frame
     forward_buffer_frames: int = 60     # depth frames kept for those hops (at most)
+    hold_lost_frames: int = 30          # a lost track is held this many frames and revived if ICP finds it (0: off)
 
     def __post_init__(self) -> None:
         if self.redetect_every < 1:
             raise ValueError(f"redetect_every must be >= 1; got {self.redetect_every}")
+        if not 0.0 < self.min_unoccluded <= 1.0:
+            raise ValueError(f"min_unoccluded must be in (0,1]; got {self.min_unoccluded}")
+        if self.hold_lost_frames < 0:
+            raise ValueError(f"hold_lost_frames must be >= 0 (0 = off); got {self.hold_lost_frames}")
         if self.forward_max_hops < 1 or self.forward_buffer_frames < 1:
             raise ValueError("forward_max_hops and forward_buffer_frames must be >= 1")
         if self.twin_check_every < 0:
@@ -85,6 +101,12 @@ class _Track:
     ref_appearance: float | None = None     # the best evidence the track's pose has shown
 
 
+@dataclass
+class _Held:
+    track: _Track                           # the last good state, its pose moved with the scene since
+    lost_frame: int
+
+
 class PoseTracker:
     """Stateful wrapper around a PoseEstimator (one per camera stream)."""
 
@@ -97,10 +119,11 @@ class PoseTracker:
         self._job_depths: list[tuple[int, np.ndarray]] = []   # depth frames seen since (forward hops)
         self._reset_frame = 0                   # detections of frames up to this one predate a reset
         self.tracks: list[_Track] = []
+        self.held: list[_Held] = []             # lost tracks waiting to be revived (module doc)
         self.frame = 0
         self.since_detect = 0
         self.counters = {"detect": 0, "tracked": 0, "lost": 0, "twin_checks": 0, "twin_switches": 0,
-                         "detect_errors": 0, "detections_dropped": 0, "detections_rejected": 0}
+                         "detect_errors": 0, "detections_dropped": 0, "detections_rejected": 0, "revived": 0}
         self._twin_turn = 0
         self._force_detect = False
         self.last_lost_reasons: list[str] = []
@@ -109,12 +132,14 @@ class PoseTracker:
         """Forget all tracks (e.g. the ROS 'reset tracking' service); a detection still running
         aside is discarded when it arrives (it was asked with the forgotten tracks)."""
         self.tracks = []
+        self.held = []
         self.since_detect = 0
         self._reset_frame = self.frame
 
     def seed(self, results: list[PoseResult]) -> None:
         """Start tracking from externally known poses (another detector, a saved scene, a test)."""
         self.tracks = [_Track(r, r.stats.icp_fitness if r.stats.icp_applied else 0.0) for r in results]
+        self.held = []
         self.since_detect = 0
 
     def update(self, rgb: np.ndarray, depth_m: np.ndarray | None, camera: PinholeCamera,
@@ -132,9 +157,9 @@ class PoseTracker:
         self._force_detect = False
         kept: list[_Track] = []
         if not need_detect:
-            kept, need_detect = self._track_all(depth, camera, enabled, can_track)
+            kept, need_detect = self._track_all(rgb, depth, camera, enabled, can_track)
         if need_detect:
-            prev = [t.result for t in self.tracks]
+            prev = [t.result for t in self.tracks] + self._held_results()
             results = self.est.estimate(rgb, depth, camera, enabled_classes=enabled, prev=prev)
             self.counters["detect"] += 1
             self.since_detect = 0
@@ -153,17 +178,18 @@ class PoseTracker:
         by_id = {t.result.instance_id: t for t in kept}
         new_tracks = []
         for r in results:
-            old = by_id.pop(r.instance_id, None)
+            old = self._prior_track(r, by_id, depth, camera)
             keep_old = old is not None and self._track_looks_better(old, r, rgb, depth, camera)
             new_tracks.append(old if keep_old else _from_detection(r, old))
         # Tracked objects the network missed this frame (e.g. heavily occluded) stay tracked.
         new_tracks.extend(by_id.values())
+        self._drop_held_found(new_tracks)
         return new_tracks
 
     def _update_detecting_aside(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera,
                                 enabled: set[int], can_track: bool) -> list[PoseResult]:
         """One frame with the detector working aside (module doc): never waits for a detection."""
-        kept, lost_any = self._track_all(depth, camera, enabled, can_track)
+        kept, lost_any = self._track_all(rgb, depth, camera, enabled, can_track)
         self.counters["tracked"] += len(kept)
         done = self.detector.poll()
         if done is not None and done.frame <= self._reset_frame:
@@ -179,7 +205,8 @@ class PoseTracker:
             # A lost object would be missing for a whole detection time: find it in this frame. (With
             # no tracks at all there is no pose stream to stall, but no loss either: that goes aside,
             # unless the detector process is still starting.)
-            results = self.est.estimate(rgb, depth, camera, enabled_classes=enabled, prev=[t.result for t in kept])
+            results = self.est.estimate(rgb, depth, camera, enabled_classes=enabled,
+                                        prev=[t.result for t in kept] + self._held_results())
             self.counters["detect"] += 1
             self.last_detection_frame = self.frame
             self.tracks = self._merge_now(results, kept, rgb, depth, camera)
@@ -190,16 +217,18 @@ class PoseTracker:
             self._maybe_check_twins(rgb, depth, camera)
         due = (not self.tracks or lost_any or self._force_detect or self.since_detect >= self.cfg.redetect_every)
         if due and not self.detector.busy:
-            if self.detector.submit(self.frame, rgb, depth, camera, enabled, [t.result for t in self.tracks]):
+            if self.detector.submit(self.frame, rgb, depth, camera, enabled,
+                                    [t.result for t in self.tracks] + self._held_results()):
                 self._force_detect = False
                 self.since_detect = 0
                 self._job_tracks = {t.result.instance_id: t.result.T_cam_obj.copy() for t in self.tracks}
                 self._job_depths = []
         return [t.result for t in self.tracks]
 
-    def _track_all(self, depth: np.ndarray | None, camera: PinholeCamera, enabled: set[int], can_track: bool
-                   ) -> tuple[list[_Track], bool]:
-        """(tracks of the enabled classes moved onto this frame, whether any was lost)."""
+    def _track_all(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera, enabled: set[int],
+                   can_track: bool) -> tuple[list[_Track], bool]:
+        """(tracks of the enabled classes moved onto this frame, revived held ones included; whether
+        any was lost)."""
         kept: list[_Track] = []
         lost_any = False
         for tr in self.tracks:
@@ -210,9 +239,82 @@ class PoseTracker:
                 lost_any = True
                 if not can_track:
                     self._lost("no depth")
+                self._hold(tr)
             else:
                 kept.append(new)
+        if can_track and self.held:
+            kept += self._revive_held(kept, rgb, depth, camera, enabled)
         return kept, lost_any
+
+    def _hold(self, tr: _Track) -> None:
+        if self.cfg.hold_lost_frames > 0:
+            self.held = [h for h in self.held if h.track.result.instance_id != tr.result.instance_id]
+            self.held.append(_Held(tr, self.frame))
+
+    def _held_results(self) -> list[PoseResult]:
+        """Held poses, passed to detections as ``prev`` so that a re-found object keeps its id."""
+        return [h.track.result for h in self.held]
+
+    def _revive_held(self, kept: list[_Track], rgb: np.ndarray, depth: np.ndarray, camera: PinholeCamera,
+                     enabled: set[int]) -> list[_Track]:
+        """Held tracks found again on this frame (module doc); the others stay held until they expire."""
+        before = {t.result.instance_id: t.result.T_cam_obj for t in self.tracks}
+        steadiest = max((t for t in kept if t.result.instance_id in before), default=None,
+                        key=lambda t: t.result.stats.icp_fitness)
+        motion = (None if steadiest is None else
+                  steadiest.result.T_cam_obj @ np.linalg.inv(before[steadiest.result.instance_id]))
+        still, revived = [], []
+        for h in self.held:
+            if self.frame - h.lost_frame > self.cfg.hold_lost_frames or self._held_elsewhere(h.track.result, kept):
+                continue
+            if motion is not None:
+                h.track = replace(h.track, result=replace(h.track.result, T_cam_obj=motion @ h.track.result.T_cam_obj))
+            if h.track.result.class_id not in enabled or self._held_elsewhere(h.track.result, revived):
+                still.append(h)
+                continue
+            new = self._track_one(h.track, depth, camera, frames=min(self.frame - h.lost_frame, 3), count_loss=False)
+            if new is None or not self._appearance_holds(new, rgb, depth, camera):
+                still.append(h)
+                continue
+            new.result.stats.method = "icp_revived"
+            self.counters["revived"] += 1
+            revived.append(new)
+        self.held = still
+        return revived
+
+    def _appearance_holds(self, tr: _Track, rgb: np.ndarray, depth: np.ndarray, camera: PinholeCamera) -> bool:
+        """A revived pose must look as its track did at its best (when the track has a reference):
+        ICP alone could settle on a similar surface nearby."""
+        if tr.ref_appearance is None:
+            return True
+        a = self.est.appearance_evidence(tr.result.class_id, tr.result.T_cam_obj, rgb, depth, camera)
+        return a is None or a >= tr.ref_appearance - self.cfg.appearance_drop
+
+    def _held_elsewhere(self, r: PoseResult, tracks: Iterable[_Track]) -> bool:
+        """Whether another of ``tracks`` holds the object of ``r`` (same class, within half a diameter)."""
+        d = self.est.objects[r.class_id - 1].diameter_m
+        return any(t.result.class_id == r.class_id and t.result.instance_id != r.instance_id and
+                   np.linalg.norm(t.result.T_cam_obj[:3, 3] - r.T_cam_obj[:3, 3]) < 0.5 * d for t in tracks)
+
+    def _prior_track(self, r: PoseResult, by_id: dict[int, _Track], depth: np.ndarray | None,
+                     camera: PinholeCamera) -> _Track | None:
+        """The track a detection would replace: its instance's live track (taken out of ``by_id``),
+        else its held track moved onto this frame by ICP. A detection of a half-occluded object can
+        pick a wrong near-symmetric turn that the track, seen whole before, had right; the detection
+        confirms the object is there, so the held pose needs only ICP to converge, not the full
+        revival tests, to be compared with it."""
+        old = by_id.pop(r.instance_id, None)
+        held = next((h for h in self.held if h.track.result.instance_id == r.instance_id), None)
+        if old is not None or held is None or depth is None:
+            return old
+        return self._track_one(held.track, depth, camera, frames=min(self.frame - held.lost_frame, 3),
+                               count_loss=False, confirmed=True)
+
+    def _drop_held_found(self, tracks: list[_Track]) -> None:
+        """A detection found these objects: their held tracks are done."""
+        ids = {t.result.instance_id for t in tracks}
+        self.held = [h for h in self.held
+                     if h.track.result.instance_id not in ids and not self._held_elsewhere(h.track.result, tracks)]
 
     def _merge_detection(self, done: Any, kept: list[_Track], rgb: np.ndarray, depth: np.ndarray | None,
                          camera: PinholeCamera, enabled: set[int], can_track: bool) -> list[_Track]:
@@ -243,18 +345,17 @@ class PoseTracker:
                     continue
                 r = replace(moved.result, stats=replace(moved.result.stats, source=r.stats.source,
                                                         method=r.stats.method + "+icp_forward"))
-            old = by_id.pop(r.instance_id, None)
+            old = self._prior_track(r, by_id, depth, camera)
             if old is not None and self._track_looks_better(old, r, rgb, depth, camera):
                 by_id[r.instance_id] = old
                 continue
-            if old is None:             # a new id: unless a track already holds that object
-                d = self.est.objects[r.class_id - 1].diameter_m
-                if any(t.result.class_id == r.class_id and
-                       np.linalg.norm(t.result.T_cam_obj[:3, 3] - r.T_cam_obj[:3, 3]) < 0.5 * d for t in by_id.values()):
-                    continue
+            if old is None and self._held_elsewhere(r, by_id.values()):
+                continue                # a new id, but a track already holds that object
             by_id[r.instance_id] = _from_detection(r, old)
         self._job_tracks, self._job_depths = {}, []
-        return list(by_id.values())
+        tracks = list(by_id.values())
+        self._drop_held_found(tracks)
+        return tracks
 
     def _forward(self, r: PoseResult, motion: np.ndarray | None, depth: np.ndarray, camera: PinholeCamera
                  ) -> _Track | None:
@@ -331,7 +432,8 @@ class PoseTracker:
         icp = refine_pose_icp(model, r.T_cam_obj @ twins[k], depth, camera, mask=None, config=self.est.icp_config)
         if not icp.applied:
             return tr
-        agree, score = _depth_score(model, icp, depth, camera)
+        seen, score = _depth_score(model, icp, depth, camera)
+        agree = seen.score
         if score < r.score - self.cfg.twin_score_slack:
             return tr
         self.counters["twin_switches"] += 1
@@ -345,29 +447,41 @@ class PoseTracker:
                       covariance=icp_covariance(icp.inlier_rmse_m, spec.diameter_m), stats=stats)
         return _Track(new, tr.ref_fitness, tr.age, None, tr.ref_appearance)
 
-    def _track_one(self, tr: _Track, depth: np.ndarray, camera: PinholeCamera, frames: int = 1) -> _Track | None:
-        """ICP from the track's pose onto this frame; ``frames``: how many frames old that pose is."""
+    def _track_one(self, tr: _Track, depth: np.ndarray, camera: PinholeCamera, frames: int = 1,
+                   count_loss: bool = True, confirmed: bool = False) -> _Track | None:
+        """ICP from the track's pose onto this frame; ``frames``: how many frames old that pose is;
+        ``count_loss``: a failure counts as a lost track (not for held ones: they are lost already);
+        ``confirmed``: a detection says the object is here, so fitness and score may be low (occlusion)."""
         from pose_ros.objects.icp import refine_pose_icp
 
+        lost = self._lost if count_loss else (lambda reason: None)
         t0 = time.perf_counter()
         r = tr.result
         model = self.est.models.get(r.class_id)
         if model is None:
-            self._lost("no mesh for ICP")
+            lost("no mesh for ICP")
             return None
         icp = refine_pose_icp(model, r.T_cam_obj, depth, camera, mask=None, config=self.est.icp_config)
         if not icp.applied:
-            self._lost(f"icp: {icp.reason}")
+            lost(f"icp: {icp.reason}")
             return None
         if icp.correction_translation_m > self.cfg.max_translation_step_m * min(max(frames, 1), 3):
-            self._lost(f"jump {icp.correction_translation_m:.3f} m")
+            lost(f"jump {icp.correction_translation_m:.3f} m")
             return None
-        if tr.ref_fitness > 0 and icp.fitness < (1.0 - self.cfg.max_fitness_drop) * tr.ref_fitness:
-            self._lost(f"fitness drop {tr.ref_fitness:.2f} -> {icp.fitness:.2f}")
+        # Fitness over the surface not hidden by something in front: an arm passing over half the
+        # object halves ICP's fitness, but what is seen still fits, so the track holds.
+        seen, score = _depth_score(model, icp, depth, camera)
+        unoccluded = 1.0 - seen.occluded / max(seen.visible, 1)
+        fitness = icp.fitness / max(unoccluded, self.cfg.min_unoccluded)
+        if not confirmed and unoccluded < self.cfg.min_unoccluded:
+            lost(f"occluded {1 - unoccluded:.0%}")
             return None
-        agree, score = _depth_score(model, icp, depth, camera)
-        if score < self.cfg.min_score:
-            self._lost(f"score {score:.2f}")
+        if not confirmed and tr.ref_fitness > 0 and fitness < (1.0 - self.cfg.max_fitness_drop) * tr.ref_fitness:
+            lost(f"fitness drop {tr.ref_fitness:.2f} -> {fitness:.2f}")
+            return None
+        agree = seen.score
+        if not confirmed and score < self.cfg.min_score:
+            lost(f"score {score:.2f}")
             return None
         spec = self.est.objects[r.class_id - 1]
         stats = PoseStats(icp_applied=True, icp_fitness=float(icp.fitness), icp_rmse_m=float(icp.inlier_rmse_m),
@@ -379,7 +493,7 @@ class PoseTracker:
         new = replace(r, T_cam_obj=icp.T_cam_obj, score=float(score),
                       covariance=icp_covariance(icp.inlier_rmse_m, spec.diameter_m), stats=stats,
                       T_pnp_cam_obj=None, keypoints_uv=None, mask=None)
-        return _Track(new, tr.ref_fitness if tr.ref_fitness > 0 else float(icp.fitness), tr.age + 1, tr.evidence,
+        return _Track(new, tr.ref_fitness if tr.ref_fitness > 0 else float(fitness), tr.age + 1, tr.evidence,
                       tr.ref_appearance)
 
     def _lost(self, reason: str) -> None:
@@ -398,9 +512,9 @@ def _from_detection(r: PoseResult, old: _Track | None) -> _Track:
                   old.evidence if same_turn else None, old.ref_appearance if same_turn else None)
 
 
-def _depth_score(model, icp, depth: np.ndarray, camera: PinholeCamera) -> tuple[float, float]:
-    """(depth agreement, pose score) of a tracked ICP result: there is no mask while tracking."""
-    from pose_ros.objects.scoring import mask_depth_agreement, pose_score
+def _depth_score(model, icp, depth: np.ndarray, camera: PinholeCamera) -> tuple[Any, float]:
+    """(``DepthAgreement``, pose score) of a tracked ICP result: there is no mask while tracking."""
+    from pose_ros.objects.scoring import depth_agreement, pose_score
 
-    agree = mask_depth_agreement(model, icp.T_cam_obj, depth, camera)
-    return agree, pose_score(agree, icp.fitness, None)
+    seen = depth_agreement(model, icp.T_cam_obj, depth, camera)
+    return seen, pose_score(seen.score, icp.fitness, None)
