@@ -62,6 +62,9 @@ class DepthSearchConfig:
     plane_hypotheses: bool = True
     plane_model_area: float = 0.6     # the model qualifies when its planar faces cover this area fraction
     plane_spin_deg: float = 15.0      # with one face direction seen: turns about it
+    # For mostly planar models, each hypothesis's translation leaves out the model points that could
+    # not be seen (outside the image, behind an occluder), iteratively (``_unhidden_translation``).
+    unhidden_translation: bool = True
     # Axis-aligned hypotheses (models turning about one axis: a declared continuous symmetry, or
     # near-symmetric twins that are all turns about one axis, e.g. a mug): rotations that put the
     # model axis on the axis read off the instance's depth normals (a curved side's normals are
@@ -112,6 +115,32 @@ def _score_hypotheses(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.nda
     if coverage_weight > 0:
         score = score + coverage_weight * _mask_coverage(uu, vv, facing & inside, mask)
     return score
+
+
+def _unhidden_translation(pr: np.ndarray, w: np.ndarray, t: np.ndarray, c_scene: np.ndarray, depth: np.ndarray,
+                          mask: np.ndarray, camera: PinholeCamera, tol: float, iterations: int = 3,
+                          min_points: int = 10) -> np.ndarray:
+    """(H,3) translations putting the centroid of the facing model points (``pr`` (H,N,3) rotated,
+    weights ``w`` (H,N)) that could be seen on the scene centroid: points projecting outside the
+    image or behind a nearer surface off the mask (an occluder) are left out, iteratively. Why: the
+    mask of a cut-off or occluded object holds only its seen part; matching the whole visible
+    side's centroid to it puts the hypothesis centimetres off (89 mm for a box 39% visible)."""
+    t = t.copy()
+    H, W = depth.shape
+    for _ in range(iterations):
+        pc = pr + t[:, None, :]
+        z = np.maximum(pc[..., 2], 1e-3)
+        u = np.rint(camera.fx * pc[..., 0] / z + camera.cx).astype(np.int64)
+        v = np.rint(camera.fy * pc[..., 1] / z + camera.cy).astype(np.int64)
+        inside = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (pc[..., 2] > 1e-3)
+        uu, vv = np.clip(u, 0, W - 1), np.clip(v, 0, H - 1)
+        d = depth[vv, uu]
+        hidden = ~mask[vv, uu] & (d > 0) & (d < pc[..., 2] - tol)
+        wi = w * (inside & ~hidden)
+        ok = (wi > 0).sum(1) >= min_points
+        c_in = (pr * wi[..., None]).sum(1) / np.maximum(wi.sum(1), 1e-9)[:, None]
+        t[ok] = c_scene[None, :] - c_in[ok]
+    return t
 
 
 def _mask_coverage(u: np.ndarray, v: np.ndarray, sel: np.ndarray, mask: np.ndarray, cells: int = 80) -> np.ndarray:
@@ -398,6 +427,8 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     w[n_base:] = np.maximum(np.einsum("hni,i->hn", nc[n_base:], view), 0.0)
     c_vis = (pr * w[..., None]).sum(1) / np.maximum(w.sum(1), 1e-9)[:, None]
     t = c_scene[None, :] - c_vis
+    if cfg.unhidden_translation and _model_planes(model, cfg.plane_model_area) is not None:
+        t = _unhidden_translation(pr, w, t, c_scene, np.asarray(depth_m), mask, camera, cfg.tolerance_m)
     scores = _score_hypotheses(Rs, t, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m,
                                colour, cfg.colour_weight, cfg.coverage_weight)
     if keypoints is not None and len(keypoints[0]):
