@@ -73,7 +73,7 @@ class DepthSearchConfig:
     axis_spin_deg: float = 30.0
     axis_max_eig: float = 0.1         # normal scatter: smallest eigenvalue (fraction) at most this ...
     axis_min_mid_eig: float = 0.2     # ... and the middle one at least this (else seen end-on: no axis)
-    axis_refined: int = 2             # best-scoring axis-aligned hypotheses always refined (ahead of the rest)
+    axis_refined: int = 2             # best-scoring axis-aligned hypotheses refined first when the search extends
 
 
 @lru_cache(maxsize=1)
@@ -434,13 +434,16 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     if keypoints is not None and len(keypoints[0]):
         scores = scores + cfg.kp_weight * _keypoint_agreement(Rs, t, *keypoints, camera)
     ranked = np.argsort(-scores)
-    # The best axis-aligned hypotheses are refined whatever their cheap score: a curved side's visible
-    # centroid lies 2-3 cm behind the scene's, beyond the score's 1 cm band, so near-exact rotations
-    # rank low; ICP closes that gap, and their turn about the axis is the twin check's business. The
+    # The best axis-aligned hypotheses are refined, whatever their cheap score, when the extension
+    # starts (nothing verified looks right yet): a curved side's visible centroid lies 2-3 cm behind
+    # the scene's, beyond the score's 1 cm band, so near-exact rotations rank low; ICP closes that
+    # gap, and their turn about the axis is the twin check's business. Not before: where the grid's
+    # first hypotheses already look right, an axis-aligned one only adds a well-fitted twin for the
+    # check to tell apart (the mug's print repeats, and the check can prefer the wrong turn). The
     # other axis-aligned ones are dropped: they would only crowd the grid's ranking with near-twins.
-    axis_first = ranked[ranked >= n_plane][:cfg.axis_refined]
-    ranked = np.concatenate([axis_first, ranked[ranked < n_plane]])
-    order = ranked[:len(axis_first) + (min(cfg.top_k_verified, cfg.max_verified) if verify is not None else cfg.top_k)]
+    axis_first = ranked[ranked >= n_plane][:cfg.axis_refined] if verify is not None else ranked[:0]
+    ranked = ranked[ranked < n_plane]
+    order = ranked[:min(cfg.top_k_verified, cfg.max_verified) if verify is not None else cfg.top_k]
     icp_cfg = replace(icp_config, max_translation_correction_m=max(icp_config.max_translation_correction_m,
                                                                   cfg.icp_max_translation_m),
                       max_rotation_correction_rad=max(icp_config.max_rotation_correction_rad, cfg.icp_max_rotation_rad))
@@ -469,8 +472,12 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     refine_coarse(order)
     if verify is not None:
         done = len(order)
-        last = min(cfg.max_verified + len(axis_first), len(ranked))
-        while done < last and (not verified or max(verified) < cfg.extend_below):
+        last = min(cfg.max_verified, len(ranked))
+        while (done < last or len(axis_first)) and (not verified or max(verified) < cfg.extend_below):
+            if len(axis_first):
+                refine_coarse(axis_first)
+                axis_first = axis_first[:0]
+                continue
             refine_coarse(ranked[done:min(done + cfg.top_k_verified, last)])
             done += cfg.top_k_verified
     if not coarse:
