@@ -337,3 +337,59 @@ def test_plane_aligned_hypotheses_find_the_box_the_grid_misses(demo_models):
                                     config=DepthSearchConfig(plane_hypotheses=planes_on))
             ok[planes_on] += bool(out) and add_error(model.points_m, out[0][1].T_cam_obj, T_gt) < 0.1 * model.diameter_m
     assert ok[True] == 9 and ok[True] >= ok[False] + 2, ok
+
+
+def test_axis_aligned_hypotheses_put_the_mug_axis_on_its_side_view(demo_models):
+    """The mug's twins that are not half turns share its axis (model z), the bottle's declared axis
+    counts as continuous and the box (half turns only) has none; for the mug seen from the side the
+    axis read off the depth normals is within a few degrees of the truth, and seen end-on none is
+    offered (the normals do not determine it)."""
+    from pose_ros.objects.depth_search import DepthSearchConfig, _scene_axis_rotations, model_turn_axis
+    from pose_ros.objects.near_symmetry import near_symmetries
+
+    mug_axis = model_turn_axis(demo_models["mug"], near_symmetries(demo_models["mug"]))
+    assert mug_axis is not None and abs(mug_axis[0][2]) > 0.99 and not mug_axis[1]
+    assert model_turn_axis(demo_models["box"], near_symmetries(demo_models["box"])) is None
+    bottle_axis = model_turn_axis(demo_models["bottle"], [])
+    assert bottle_axis is not None and bottle_axis[1]
+    seen = 0
+    for seed in range(100, 106):
+        models, sc, r, depth = _lit_scene(demo_models, seed, ("mug",))
+        mask, T_gt = r.instance_mask == 0, sc.T_cam_obj[0]
+        Ra = _scene_axis_rotations(mug_axis, depth, mask, CAM, DepthSearchConfig())
+        a_gt = T_gt[:3, :3] @ mug_axis[0]
+        side = abs(a_gt @ T_gt[:3, 3]) / np.linalg.norm(T_gt[:3, 3]) < 0.6
+        if Ra is None:
+            assert not side, seed
+            continue
+        seen += 1
+        err = np.degrees(np.arccos(np.clip(np.abs(np.einsum("nij,j,i->n", Ra, mug_axis[0], a_gt)), -1, 1)))
+        assert err.min() < 6.0, (seed, err.min())
+    assert seen >= 2
+
+
+def test_unhidden_translation_centres_an_occluded_box_on_its_seen_part(demo_models):
+    """A box whose left half is hidden by a nearer surface (depth 10 cm in front, off the mask): with
+    the true rotation, matching the whole visible side's centroid to the seen part's puts the box
+    3.6 cm off; leaving out the model points behind the occluder halves that (1.6 cm: the rest is
+    the median scene centroid vs the model points' mean, which ICP closes)."""
+    from pose_ros.objects.depth_search import _unhidden_translation
+
+    models, sc, r, depth = _lit_scene(demo_models, 101, ("box",))
+    model, mask, T_gt = models[0], r.instance_mask == 0, sc.T_cam_obj[0]
+    vs, us = np.nonzero(mask)
+    cut = int(np.median(us))
+    occluded = np.zeros_like(mask)
+    occluded[vs.min():vs.max() + 1, us.min():cut] = True
+    depth = np.where(occluded, np.where(depth > 0, depth - 0.1, 0.0), depth).astype(np.float32)
+    mask = mask & ~occluded
+    scene, _ = CAM.depth_to_points(depth, mask)
+    c_scene = np.median(scene, axis=0)
+    R = T_gt[:3, :3]
+    pr = (model.points_m @ R.T)[None]
+    view = -c_scene / np.linalg.norm(c_scene)
+    w = np.maximum((model.normals @ R.T) @ view, 0.0)[None]
+    t0 = c_scene[None] - (pr * w[..., None]).sum(1) / w.sum()
+    t1 = _unhidden_translation(pr, w, t0, c_scene, depth, mask, CAM, 0.01)
+    err0, err1 = np.linalg.norm(t0[0] - T_gt[:3, 3]), np.linalg.norm(t1[0] - T_gt[:3, 3])
+    assert err0 > 0.02 and err1 < 0.5 * err0, (err0, err1)

@@ -366,7 +366,8 @@ class PoseEstimator:
                     verify = partial(self._verification, model, rgb, depth, mask, camera)
                 for T0, icp in depth_pose_search(model, mask, depth, camera, self.icp_config, extra_rotations=extra,
                                                  keypoints=kps, rgb=rgb if self.appearance_check else None,
-                                                 verify=verify, icp_scene=scene, config=self.depth_search_config):
+                                                 verify=verify, icp_scene=scene, config=self.depth_search_config,
+                                                 twins=self._near_syms.get(cls) if self._appearance is not None else None):
                     sc, ag = self._score(model, icp.T_cam_obj, depth, camera, mask, icp, None, None, True)
                     if best is None or sc > best[0]:
                         best = (sc, icp.T_cam_obj, icp_covariance(icp.inlier_rmse_m, spec.diameter_m),

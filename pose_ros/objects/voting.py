@@ -173,7 +173,7 @@ def vote_keypoints(points_uv: np.ndarray, vectors: np.ndarray, config: VotingCon
     return VoteResult(kp, cov, ratio, valid, N)
 
 
-def split_by_depth(mask: np.ndarray, depth_m: np.ndarray, centre_votes_uv: np.ndarray, min_frac: float = 0.2,
+def split_by_depth(mask: np.ndarray, depth_m: np.ndarray, centre_votes_uv: np.ndarray, min_frac: float = 0.15,
                    jump_rel: float = 0.04, min_vote_sep_px: float = 4.5, min_depth_sep_m: float = 0.05
                    ) -> list[np.ndarray]:
     """One instance mask split where it holds two objects of the class, one in front of the other.
@@ -186,7 +186,9 @@ def split_by_depth(mask: np.ndarray, depth_m: np.ndarray, centre_votes_uv: np.nd
     ``min_frac`` of the mask) are split only when their median centre votes are at least
     ``min_vote_sep_px`` apart (the parts of one object vote for one centre: <= 2.2 px on the demo
     test set) and their median depths at least ``min_depth_sep_m``. The remaining pixels go to the
-    nearest part. Returns [mask] when there is nothing to split. All arrays (h,w) on one grid.
+    nearest part. (``min_frac`` 0.15, not 0.2: a bottle 45% visible behind another was 18% of their
+    merged mask; the vote and depth conditions are what keep one object whole.) Returns [mask]
+    when there is nothing to split. All arrays (h,w) on one grid.
     """
     from scipy import ndimage
 
