@@ -175,6 +175,7 @@ class PoseEstimator:
             self._appearance = AppearanceScorer()
             self._near_syms = {c: near_symmetries_for(self.objects[c - 1], m) if self._appearance.is_textured(m) else []
                                for c, m in self.models.items()}
+        self._turn_axes: dict[int, np.ndarray | None] = {}
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
         self.drops: Counter[str] = Counter()
@@ -411,6 +412,18 @@ class PoseEstimator:
     def has_twins(self, class_id: int) -> bool:
         """True if the appearance check applies to this class (textured, near-symmetric shape)."""
         return self._appearance is not None and bool(self._near_syms.get(class_id))
+
+    def turn_axis(self, class_id: int) -> np.ndarray | None:
+        """Model-frame axis a textured near-symmetric model turns about (the mug), else None: depth
+        barely sees a small turn about it, so the tracker checks that turn by appearance."""
+        from pose_ros.objects.depth_search import model_turn_axis
+
+        if not self.has_twins(class_id):
+            return None
+        if class_id not in self._turn_axes:
+            axis = model_turn_axis(self.models[class_id], self._near_syms[class_id])
+            self._turn_axes[class_id] = None if axis is None or axis[1] else axis[0]
+        return self._turn_axes[class_id]
 
     def twin_appearance(self, class_id: int, T_cam_obj: np.ndarray, rgb: np.ndarray, depth: np.ndarray | None,
                         camera: PinholeCamera, mask: np.ndarray | None = None

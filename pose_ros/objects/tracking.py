@@ -50,7 +50,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from pose_ros.core.camera import PinholeCamera
-from pose_ros.core.transforms import rotation_angle_rad
+from pose_ros.core.transforms import R_from_axis_angle, rotation_angle_rad
 from pose_ros.objects.covariance import icp_covariance
 from pose_ros.objects.estimator import PoseEstimator, PoseResult, PoseStats
 
@@ -68,6 +68,9 @@ class TrackingConfig:
     twin_evidence_rate: float = 0.5     # weight of the newest check in the running evidence
     twin_switch_margin: float = 0.1     # running evidence a twin needs over the pose to replace it
     twin_score_slack: float = 0.1       # depth-score loss tolerated for that switch
+    spin_step_deg: float = 8.0          # with the twin check: turns of +-1, +-2 steps about a turn axis tried (0: off)
+    spin_margin: float = 0.05           # evidence a turn needs over the pose to replace it
+    max_spin_step_deg: float = 4.0      # ICP's turn about a turn axis per frame is clamped to this (0: no clamp)
     appearance_drop: float = 0.4        # evidence this far below the track's best -> lost
     keep_track_margin: float = 0.1     # a re-detection loses to its track by this much evidence (< 0: never)
     lost_in_line: bool = False          # detection aside: a frame that lost a track is re-detected in line
@@ -123,7 +126,7 @@ class PoseTracker:
         self.frame = 0
         self.since_detect = 0
         self.counters = {"detect": 0, "tracked": 0, "lost": 0, "twin_checks": 0, "twin_switches": 0,
-                         "detect_errors": 0, "detections_dropped": 0, "detections_rejected": 0, "revived": 0}
+                         "detect_errors": 0, "detections_dropped": 0, "detections_rejected": 0, "revived": 0, "spin_fixes": 0}
         self._twin_turn = 0
         self._force_detect = False
         self.last_lost_reasons: list[str] = []
@@ -427,7 +430,7 @@ class PoseTracker:
         tr.evidence = ev
         k = int(np.argmax(ev[1:]))
         if not ev[k + 1] >= ev[0] + self.cfg.twin_switch_margin:
-            return tr
+            return self._refine_spin(tr, float(scores[0]), rgb, depth, camera)
         model = self.est.models[r.class_id]
         icp = refine_pose_icp(model, r.T_cam_obj @ twins[k], depth, camera, mask=None, config=self.est.icp_config)
         if not icp.applied:
@@ -447,6 +450,67 @@ class PoseTracker:
                       covariance=icp_covariance(icp.inlier_rmse_m, spec.diameter_m), stats=stats)
         return _Track(new, tr.ref_fitness, tr.age, None, tr.ref_appearance)
 
+    def _clamp_spin(self, r: PoseResult, icp: Any, frames: int) -> Any:
+        """ICP's turn about the model's turn axis, clamped to ``max_spin_step_deg`` per frame: on a body
+        of revolution it is nearly unconstrained, and with the handle half hidden ICP swung the demo
+        mug by up to 20 deg from one frame to the next (the object had not turned); the appearance
+        check (``_refine_spin``) corrects what is left."""
+        from scipy.spatial.transform import Rotation
+
+        axis = self.est.turn_axis(r.class_id)
+        limit = np.radians(self.cfg.max_spin_step_deg) * max(frames, 1)
+        if axis is None or not limit > 0:
+            return icp
+        # Swing-twist split of the correction in the model frame: twist = its part about the axis.
+        x, y, z, w = Rotation.from_matrix(r.T_cam_obj[:3, :3].T @ icp.T_cam_obj[:3, :3]).as_quat()
+        along = float(np.dot([x, y, z], axis))
+        twist = 2.0 * np.arctan2(along, w)
+        twist = (twist + np.pi) % (2 * np.pi) - np.pi
+        if abs(twist) <= limit:
+            return icp
+        excess = R_from_axis_angle(axis, np.sign(twist) * limit - twist)
+        T = icp.T_cam_obj.copy()
+        T[:3, :3] = icp.T_cam_obj[:3, :3] @ excess
+        return replace(icp, T_cam_obj=T)
+
+    def _refine_spin(self, tr: _Track, evidence: float, rgb: np.ndarray, depth: np.ndarray,
+                     camera: PinholeCamera) -> _Track:
+        """Correct a small turn about the model's turn axis (the mug's): ICP on a body of revolution
+        barely constrains it, so it drifts while tracked (the handle aside, only the print shows it),
+        by 10-25 deg within seconds in the demo stream. Turns of one and two ``spin_step_deg`` are
+        rendered and compared; the best one, if it beats the pose by ``spin_margin``, is refined by
+        ICP and kept if it still looks better and its depth score holds."""
+        from pose_ros.objects.icp import refine_pose_icp
+
+        r = tr.result
+        axis = self.est.turn_axis(r.class_id)
+        if axis is None or not self.cfg.spin_step_deg > 0:
+            return tr
+        best_a, best_T = evidence + self.cfg.spin_margin, None
+        for k in (-2, -1, 1, 2):
+            T = r.T_cam_obj.copy()
+            T[:3, :3] = r.T_cam_obj[:3, :3] @ R_from_axis_angle(axis, np.radians(k * self.cfg.spin_step_deg))
+            a = self.est.appearance_evidence(r.class_id, T, rgb, depth, camera)
+            if a is not None and a > best_a:
+                best_a, best_T = a, T
+        if best_T is None:
+            return tr
+        model = self.est.models[r.class_id]
+        icp = refine_pose_icp(model, best_T, depth, camera, mask=None, config=self.est.icp_config)
+        if not icp.applied:
+            return tr
+        a = self.est.appearance_evidence(r.class_id, icp.T_cam_obj, rgb, depth, camera)
+        seen, score = _depth_score(model, icp, depth, camera)
+        if a is None or a < evidence + self.cfg.spin_margin or score < r.score - self.cfg.twin_score_slack:
+            return tr
+        self.counters["spin_fixes"] += 1
+        spec = self.est.objects[r.class_id - 1]
+        stats = replace(r.stats, icp_fitness=float(icp.fitness), icp_rmse_m=float(icp.inlier_rmse_m),
+                        depth_agreement=float(seen.score), method="icp_tracking+spin")
+        new = replace(r, T_cam_obj=icp.T_cam_obj, score=float(score),
+                      covariance=icp_covariance(icp.inlier_rmse_m, spec.diameter_m), stats=stats)
+        return _Track(new, tr.ref_fitness, tr.age, tr.evidence, max(tr.ref_appearance or -np.inf, a))
+
     def _track_one(self, tr: _Track, depth: np.ndarray, camera: PinholeCamera, frames: int = 1,
                    count_loss: bool = True, confirmed: bool = False) -> _Track | None:
         """ICP from the track's pose onto this frame; ``frames``: how many frames old that pose is;
@@ -465,6 +529,7 @@ class PoseTracker:
         if not icp.applied:
             lost(f"icp: {icp.reason}")
             return None
+        icp = self._clamp_spin(r, icp, frames)
         if icp.correction_translation_m > self.cfg.max_translation_step_m * min(max(frames, 1), 3):
             lost(f"jump {icp.correction_translation_m:.3f} m")
             return None
