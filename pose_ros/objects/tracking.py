@@ -123,6 +123,7 @@ class PoseTracker:
         self._reset_frame = 0                   # detections of frames up to this one predate a reset
         self.tracks: list[_Track] = []
         self.held: list[_Held] = []             # lost tracks waiting to be revived (module doc)
+        self._ids_issued: set[int] = set()      # every instance id this tracker has published
         self.frame = 0
         self.since_detect = 0
         self.counters = {"detect": 0, "tracked": 0, "lost": 0, "twin_checks": 0, "twin_switches": 0,
@@ -173,7 +174,7 @@ class PoseTracker:
             self.counters["tracked"] += len(kept)
             self.tracks = kept
             self._maybe_check_twins(rgb, depth, camera)
-        return [t.result for t in self.tracks]
+        return self._published()
 
     def _merge_now(self, results: list[PoseResult], kept: list[_Track], rgb: np.ndarray, depth: np.ndarray | None,
                    camera: PinholeCamera) -> list[_Track]:
@@ -183,7 +184,7 @@ class PoseTracker:
         for r in results:
             old = self._prior_track(r, by_id, depth, camera)
             keep_old = old is not None and self._track_looks_better(old, r, rgb, depth, camera)
-            new_tracks.append(old if keep_old else _from_detection(r, old))
+            new_tracks.append(old if keep_old else _from_detection(r if old else self._unused_id(r), old))
         # Tracked objects the network missed this frame (e.g. heavily occluded) stay tracked.
         new_tracks.extend(by_id.values())
         self._drop_held_found(new_tracks)
@@ -213,7 +214,7 @@ class PoseTracker:
             self.counters["detect"] += 1
             self.last_detection_frame = self.frame
             self.tracks = self._merge_now(results, kept, rgb, depth, camera)
-            return [t.result for t in self.tracks]
+            return self._published()
         self.tracks = kept
         if done is None:
             self.since_detect += 1
@@ -226,7 +227,7 @@ class PoseTracker:
                 self.since_detect = 0
                 self._job_tracks = {t.result.instance_id: t.result.T_cam_obj.copy() for t in self.tracks}
                 self._job_depths = []
-        return [t.result for t in self.tracks]
+        return self._published()
 
     def _track_all(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera, enabled: set[int],
                    can_track: bool) -> tuple[list[_Track], bool]:
@@ -313,6 +314,21 @@ class PoseTracker:
         return self._track_one(held.track, depth, camera, frames=min(self.frame - held.lost_frame, 3),
                                count_loss=False, confirmed=True)
 
+    def _unused_id(self, r: PoseResult) -> PoseResult:
+        """A new object keeps a new id: the detector process's estimator counts ids on its own, so
+        its 'new' id can be one the tracker published before (after a reset, the same object
+        would seem to come back with an old id)."""
+        if r.instance_id not in self._ids_issued:
+            return r
+        taken = self._ids_issued | {t.result.instance_id for t in self.tracks} | {h.track.result.instance_id for h in self.held}
+        self._ids_issued.add(max(taken) + 1)
+        return replace(r, instance_id=max(taken) + 1)
+
+    def _published(self) -> list[PoseResult]:
+        results = [t.result for t in self.tracks]
+        self._ids_issued.update(r.instance_id for r in results)
+        return results
+
     def _drop_held_found(self, tracks: list[_Track]) -> None:
         """A detection found these objects: their held tracks are done."""
         ids = {t.result.instance_id for t in tracks}
@@ -354,6 +370,8 @@ class PoseTracker:
                 continue
             if old is None and self._held_elsewhere(r, by_id.values()):
                 continue                # a new id, but a track already holds that object
+            if old is None:
+                r = self._unused_id(r)
             by_id[r.instance_id] = _from_detection(r, old)
         self._job_tracks, self._job_depths = {}, []
         tracks = list(by_id.values())
