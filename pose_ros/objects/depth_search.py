@@ -84,6 +84,16 @@ def rotation_grid() -> np.ndarray:
     return np.concatenate([g.as_matrix(), (off * g).as_matrix()], 0)
 
 
+def _pixels(pc: np.ndarray, camera: PinholeCamera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(u, v, inside) of camera-frame points ``pc`` (...,3): nearest pixel, clipped into the image
+    for lookups, and whether it lies in the image (z clamped at 1 mm; callers test z themselves)."""
+    z = np.maximum(pc[..., 2], 1e-3)
+    u = np.rint(camera.fx * pc[..., 0] / z + camera.cx).astype(np.int64)
+    v = np.rint(camera.fy * pc[..., 1] / z + camera.cy).astype(np.int64)
+    inside = (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+    return np.clip(u, 0, camera.width - 1), np.clip(v, 0, camera.height - 1), inside
+
+
 def _score_hypotheses(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.ndarray, depth: np.ndarray,
                       mask: np.ndarray, camera: PinholeCamera, tol: float,
                       colour: tuple[np.ndarray, np.ndarray] | None = None, colour_weight: float = 0.0,
@@ -96,11 +106,7 @@ def _score_hypotheses(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.nda
     pc = np.einsum("hij,nj->hni", R, pts) + t[:, None, :]            # (H,N,3)
     nc = np.einsum("hij,nj->hni", R, nrm)
     facing = (np.einsum("hni,hni->hn", nc, -pc) > 0) & (pc[..., 2] > 1e-3)
-    z = np.maximum(pc[..., 2], 1e-3)
-    u = np.rint(camera.fx * pc[..., 0] / z + camera.cx).astype(np.int64)
-    v = np.rint(camera.fy * pc[..., 1] / z + camera.cy).astype(np.int64)
-    inside = (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
-    uu, vv = np.clip(u, 0, camera.width - 1), np.clip(v, 0, camera.height - 1)
+    uu, vv, inside = _pixels(pc, camera)
     d = depth[vv, uu]
     valid = facing & inside & (d > 0)
     r = d - pc[..., 2]
@@ -126,14 +132,10 @@ def _unhidden_translation(pr: np.ndarray, w: np.ndarray, t: np.ndarray, c_scene:
     mask of a cut-off or occluded object holds only its seen part; matching the whole visible
     side's centroid to it puts the hypothesis centimetres off (89 mm for a box 39% visible)."""
     t = t.copy()
-    H, W = depth.shape
     for _ in range(iterations):
         pc = pr + t[:, None, :]
-        z = np.maximum(pc[..., 2], 1e-3)
-        u = np.rint(camera.fx * pc[..., 0] / z + camera.cx).astype(np.int64)
-        v = np.rint(camera.fy * pc[..., 1] / z + camera.cy).astype(np.int64)
-        inside = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (pc[..., 2] > 1e-3)
-        uu, vv = np.clip(u, 0, W - 1), np.clip(v, 0, H - 1)
+        uu, vv, inside = _pixels(pc, camera)
+        inside &= pc[..., 2] > 1e-3
         d = depth[vv, uu]
         hidden = ~mask[vv, uu] & (d > 0) & (d < pc[..., 2] - tol)
         wi = w * (inside & ~hidden)
@@ -471,13 +473,14 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
 
     refine_coarse(order)
     if verify is not None:
+        def extend() -> bool:
+            return not verified or max(verified) < cfg.extend_below
+
+        if len(axis_first) and extend():
+            refine_coarse(axis_first)
         done = len(order)
         last = min(cfg.max_verified, len(ranked))
-        while (done < last or len(axis_first)) and (not verified or max(verified) < cfg.extend_below):
-            if len(axis_first):
-                refine_coarse(axis_first)
-                axis_first = axis_first[:0]
-                continue
+        while done < last and extend():
             refine_coarse(ranked[done:min(done + cfg.top_k_verified, last)])
             done += cfg.top_k_verified
     if not coarse:

@@ -4,8 +4,9 @@ Why: between consecutive frames objects move little, so ICP from the previous po
 than the network + voting + PnP and gives temporally stable poses and instance ids. A track is
 *lost* when its score or its ICP fitness drops (fast motion, object removed, mostly hidden); the
 fitness is taken over the surface not hidden by something in front, so an occluder passing over
-part of the object does not lose a track whose visible part still fits. Then the full estimator runs in the same frame, with the surviving tracks passed as ``prev`` so that
-re-detected objects keep their ids. The network also runs every ``redetect_every`` frames to
+part of the object does not lose a track whose visible part still fits. Then the full estimator
+runs in the same frame, with the surviving tracks passed as ``prev`` so that re-detected objects
+keep their ids. The network also runs every ``redetect_every`` frames to
 pick up objects that entered the view.
 
 Near-symmetric twins: ICP from the previous pose keeps whatever turn a detection chose, so a
@@ -262,11 +263,7 @@ class PoseTracker:
     def _revive_held(self, kept: list[_Track], rgb: np.ndarray, depth: np.ndarray, camera: PinholeCamera,
                      enabled: set[int]) -> list[_Track]:
         """Held tracks found again on this frame (module doc); the others stay held until they expire."""
-        before = {t.result.instance_id: t.result.T_cam_obj for t in self.tracks}
-        steadiest = max((t for t in kept if t.result.instance_id in before), default=None,
-                        key=lambda t: t.result.stats.icp_fitness)
-        motion = (None if steadiest is None else
-                  steadiest.result.T_cam_obj @ np.linalg.inv(before[steadiest.result.instance_id]))
+        _, motion = _scene_motion(kept, {t.result.instance_id: t.result.T_cam_obj for t in self.tracks})
         still, revived = [], []
         for h in self.held:
             if self.frame - h.lost_frame > self.cfg.hold_lost_frames or self._held_elsewhere(h.track.result, kept):
@@ -321,8 +318,9 @@ class PoseTracker:
         if r.instance_id not in self._ids_issued:
             return r
         taken = self._ids_issued | {t.result.instance_id for t in self.tracks} | {h.track.result.instance_id for h in self.held}
-        self._ids_issued.add(max(taken) + 1)
-        return replace(r, instance_id=max(taken) + 1)
+        new_id = max(taken) + 1
+        self._ids_issued.add(new_id)
+        return replace(r, instance_id=new_id)
 
     def _published(self) -> list[PoseResult]:
         results = [t.result for t in self.tracks]
@@ -347,17 +345,13 @@ class PoseTracker:
         # How each instance tracked since the detection's frame moved in the camera frame. For a
         # static scene and a moving camera every object moves alike, so the steadiest track's
         # motion is the first guess for objects the tracks do not hold.
-        motion = {t.result.instance_id: t.result.T_cam_obj @ np.linalg.inv(self._job_tracks[t.result.instance_id])
-                  for t in kept if t.result.instance_id in self._job_tracks}
-        steadiest = max((t for t in kept if t.result.instance_id in motion), default=None,
-                        key=lambda t: t.result.stats.icp_fitness)
+        motion, steadiest_motion = _scene_motion(kept, self._job_tracks)
         by_id = {t.result.instance_id: t for t in kept}
         for r in done.results:
             if r.class_id not in enabled:
                 continue
             if done.frame != self.frame and can_track:
-                guess = motion.get(r.instance_id,
-                                   motion[steadiest.result.instance_id] if steadiest is not None else None)
+                guess = motion.get(r.instance_id, steadiest_motion)
                 moved = self._forward(r, guess, depth, camera)
                 if moved is None:       # out of ICP's reach meanwhile: the next detection finds it
                     self.counters["detections_dropped"] += 1
@@ -430,8 +424,6 @@ class PoseTracker:
     def _check_twins(self, tr: _Track, rgb: np.ndarray, depth: np.ndarray, camera: PinholeCamera) -> _Track | None:
         """Update the track's running twin evidence; switch to a twin it clearly prefers; None: lost
         (its evidence, and every twin's, fell ``appearance_drop`` below the track's best; module doc)."""
-        from pose_ros.objects.icp import refine_pose_icp
-
         r = tr.result
         t0 = time.perf_counter()
         res = self.est.twin_appearance(r.class_id, r.T_cam_obj, rgb, depth, camera)
@@ -449,24 +441,34 @@ class PoseTracker:
         k = int(np.argmax(ev[1:]))
         if not ev[k + 1] >= ev[0] + self.cfg.twin_switch_margin:
             return self._refine_spin(tr, float(scores[0]), rgb, depth, camera)
-        model = self.est.models[r.class_id]
-        icp = refine_pose_icp(model, r.T_cam_obj @ twins[k], depth, camera, mask=None, config=self.est.icp_config)
-        if not icp.applied:
-            return tr
-        seen, score = _depth_score(model, icp, depth, camera)
-        agree = seen.score
-        if score < r.score - self.cfg.twin_score_slack:
+        new = self._refit(r, r.T_cam_obj @ twins[k], depth, camera, appearance_flipped=True,
+                          method="icp_tracking+appearance")
+        if new is None:
             return tr
         self.counters["twin_switches"] += 1
-        spec = self.est.objects[r.class_id - 1]
         time_ms = dict(r.stats.time_ms)
         time_ms["appearance"] = (time.perf_counter() - t0) * 1e3
-        stats = replace(r.stats, icp_fitness=float(icp.fitness), icp_rmse_m=float(icp.inlier_rmse_m),
-                        depth_agreement=float(agree), appearance_flipped=True, method="icp_tracking+appearance",
-                        time_ms=time_ms)
-        new = replace(r, T_cam_obj=icp.T_cam_obj, score=float(score),
-                      covariance=icp_covariance(icp.inlier_rmse_m, spec.diameter_m), stats=stats)
+        new = replace(new, stats=replace(new.stats, time_ms=time_ms))
         return _Track(new, tr.ref_fitness, tr.age, None, tr.ref_appearance)
+
+    def _refit(self, r: PoseResult, T_init: np.ndarray, depth: np.ndarray, camera: PinholeCamera,
+               **stats_changes: Any) -> PoseResult | None:
+        """``r`` moved to a pose the appearance check prefers (a twin, a small turn), refined by ICP
+        from ``T_init``; None if ICP fails or the depth score drops more than ``twin_score_slack``:
+        appearance never trades away clear geometric evidence."""
+        from pose_ros.objects.icp import refine_pose_icp
+
+        model = self.est.models[r.class_id]
+        icp = refine_pose_icp(model, T_init, depth, camera, mask=None, config=self.est.icp_config)
+        if not icp.applied:
+            return None
+        seen, score = _depth_score(model, icp, depth, camera)
+        if score < r.score - self.cfg.twin_score_slack:
+            return None
+        stats = replace(r.stats, icp_fitness=float(icp.fitness), icp_rmse_m=float(icp.inlier_rmse_m),
+                        depth_agreement=float(seen.score), **stats_changes)
+        return replace(r, T_cam_obj=icp.T_cam_obj, score=float(score), stats=stats,
+                       covariance=icp_covariance(icp.inlier_rmse_m, self.est.objects[r.class_id - 1].diameter_m))
 
     def _clamp_spin(self, r: PoseResult, icp: Any, frames: int) -> Any:
         """ICP's turn about the model's turn axis, clamped to ``max_spin_step_deg`` per frame: on a body
@@ -500,8 +502,6 @@ class PoseTracker:
         by 10-25 deg within seconds in the demo stream. Turns of one and two ``spin_step_deg`` are
         rendered and compared; the best one, if it beats the pose by ``spin_margin``, is refined by
         ICP and kept if it still looks better and its depth score holds."""
-        from pose_ros.objects.icp import refine_pose_icp
-
         r = tr.result
         axis = self.est.turn_axis(r.class_id)
         if axis is None or not self.cfg.spin_step_deg > 0:
@@ -515,20 +515,11 @@ class PoseTracker:
                 best_a, best_T = a, T
         if best_T is None:
             return tr
-        model = self.est.models[r.class_id]
-        icp = refine_pose_icp(model, best_T, depth, camera, mask=None, config=self.est.icp_config)
-        if not icp.applied:
-            return tr
-        a = self.est.appearance_evidence(r.class_id, icp.T_cam_obj, rgb, depth, camera)
-        seen, score = _depth_score(model, icp, depth, camera)
-        if a is None or a < evidence + self.cfg.spin_margin or score < r.score - self.cfg.twin_score_slack:
+        new = self._refit(r, best_T, depth, camera, method="icp_tracking+spin")
+        a = None if new is None else self.est.appearance_evidence(r.class_id, new.T_cam_obj, rgb, depth, camera)
+        if a is None or a < evidence + self.cfg.spin_margin:
             return tr
         self.counters["spin_fixes"] += 1
-        spec = self.est.objects[r.class_id - 1]
-        stats = replace(r.stats, icp_fitness=float(icp.fitness), icp_rmse_m=float(icp.inlier_rmse_m),
-                        depth_agreement=float(seen.score), method="icp_tracking+spin")
-        new = replace(r, T_cam_obj=icp.T_cam_obj, score=float(score),
-                      covariance=icp_covariance(icp.inlier_rmse_m, spec.diameter_m), stats=stats)
         return _Track(new, tr.ref_fitness, tr.age, tr.evidence, max(tr.ref_appearance or -np.inf, a))
 
     def _track_one(self, tr: _Track, depth: np.ndarray, camera: PinholeCamera, frames: int = 1,
@@ -595,6 +586,17 @@ def _from_detection(r: PoseResult, old: _Track | None) -> _Track:
                                                        r.T_cam_obj[:3, :3]) < np.radians(15.0)
     return _Track(r, fit if fit > 0 else (old.ref_fitness if old else 0.0), (old.age + 1) if old else 0,
                   old.evidence if same_turn else None, old.ref_appearance if same_turn else None)
+
+
+def _scene_motion(kept: list[_Track], T_then: dict[int, np.ndarray]) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+    """(per instance, steadiest track's) motion in the camera frame of the ``kept`` tracks since their
+    poses ``T_then``. For a static scene seen by a moving camera every object moves alike, so the
+    steadiest track's (highest ICP fitness) is the guess for objects no track holds."""
+    motion = {t.result.instance_id: t.result.T_cam_obj @ np.linalg.inv(T_then[t.result.instance_id])
+              for t in kept if t.result.instance_id in T_then}
+    steadiest = max((t for t in kept if t.result.instance_id in motion), default=None,
+                    key=lambda t: t.result.stats.icp_fitness)
+    return motion, None if steadiest is None else motion[steadiest.result.instance_id]
 
 
 def _depth_score(model, icp, depth: np.ndarray, camera: PinholeCamera) -> tuple[Any, float]:
