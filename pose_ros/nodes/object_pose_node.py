@@ -71,9 +71,9 @@ PARAMETERS = [
     ParamSpec("tracking_lost_in_line", False, "with detect_aside: a frame that lost a track is re-detected in "
               "line, so the object is not missing for a detection time, at the cost of stalling the pose stream "
               "for it; false = every detection aside (camera-rate poses; a lost object returns a detection later)"),
-    ParamSpec("tracking_hold_lost_frames", 30, "with tracking: a lost track is held (not published) this many "
+    ParamSpec("tracking_hold_lost_frames", 0, "with tracking: a lost track is held (not published) this many "
               "frames and revived with its id when ICP from its pose finds the object again (an occluder passed); "
-              "0 = off", min=0, max=10000),
+              "0 = off (default: it made the node's poses worse where frames are dropped)", min=0, max=10000),
     ParamSpec("tracking_redetect_every", 15, "with tracking: run the network at least every N frames (new objects)",
               min=1, max=10000),
     ParamSpec("tracking_twin_check_every", 3, "with tracking and appearance_check: render-and-compare one track's "
