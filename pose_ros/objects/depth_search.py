@@ -74,6 +74,16 @@ class DepthSearchConfig:
     axis_max_eig: float = 0.1         # normal scatter: smallest eigenvalue (fraction) at most this ...
     axis_min_mid_eig: float = 0.2     # ... and the middle one at least this (else seen end-on: no axis)
     axis_refined: int = 2             # best-scoring axis-aligned hypotheses refined first when the search extends
+    # Batched pre-refinement (``batch_icp``): every grid hypothesis also joins the ranking after
+    # ``batch_icp_iterations`` point-to-plane steps per distance level on ``batch_icp_points`` model
+    # points, so a hypothesis ~30 deg from the truth is scored where ICP takes it, not where it starts.
+    # Near-duplicates (several converge to one pose) are dropped from the ranking. 0 iterations = off.
+    batch_icp_iterations: int = 3
+    batch_icp_points: int = 100
+    batch_icp_max_dist_m: tuple[float, ...] = (0.03, 0.02, 0.015, 0.01)
+    batch_icp_scene_points: int = 2000  # scene points (pixel stride) the batch ICP pairs with
+    duplicate_deg: float = 10.0       # ranked hypotheses this close in rotation ...
+    duplicate_m: float = 0.01         # ... and translation to a better one are dropped
 
 
 @lru_cache(maxsize=1)
@@ -121,6 +131,46 @@ def _score_hypotheses(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.nda
     if coverage_weight > 0:
         score = score + coverage_weight * _mask_coverage(uu, vv, facing & inside, mask)
     return score
+
+
+def _batch_refined(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.ndarray, depth: np.ndarray,
+                   mask: np.ndarray, camera: PinholeCamera, model: Any, cfg: DepthSearchConfig
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The hypotheses after the batched point-to-plane ICP against the instance's depth (``batch_icp``)."""
+    from pose_ros.objects.batch_icp import batch_point_to_plane_icp
+    from pose_ros.objects.icp_scene import organized_points_normals
+
+    stride = max(1, int(np.sqrt(mask.sum() / max(cfg.batch_icp_scene_points, 1))))
+    sp, sn = organized_points_normals(depth, camera, mask, stride=stride)
+    if len(sp) < cfg.min_scene_points:
+        return R, t
+    near = sp[:, 2] <= np.percentile(sp[:, 2], 80) + 0.25 * model.diameter_m   # as the scene centroid
+    k = cfg.batch_icp_points
+    return batch_point_to_plane_icp(R, t, pts[:k], nrm[:k], sp[near], sn[near], cfg.batch_icp_max_dist_m,
+                                    cfg.batch_icp_iterations)
+
+
+def _without_duplicates(ranked: np.ndarray, R: np.ndarray, t: np.ndarray, max_deg: float, max_m: float,
+                        keep: int, taken: np.ndarray | None = None) -> np.ndarray:
+    """The first ``keep`` of ``ranked`` with no pose within ``max_deg`` and ``max_m`` of a better one
+    or of one already ``taken``.
+
+    Why: after the batch ICP several grid rotations land in one basin; refining and verifying each
+    copy would spend the shortlist on one pose."""
+    cos_max = np.cos(np.radians(max_deg))
+    seen = [int(h) for h in (taken if taken is not None else [])]
+    out: list[int] = []
+    for h in ranked:
+        if len(out) >= keep:
+            break
+        if seen:
+            k = np.asarray(seen)
+            cos = (np.einsum("kij,ij->k", R[k], R[h]) - 1.0) / 2.0
+            if np.any((cos > cos_max) & (np.linalg.norm(t[k] - t[h], axis=1) < max_m)):
+                continue
+        out.append(int(h))
+        seen.append(int(h))
+    return np.asarray(out, dtype=np.int64)
 
 
 def _unhidden_translation(pr: np.ndarray, w: np.ndarray, t: np.ndarray, c_scene: np.ndarray, depth: np.ndarray,
@@ -412,8 +462,8 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
         if Rp is not None and len(Rp):
             Rs = np.concatenate([Rs, Rp], 0)
     n_plane = len(Rs)
+    axis = model_turn_axis(model, twins) if cfg.axis_hypotheses or cfg.batch_icp_iterations > 0 else None
     if cfg.axis_hypotheses:
-        axis = model_turn_axis(model, twins)
         Ra = None if axis is None else _scene_axis_rotations(axis, np.asarray(depth_m), mask, camera, cfg)
         if Ra is not None and len(Ra):
             Rs = np.concatenate([Rs, Ra], 0)
@@ -429,7 +479,8 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     w[n_base:] = np.maximum(np.einsum("hni,i->hn", nc[n_base:], view), 0.0)
     c_vis = (pr * w[..., None]).sum(1) / np.maximum(w.sum(1), 1e-9)[:, None]
     t = c_scene[None, :] - c_vis
-    if cfg.unhidden_translation and _model_planes(model, cfg.plane_model_area) is not None:
+    planar = _model_planes(model, cfg.plane_model_area) is not None
+    if cfg.unhidden_translation and planar:
         t = _unhidden_translation(pr, w, t, c_scene, np.asarray(depth_m), mask, camera, cfg.tolerance_m)
     scores = _score_hypotheses(Rs, t, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m,
                                colour, cfg.colour_weight, cfg.coverage_weight)
@@ -478,10 +529,29 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
 
         if len(axis_first) and extend():
             refine_coarse(axis_first)
-        done = len(order)
-        last = min(cfg.max_verified, len(ranked))
+        rest = ranked[len(order):]
+        if extend() and cfg.batch_icp_iterations > 0 and axis is None and not planar:
+            # The grid's next hypotheses compete with every grid hypothesis after the batched ICP,
+            # scored where it converged; only now, so a search the first shortlist settles pays nothing.
+            # Only for free-form models: a model turning about one axis (the mug) or a mostly planar
+            # one (the box) has its near-exact axis- or plane-aligned hypotheses already, and the
+            # batch-refined ones only added well-fitted wrong turns (demo test set mug 93.9 -> 87.9%,
+            # box 92.9 -> 91.1% with them).
+            Rb, tb = _batch_refined(Rs[:n_base], t[:n_base], pts, nrm, np.asarray(depth_m), mask, camera, model, cfg)
+            sb = _score_hypotheses(Rb, tb, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m,
+                                   colour, cfg.colour_weight, cfg.coverage_weight)
+            if keypoints is not None and len(keypoints[0]):
+                sb = sb + cfg.kp_weight * _keypoint_agreement(Rb, tb, *keypoints, camera)
+            first_b = len(Rs)
+            Rs, t = np.concatenate([Rs, Rb], 0), np.concatenate([t, tb], 0)
+            cand = np.concatenate([rest, first_b + np.arange(len(Rb))])
+            cand_scores = np.concatenate([scores[rest], sb])
+            rest = _without_duplicates(cand[np.argsort(-cand_scores, kind="stable")], Rs, t, cfg.duplicate_deg,
+                                       cfg.duplicate_m, cfg.max_verified - len(order), taken=order)
+        done = 0
+        last = min(cfg.max_verified - len(order), len(rest))
         while done < last and extend():
-            refine_coarse(ranked[done:min(done + cfg.top_k_verified, last)])
+            refine_coarse(rest[done:min(done + cfg.top_k_verified, last)])
             done += cfg.top_k_verified
     if not coarse:
         return []
