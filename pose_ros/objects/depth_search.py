@@ -4,14 +4,17 @@ Why: PnP needs good 2D keypoints; when the network's keypoint votes are poor (an
 model, heavy occlusion, blur) PnP fails or lands far from the truth, outside ICP's basin. The
 network's *segmentation* is far easier to learn and with depth it pins down where the object is.
 This search keeps that information: for a fixed near-uniform set of rotations (two offset
-icosahedral groups, 120 rotations, every rotation within ~25 deg of one; for a mostly planar model
+icosahedral groups, 120 rotations: a random rotation lies a median 26 deg, at most 41 deg, from
+the nearest; for a mostly planar model
 such as a box, plus the rotations that put its faces on the dominant directions of the depth's
 normals, which are within a few degrees of the truth), the translation is set so
 that the camera-facing model points' centroid lands on the masked scene points' centroid, each
 hypothesis is scored in one vectorised pass (depth agreement vs. free-space violation and mask
 coverage of projected model points), the best few get a coarse ICP, are re-scored (by a
 render-and-compare check when given, which also extends the search while nothing passes it), and
-the best one or two get the full ICP. The caller keeps
+the best one or two get the full ICP. For free-form models (no plane- or axis-aligned hypotheses)
+an extending search also ranks every grid hypothesis after a short batched ICP (``batch_icp``), where
+it converged rather than where it started. The caller keeps
 whichever of PnP+ICP and search+ICP scores better, so a good network is never overridden.
 """
 from __future__ import annotations
