@@ -485,10 +485,14 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     planar = _model_planes(model, cfg.plane_model_area) is not None
     if cfg.unhidden_translation and planar:
         t = _unhidden_translation(pr, w, t, c_scene, np.asarray(depth_m), mask, camera, cfg.tolerance_m)
-    scores = _score_hypotheses(Rs, t, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m,
+    def cheap_score(R: np.ndarray, tr: np.ndarray) -> np.ndarray:
+        sc = _score_hypotheses(R, tr, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m,
                                colour, cfg.colour_weight, cfg.coverage_weight)
-    if keypoints is not None and len(keypoints[0]):
-        scores = scores + cfg.kp_weight * _keypoint_agreement(Rs, t, *keypoints, camera)
+        if keypoints is not None and len(keypoints[0]):
+            sc = sc + cfg.kp_weight * _keypoint_agreement(R, tr, *keypoints, camera)
+        return sc
+
+    scores = cheap_score(Rs, t)
     ranked = np.argsort(-scores)
     # The best axis-aligned hypotheses are refined, whatever their cheap score, when the extension
     # starts (nothing verified looks right yet): a curved side's visible centroid lies 2-3 cm behind
@@ -541,10 +545,7 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
             # batch-refined ones only added well-fitted wrong turns (demo test set mug 93.9 -> 87.9%,
             # box 92.9 -> 91.1% with them).
             Rb, tb = _batch_refined(Rs[:n_base], t[:n_base], pts, nrm, np.asarray(depth_m), mask, camera, model, cfg)
-            sb = _score_hypotheses(Rb, tb, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m,
-                                   colour, cfg.colour_weight, cfg.coverage_weight)
-            if keypoints is not None and len(keypoints[0]):
-                sb = sb + cfg.kp_weight * _keypoint_agreement(Rb, tb, *keypoints, camera)
+            sb = cheap_score(Rb, tb)
             first_b = len(Rs)
             Rs, t = np.concatenate([Rs, Rb], 0), np.concatenate([t, tb], 0)
             cand = np.concatenate([rest, first_b + np.arange(len(Rb))])
@@ -563,10 +564,7 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     if verify is not None:
         sc = np.array(verified)
     else:
-        sc = _score_hypotheses(Rc, tc, pts, nrm, np.asarray(depth_m), mask, camera, cfg.tolerance_m,
-                               colour, cfg.colour_weight, cfg.coverage_weight)
-        if keypoints is not None and len(keypoints[0]):
-            sc = sc + cfg.kp_weight * _keypoint_agreement(Rc, tc, *keypoints, camera)
+        sc = cheap_score(Rc, tc)
     out = []
     for i in np.argsort(-sc):              # best first; one the full ICP rejects gives way to the next
         res = refine_pose_icp(model, coarse[i][1], depth_m, camera, mask=mask, config=icp_config,
