@@ -170,12 +170,16 @@ class ObjectPoseNode(Node):
             f"listening on {self.p['color_topic']}")
 
     # ------------------------------------------------------------------ setup
-    def _load_models(self) -> list:
-        from pose_ros.core.object_model import load_bop_models, load_object_dir
+    def _meshes_root(self) -> Path:
         from pose_ros.resources import resolve
         root = resolve(self.p["meshes_dir"])
         if not root.is_dir():
             raise FileNotFoundError(f"meshes_dir {root} is not a folder")
+        return root
+
+    def _load_models(self) -> list:
+        from pose_ros.core.object_model import load_bop_models, load_object_dir
+        root = self._meshes_root()
         return load_bop_models(root) if (root / "models_info.json").is_file() else load_object_dir(root)
 
     def _recorded_mesh_roots(self, model_path: Path) -> list[str]:
@@ -225,9 +229,7 @@ class ObjectPoseNode(Node):
                   "icp_config": IcpConfig(max_correspondence_m=tuple(coarse / (2 ** i) for i in range(steps)))}
         if self.p["tracking"] and self.p["detect_aside"]:
             kwargs["threads"] = 1      # the detector process keeps to one core, tracking has the other
-        meshes = ([str(resolve(self.p["meshes_dir"]))] if self.p["meshes_dir"] else self._recorded_mesh_roots(path))
-        if self.p["meshes_dir"] and not Path(meshes[0]).is_dir():
-            raise FileNotFoundError(f"meshes_dir {meshes[0]} is not a folder")
+        meshes = [str(self._meshes_root())] if self.p["meshes_dir"] else self._recorded_mesh_roots(path)
         self.recipe = EstimatorRecipe(str(path), meshes, kwargs)
         estimator = self.recipe.build()
         self._models_by_name = {o.name: estimator.models[i + 1] for i, o in enumerate(estimator.objects)

@@ -14,18 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
 
-__all__ = ["so3_exp", "batch_point_to_plane_icp"]
-
-
-def so3_exp(w: np.ndarray) -> np.ndarray:
-    """(...,3) rotation vectors -> (...,3,3) rotation matrices (Rodrigues)."""
-    th = np.linalg.norm(w, axis=-1)[..., None, None]
-    k = w / np.maximum(np.linalg.norm(w, axis=-1, keepdims=True), 1e-12)
-    K = np.zeros(w.shape[:-1] + (3, 3))
-    K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -k[..., 2], k[..., 1], -k[..., 0]
-    K[..., 1, 0], K[..., 2, 0], K[..., 2, 1] = k[..., 2], -k[..., 1], k[..., 0]
-    return np.eye(3) + np.sin(th) * K + (1.0 - np.cos(th)) * (K @ K)
+__all__ = ["batch_point_to_plane_icp"]
 
 
 def batch_point_to_plane_icp(R: np.ndarray, t: np.ndarray, model_pts_m: np.ndarray, model_normals: np.ndarray,
@@ -67,7 +58,7 @@ def batch_point_to_plane_icp(R: np.ndarray, t: np.ndarray, model_pts_m: np.ndarr
             scale = np.minimum(1.0, np.minimum(max_step_rad / np.maximum(np.linalg.norm(x[:, :3], axis=1), 1e-12),
                                                max_step_m / np.maximum(np.linalg.norm(x[:, 3:], axis=1), 1e-12)))
             x *= (scale * (ok.sum(1) >= min_pairs))[:, None]
-            dR = so3_exp(x[:, :3])
+            dR = Rotation.from_rotvec(x[:, :3]).as_matrix()
             R = dR @ R
             t = np.einsum("hij,hj->hi", dR, t) + x[:, 3:]
     return R, t

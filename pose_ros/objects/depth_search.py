@@ -136,6 +136,17 @@ def _score_hypotheses(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.nda
     return score
 
 
+def _mask_stride(mask: np.ndarray, max_points: float) -> int:
+    """Pixel stride that leaves about ``max_points`` of the mask's pixels (1: all of them)."""
+    return max(1, int(np.sqrt(mask.sum() / max(max_points, 1))))
+
+
+def _near_side(z: np.ndarray, diameter_m: float) -> np.ndarray:
+    """Which of a mask's depths ``z`` are not the far tail (table or background leaking into a
+    ragged mask): at most one quarter diameter beyond the 80th percentile."""
+    return z <= np.percentile(z, 80) + 0.25 * diameter_m
+
+
 def _batch_refined(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.ndarray, depth: np.ndarray,
                    mask: np.ndarray, camera: PinholeCamera, model: Any, cfg: DepthSearchConfig
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -143,11 +154,10 @@ def _batch_refined(R: np.ndarray, t: np.ndarray, pts: np.ndarray, nrm: np.ndarra
     from pose_ros.objects.batch_icp import batch_point_to_plane_icp
     from pose_ros.objects.icp_scene import organized_points_normals
 
-    stride = max(1, int(np.sqrt(mask.sum() / max(cfg.batch_icp_scene_points, 1))))
-    sp, sn = organized_points_normals(depth, camera, mask, stride=stride)
+    sp, sn = organized_points_normals(depth, camera, mask, stride=_mask_stride(mask, cfg.batch_icp_scene_points))
     if len(sp) < cfg.min_scene_points:
         return R, t
-    near = sp[:, 2] <= np.percentile(sp[:, 2], 80) + 0.25 * model.diameter_m   # as the scene centroid
+    near = _near_side(sp[:, 2], model.diameter_m)       # as the scene centroid
     k = cfg.batch_icp_points
     return batch_point_to_plane_icp(R, t, pts[:k], nrm[:k], sp[near], sn[near], cfg.batch_icp_max_dist_m,
                                     cfg.batch_icp_iterations)
@@ -336,9 +346,7 @@ def _scene_plane_rotations(model: Any, depth_m: np.ndarray, mask: np.ndarray, ca
     model_n = _model_planes(model, cfg.plane_model_area)
     if model_n is None:
         return None
-    n_px = int(mask.sum())
-    stride = max(1, int(np.sqrt(n_px / 3000.0)))
-    _, nrm = organized_points_normals(depth_m, camera, mask, stride=stride, normal_step=2)
+    _, nrm = organized_points_normals(depth_m, camera, mask, stride=_mask_stride(mask, 3000), normal_step=2)
     if len(nrm) < cfg.min_scene_points:
         return None
     cl = _normal_clusters(nrm, np.ones(len(nrm)), min_frac=0.1, max_deg=12.0, max_clusters=3)
@@ -395,9 +403,7 @@ def _scene_axis_rotations(model_axis: tuple[np.ndarray, bool], depth_m: np.ndarr
     flat end seen nearly end-on)."""
     from pose_ros.objects.icp_scene import organized_points_normals
 
-    n_px = int(mask.sum())
-    stride = max(1, int(np.sqrt(n_px / 3000.0)))
-    _, nrm = organized_points_normals(depth_m, camera, mask, stride=stride, normal_step=3)
+    _, nrm = organized_points_normals(depth_m, camera, mask, stride=_mask_stride(mask, 3000), normal_step=3)
     if len(nrm) < cfg.min_scene_points:
         return None
     lam, vecs = np.linalg.eigh(nrm.T @ nrm / len(nrm))
@@ -444,9 +450,7 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     scene, _ = camera.depth_to_points(depth_m, mask)
     if len(scene) < cfg.min_scene_points:
         return []
-    # Robust centroid: drop the far tail (table/background leaking into a ragged mask).
-    z = scene[:, 2]
-    scene = scene[z <= np.percentile(z, 80) + 0.25 * model.diameter_m]
+    scene = scene[_near_side(scene[:, 2], model.diameter_m)]       # a robust centroid
     c_scene = np.median(scene, axis=0)
     rng = np.random.default_rng(0)
     idx = rng.choice(len(model.points_m), size=min(cfg.num_model_points, len(model.points_m)), replace=False)
