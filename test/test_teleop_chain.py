@@ -63,6 +63,24 @@ def _ns(msg) -> int:
     return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
+def _engaged_within(probe, timeout_s: float) -> bool:
+    """ENGAGED and tracking within timeout_s. A CPU-starved human_pose can pause skeletons past the
+    watchdog and then past hold_time_s: the safety layer holds, returns home and disengages (as it
+    must); an operator then engages again, and so does this test."""
+    from pose_ros.human.safety import TeleopState
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        s = probe.last_status()
+        if s.state == TeleopState.ENGAGED and s.tracking:
+            return True
+        if s.state in (TeleopState.DISENGAGED, TeleopState.RETURNING_HOME):
+            res = probe.engage()
+            assert res.success, res.message
+        time.sleep(0.2)
+    return False
+
+
 def test_latency_tracker_traces_commands_to_frames():
     """status stamp - input_age_s names the colour frame; the first ENGAGED cycle using it counts."""
     from pose_ros.eval.teleop_latency_bench import TeleopLatencyTracker
@@ -134,11 +152,10 @@ def test_camera_to_joint_commands_and_tracking_loss(tmp_path):
                     (tmp_path / "human_pose.log").read_text()[-1500:]
                 res = probe.engage()
                 assert res.success, res.message
-                assert wait_for(lambda: status().state == TeleopState.ENGAGED, 15.0), status().message
+                assert _engaged_within(probe, 40.0), status().message
                 time.sleep(4.0)                                 # follow the operator for a while
                 # (a starved CPU may pause skeletons > watchdog timeout: hold, then re-engage by itself)
-                assert wait_for(lambda: status().state == TeleopState.ENGAGED and status().tracking, 10.0), \
-                    status().message
+                assert _engaged_within(probe, 20.0), status().message
                 watchdog0 = status().watchdog_trips
 
                 source.stop()                                   # the camera goes away
@@ -205,7 +222,7 @@ def test_camera_to_joint_commands_and_tracking_loss(tmp_path):
     # >= : a CPU-starved human_pose can also stall past the watchdog just before the camera stops
     assert not after[-1].tracking and after[-1].watchdog_trips >= watchdog0 + 1
     # returning home: slowly (return-home speed limit) and monotonically closer to home
-    home_idx = np.flatnonzero(states == TeleopState.RETURNING_HOME)
+    home_idx = np.flatnonzero((states == TeleopState.RETURNING_HOME) & (t >= t_stop))  # not an earlier stall's
     assert home_idx.size > 30
     vmax_home = np.minimum(cfg.return_home_velocity_rad_s, cfg.max_velocity)
     steps_home = step[home_idx[home_idx > 0] - 1]
@@ -247,7 +264,6 @@ def test_composed_chain_delivers_commands_traced_to_camera_frames(tmp_path):
     another process, each traced to a camera_info stamp the camera published."""
     coco = shared_data_path("coco_person_dev")
     from pose_ros.eval.teleop_latency_bench import TeleopLatencyTracker
-    from pose_ros.human.safety import TeleopState
     from pose_ros.nodes.teleop_bench import TeleopProbe
 
     ns = f"{NS}_composed"
@@ -268,7 +284,7 @@ def test_composed_chain_delivers_commands_traced_to_camera_frames(tmp_path):
                 log = lambda: (tmp_path / "container.log").read_text()[-1500:]  # noqa: E731
                 assert wait_for(lambda: status() is not None and status().tracking, 60.0), log()
                 assert probe.engage().success
-                assert wait_for(lambda: status().state == TeleopState.ENGAGED, 15.0), status().message
+                assert _engaged_within(probe, 40.0), status().message
                 time.sleep(3.0)
                 assert proc.poll() is None, log()
     finally:
