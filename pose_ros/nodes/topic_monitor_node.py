@@ -36,6 +36,8 @@ PARAMETERS = [
     ParamSpec("meshes_dir", "", "object meshes for ADD(-S); empty = demo objects; missing = translation/rotation only"),
     ParamSpec("report_period_s", 5.0, "seconds between printed reports", min=0.5, max=3600.0),
     ParamSpec("summary_file", "", "write totals as JSON here on exit (and at each report)"),
+    ParamSpec("errors_file", "", "append one JSON line per scored ground-truth instance here (stamp, class, "
+              "found, errors): the run's timeline, e.g. how long a wrong first pose lasted"),
     ParamSpec("image_qos", "reliable", "camera subscription reliability: reliable | best_effort"),
 ]
 
@@ -55,6 +57,17 @@ class _Rate:
         if len(self.times) < 2 or self.times[-1] == self.times[0]:
             return 0.0
         return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+
+
+def _per_class(errors: list[dict]) -> dict:
+    """{class: "found/scored, ADD(-S) recall of the found"}: one object's wrong pose shows by name."""
+    out = {}
+    for name in sorted({e["class"] for e in errors}):
+        mine = [e for e in errors if e["class"] == name]
+        add = [e["add_over_d"] < 0.1 for e in mine if e.get("found") and "add_over_d" in e]
+        recall = f"{np.mean(add):.0%} right" if add else "n/a"
+        out[name] = f"found {sum(e.get('found', False) for e in mine)}/{len(mine)}, {recall}"
+    return out
 
 
 class TopicMonitorNode(Node):
@@ -114,10 +127,17 @@ class TopicMonitorNode(Node):
             cands = [o for o in msg.objects if o.class_name == g.class_name]
             if not cands:
                 self.unmatched_gt += 1
-                self.errors.append({"class": g.class_name, "found": False})
+                self._scored({"stamp_ns": stamp_ns, "class": g.class_name, "found": False})
                 continue
             best = min(cands, key=lambda o: np.linalg.norm(pose_to_T(o.pose.pose)[:3, 3] - T_gt[:3, 3]))
-            self.errors.append({"class": g.class_name, "found": True, **self._error(g.class_name, pose_to_T(best.pose.pose), T_gt)})
+            self._scored({"stamp_ns": stamp_ns, "class": g.class_name, "found": True,
+                          **self._error(g.class_name, pose_to_T(best.pose.pose), T_gt)})
+
+    def _scored(self, entry: dict) -> None:
+        self.errors.append(entry)
+        if self.p["errors_file"]:
+            with open(self.p["errors_file"], "a") as f:
+                f.write(json.dumps(entry) + "\n")
 
     def _error(self, name: str, T_est: np.ndarray, T_gt: np.ndarray) -> dict:
         t_err = float(np.linalg.norm(T_est[:3, 3] - T_gt[:3, 3]))
@@ -146,6 +166,7 @@ class TopicMonitorNode(Node):
             "add_s_recall_0.1d": float(np.mean(np.array(add) < 0.1)) if add else None,
             "median_t_err_m": float(np.median([e["t_err_m"] for e in found])) if found else None,
             "median_r_err_deg": float(np.median([e["r_err_deg"] for e in found])) if found else None,
+            "per_class": _per_class(self.errors),
         }
 
     def report(self) -> None:
@@ -164,6 +185,8 @@ class TopicMonitorNode(Node):
                 f"{s['gt_instances_scored']} GT instances; ADD(-S)<0.1d {('%.0f%%' % (100 * rec)) if rec is not None else 'n/a'}; "
                 f"median error {s['median_t_err_m'] * 100 if s['median_t_err_m'] is not None else float('nan'):.1f} cm / "
                 f"{s['median_r_err_deg'] if s['median_r_err_deg'] is not None else float('nan'):.1f} deg")
+            if s["per_class"]:
+                lines.append("per object: " + "; ".join(f"{k} {v}" for k, v in s["per_class"].items()))
         self.get_logger().info(" | ".join(lines))
         self.write_summary(s)
 
