@@ -239,7 +239,7 @@ def synthetic_system(tmp_path_factory):
                                 params={"rate_hz": 5.0, "seed": 11, "ground_truth_topic": gt_topic,
                                         **camera_topics(prefix)})
     pose_node = start_node_process("object_pose_node", name=node_name, log_path=node_log,
-                                   params={"model_file": str(MODEL_FILE), "max_rate_hz": 10.0,
+                                   params={"model_file": str(MODEL_FILE), "max_rate_hz": 10.0, "status_period_s": 2.0,
                                            **camera_topics(prefix)})
     models = {m.name: m for m in load_object_dir(meshes_dir())}
     try:
@@ -305,6 +305,20 @@ def test_model_poses_match_ground_truth_with_input_stamp_and_frame(synthetic_sys
     assert recall > 0.0, (f"ADD(-S) < 0.1 d on {recall:.0%} of {scored} visible instances "
                           f"(found {found}); median ADD(-S)/d {np.median(errors):.3f}; "
                           f"model {MODEL_FILE}: {_training_progress(MODEL_FILE)}")
+
+
+def test_model_status_line_says_what_tracking_does(synthetic_system):
+    """The periodic log line a user watches: frames, time per frame, tracked poses, detections, losses by kind."""
+    import re
+    cam_log, node_log = synthetic_system["logs"]
+    pattern = re.compile(r"processed (\d+) \(\d+ frames, p50 \d+ ms, max \d+ ms\); tracking: (\d+) poses tracked, "
+                         r"(\d+) detections, \d+ lost \((none|[a-z][^)]*)\)")
+
+    def tracked_lines():
+        return [m for m in pattern.finditer(node_log.read_text()) if int(m.group(2)) > 0]
+    assert wait_for(lambda: bool(tracked_lines()), 30.0), log_text(cam_log, node_log)
+    last = tracked_lines()[-1]
+    assert int(last.group(1)) > 0 and int(last.group(3)) > 0
 
 
 def test_model_markers_and_debug_image(synthetic_system):

@@ -20,10 +20,11 @@ Services: ~/reset_tracking (std_srvs/Trigger), ~/set_object_enabled (pose_ros/Se
 """
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,8 @@ PARAMETERS = [
               min=1, max=10000),
     ParamSpec("tracking_twin_check_every", 3, "with tracking and appearance_check: render-and-compare one track's "
               "near-symmetric twins every N frames (fixes a wrong turn, catches drift); 0 = off", min=0, max=10000),
+    ParamSpec("status_period_s", 10.0, "period of the status log line (frames, time per frame, tracking losses "
+              "by reason, drops)", min=0.5, max=3600.0),
     ParamSpec("max_rate_hz", 30.0, "upper bound on processed frames per second", min=0.1, max=1000.0),
     ParamSpec("device", "auto", "network device: auto | cpu | cuda"),
     ParamSpec("frame_prefix", "", "prefix of the TF child frames <prefix><class>_<instance>"),
@@ -164,6 +167,9 @@ class ObjectPoseNode(Node):
         self._last_info_ns = time.monotonic_ns()
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_timer(5.0, self._check_inputs)
+        self._period_ms: list[float] = []
+        self._lost_by_reason: Counter = Counter()
+        self.create_timer(float(self.p["status_period_s"]), self._status)
         self.get_logger().info(
             f"object pose: model {self.model_path}, objects {sorted(self.enabled)}, ICP {'on' if self.p['use_icp'] else 'off'}, "
             f"tracking {'on' if self.p['tracking'] else 'off'}, TF {'on' if self.tf_broadcaster else 'off (tf2_ros not installed)'}; "
@@ -346,12 +352,14 @@ class ObjectPoseNode(Node):
             results = self.refiner.refine(depth_m, camera, seeds, enabled_classes=sorted(self.enabled))
         elif self.tracker is not None:  # ICP from the last poses; the network runs when a track is lost
             results = self.tracker.update(rgb, depth_m, camera, enabled_classes=sorted(self.enabled))
+            self._lost_by_reason.update(_reason_kind(r) for r in self.tracker.last_lost_reasons)
         else:
             results = self.estimator.estimate(rgb, depth_m, camera, enabled_classes=sorted(self.enabled), prev=prev)
         total_ms = (time.perf_counter() - t0) * 1e3
         self._tracks = results if self.p["tracking"] else None
         self.processed += 1
         self.stage_ms.append({"total": total_ms})
+        self._period_ms.append(total_ms)
         self._publish(colour.header, results, rgb, camera)
 
     # ------------------------------------------------------------------ output
@@ -500,6 +508,20 @@ class ObjectPoseNode(Node):
         response.message = f"enabled: {sorted(self.enabled)}"
         return response
 
+    def _status(self) -> None:
+        """What a user watching the log needs: is it keeping up, and why are objects dropping out."""
+        ms, self._period_ms = sorted(self._period_ms), []
+        timing = f"{len(ms)} frames, p50 {ms[len(ms) // 2]:.0f} ms, max {ms[-1]:.0f} ms" if ms else "no frames"
+        tracking = ""
+        if self.tracker is not None:
+            c = dict(self.tracker.counters)
+            lost = ", ".join(f"{k} {v}" for k, v in self._lost_by_reason.most_common()) or "none"
+            rest = "".join(f", {k} {v}" for k, v in sorted(c.items()) if v and k not in ("tracked", "detect", "lost"))
+            tracking = (f"; tracking: {c.get('tracked', 0)} poses tracked, {c.get('detect', 0)} detections, "
+                        f"{c.get('lost', 0)} lost ({lost}){rest}")
+        drops = ", ".join(f"{k}: {v}" for k, v in sorted(self.drops.items())) or "none"
+        self.get_logger().info(f"processed {self.processed} ({timing}){tracking}; drops: {drops}")
+
     def _publish_diagnostics(self) -> None:
         stats = self.sync.stats
         times = sorted(s["total"] for s in self.stage_ms) or [float("nan")]
@@ -528,6 +550,11 @@ class ObjectPoseNode(Node):
         if self.detector is not None:
             self.detector.close()
         super().destroy_node()
+
+
+def _reason_kind(reason: str) -> str:
+    """'jump 0.061 m' -> 'jump': loss reasons counted by kind, not by value."""
+    return re.match(r"[^\d]*", reason).group().strip(" :->") or reason
 
 
 def main(args: list[str] | None = None) -> int:

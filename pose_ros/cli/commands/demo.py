@@ -31,8 +31,9 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {"camera": args.camera, "rate": args.rate}
     if args.dataset:
         overrides["dataset"] = args.dataset
-    summary_path = Path(tempfile.mkdtemp(prefix="pose_ros_demo_")) / "summary.json"
-    monitor = {"topic_monitor": {"summary_file": str(summary_path)}}
+    out_dir = Path(tempfile.mkdtemp(prefix="pose_ros_demo_"))
+    summary_path, errors_path = out_dir / "summary.json", out_dir / "errors.jsonl"
+    monitor = {"topic_monitor": {"summary_file": str(summary_path), "errors_file": str(errors_path)}}
     if model.is_file():
         system = SYSTEMS["demo"]
         overrides["model"] = str(model)
@@ -46,4 +47,6 @@ def _run(args: argparse.Namespace) -> int:
         print("\n[demo] summary")
         for key, value in s.items():
             print(f"  {key:<22} {value}")
+        if errors_path.is_file():
+            print(f"  {'timeline':<22} {errors_path} (one JSON line per scored ground-truth instance)")
     return code
