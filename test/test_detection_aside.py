@@ -101,6 +101,28 @@ def test_tracker_never_waits_and_moves_a_late_detection_onto_the_newest_frame(de
     assert all(r.stats.source == "tracking" for r in tracked)
 
 
+def test_a_detection_that_cannot_be_carried_forward_is_dropped_not_counted_as_lost(demo_estimator, stream):
+    """Depth missing in every frame since the detection's: ICP cannot move it onto the newest frame.
+    It is a dropped detection (the next one finds the objects), not a lost track: no track existed."""
+    from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    camera, _, frames = stream
+    det = InlineDetector(demo_estimator, latency_frames=3)
+    tracker = PoseTracker(demo_estimator, TrackingConfig(redetect_every=100, twin_check_every=0), detector=det)
+    render, depth, _ = frames[0]
+    tracker.update(render.rgb, depth, camera)
+    n_detected = len(det._job.results)
+    assert n_detected >= 2
+    for i in (1, 2, 3):
+        render, depth, _ = frames[i]
+        tracker.update(render.rgb, np.zeros_like(depth), camera)
+    render, depth, _ = frames[4]
+    assert tracker.update(render.rgb, depth, camera) == []
+    assert tracker.counters["detect"] == 1 and tracker.counters["detections_dropped"] == n_detected
+    assert tracker.counters["lost"] == 0 and tracker.last_lost_reasons == []
+
+
 def test_a_lost_track_is_redetected_in_line_and_periodic_detections_go_aside(demo_estimator, stream):
     from pose_ros.objects.detection_worker import InlineDetector
     from pose_ros.objects.estimator import PoseResult, PoseStats

@@ -383,14 +383,16 @@ class PoseTracker:
         there are more than ``forward_max_hops``), then this one."""
         fit = r.stats.icp_fitness if r.stats.icp_applied else 0.0
         if motion is not None:
-            moved = self._track_one(_Track(replace(r, T_cam_obj=motion @ r.T_cam_obj), fit), depth, camera)
+            # (a detection not carried forward is counted as dropped by the caller, not as a lost track)
+            moved = self._track_one(_Track(replace(r, T_cam_obj=motion @ r.T_cam_obj), fit), depth, camera,
+                                    count_loss=False)
             if moved is not None:
                 return moved
         stride = -(-(len(self._job_depths) + 1) // self.cfg.forward_max_hops)
         hops = self._job_depths[stride - 1::stride] + [(self.frame, depth)]
         tr, last = _Track(r, fit), hops[0][0] - stride
         for frame, depth_f in hops:
-            tr = self._track_one(tr, depth_f, camera, frames=frame - last)
+            tr = self._track_one(tr, depth_f, camera, frames=frame - last, count_loss=False)
             if tr is None:
                 return None
             last = frame
@@ -529,7 +531,8 @@ class PoseTracker:
     def _track_one(self, tr: _Track, depth: np.ndarray, camera: PinholeCamera, frames: int = 1,
                    count_loss: bool = True, confirmed: bool = False) -> _Track | None:
         """ICP from the track's pose onto this frame; ``frames``: how many frames old that pose is;
-        ``count_loss``: a failure counts as a lost track (not for held ones: they are lost already);
+        ``count_loss``: a failure counts as a lost track (not for held ones: they are lost already; not for
+        a detection carried forward: that counts as a dropped detection);
         ``confirmed``: a detection says the object is here, so fitness and score may be low (occlusion)."""
         from pose_ros.objects.icp import refine_pose_icp
 
