@@ -167,8 +167,9 @@ class ObjectPoseNode(Node):
         self._last_info_ns = time.monotonic_ns()
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_timer(5.0, self._check_inputs)
-        self._period_ms: list[float] = []
-        self._lost_by_reason: Counter = Counter()
+        self._period_ms: list[float] = []           # frame times and losses since the last status line:
+        self._lost_by_reason: Counter = Counter()   # written by the worker, read by the timer (_status_lock)
+        self._status_lock = threading.Lock()
         self.create_timer(float(self.p["status_period_s"]), self._status)
         self.get_logger().info(
             f"object pose: model {self.model_path}, objects {sorted(self.enabled)}, ICP {'on' if self.p['use_icp'] else 'off'}, "
@@ -352,14 +353,16 @@ class ObjectPoseNode(Node):
             results = self.refiner.refine(depth_m, camera, seeds, enabled_classes=sorted(self.enabled))
         elif self.tracker is not None:  # ICP from the last poses; the network runs when a track is lost
             results = self.tracker.update(rgb, depth_m, camera, enabled_classes=sorted(self.enabled))
-            self._lost_by_reason.update(_reason_kind(r) for r in self.tracker.last_lost_reasons)
+            with self._status_lock:
+                self._lost_by_reason.update(_reason_kind(r) for r in self.tracker.last_lost_reasons)
         else:
             results = self.estimator.estimate(rgb, depth_m, camera, enabled_classes=sorted(self.enabled), prev=prev)
         total_ms = (time.perf_counter() - t0) * 1e3
         self._tracks = results if self.p["tracking"] else None
         self.processed += 1
         self.stage_ms.append({"total": total_ms})
-        self._period_ms.append(total_ms)
+        with self._status_lock:
+            self._period_ms.append(total_ms)
         self._publish(colour.header, results, rgb, camera)
 
     # ------------------------------------------------------------------ output
@@ -510,12 +513,14 @@ class ObjectPoseNode(Node):
 
     def _status(self) -> None:
         """What a user watching the log needs: is it keeping up, and why are objects dropping out."""
-        ms, self._period_ms = sorted(self._period_ms), []
+        with self._status_lock:
+            ms, self._period_ms = sorted(self._period_ms), []
+            lost_by_reason = self._lost_by_reason.most_common()
         timing = f"{len(ms)} frames, p50 {ms[len(ms) // 2]:.0f} ms, max {ms[-1]:.0f} ms" if ms else "no frames"
         tracking = ""
         if self.tracker is not None:
             c = dict(self.tracker.counters)
-            lost = ", ".join(f"{k} {v}" for k, v in self._lost_by_reason.most_common()) or "none"
+            lost = ", ".join(f"{k} {v}" for k, v in lost_by_reason) or "none"
             rest = "".join(f", {k} {v}" for k, v in sorted(c.items()) if v and k not in ("tracked", "detect", "lost"))
             tracking = (f"; tracking: {c.get('tracked', 0)} poses tracked, {c.get('detect', 0)} detections, "
                         f"{c.get('lost', 0)} lost ({lost}){rest}")
