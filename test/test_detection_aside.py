@@ -123,6 +123,46 @@ def test_a_detection_that_cannot_be_carried_forward_is_dropped_not_counted_as_lo
     assert tracker.counters["lost"] == 0 and tracker.last_lost_reasons == []
 
 
+def test_tracks_older_than_max_gap_are_redetected_and_a_detection_from_before_the_gap_is_discarded(
+        demo_estimator, stream):
+    """Detector aside, frame stamps: after a stall (gap > max_gap_s) the tracks are lost ('stale'), a job
+    asked before the gap is dropped when it lands, and the next job, asked after it, is merged. Detecting
+    in line, every detection is such a gap: there the rule is off and the tracks are refined."""
+    from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    camera, models, frames = stream
+    det = InlineDetector(demo_estimator, latency_frames=0)                     # lands at the next frame
+    tracker = PoseTracker(demo_estimator, TrackingConfig(redetect_every=100, twin_check_every=0, max_gap_s=0.5),
+                          detector=det)
+    for k, stamp in ((0, 0.0), (1, 0.1)):                                      # submitted, landed and merged
+        render, depth, _ = frames[k]
+        merged = tracker.update(render.rgb, depth, camera, stamp_s=stamp)
+    assert tracker.counters["detect"] == 1 and len(merged) >= 2
+    render, depth, _ = frames[2]
+    tracked = tracker.update(render.rgb, depth, camera, stamp_s=0.2)
+    assert tracked and all(r.stats.source == "tracking" for r in tracked)
+    tracker.cfg.redetect_every = 1                                              # a periodic job, then the stall
+    render, depth, _ = frames[3]
+    tracker.update(render.rgb, depth, camera, stamp_s=0.3)
+    assert det.busy
+    render, depth, _ = frames[4]
+    assert tracker.update(render.rgb, depth, camera, stamp_s=1.5) == []         # 1.2 s later: nothing trusted
+    assert tracker.last_lost_reasons == ["stale 1.20 s"] * len(tracked)
+    assert tracker.counters["detect"] == 1                                      # the job from before the gap: discarded
+    for k, stamp in ((5, 1.6), (6, 1.7)):                                       # the job asked after it lands
+        render, depth, _ = frames[k]
+        out = tracker.update(render.rgb, depth, camera, stamp_s=stamp)
+    assert tracker.counters["detect"] == 2 and len(out) >= 2
+
+    inline = PoseTracker(demo_estimator, TrackingConfig(redetect_every=100, twin_check_every=0, max_gap_s=0.5))
+    render, depth, _ = frames[0]
+    inline.update(render.rgb, depth, camera, stamp_s=0.0)
+    render, depth, _ = frames[1]
+    again = inline.update(render.rgb, depth, camera, stamp_s=2.0)
+    assert again and all(r.stats.source == "tracking" for r in again) and inline.counters["detect"] == 1
+
+
 def test_a_lost_track_is_redetected_in_line_and_periodic_detections_go_aside(demo_estimator, stream):
     from pose_ros.objects.detection_worker import InlineDetector
     from pose_ros.objects.estimator import PoseResult, PoseStats

@@ -75,6 +75,9 @@ PARAMETERS = [
     ParamSpec("tracking_hold_lost_frames", 0, "with tracking: a lost track is held (not published) this many "
               "frames and revived with its id when ICP from its pose finds the object again (an occluder passed); "
               "0 = off (default: it made the node's poses worse where frames are dropped)", min=0, max=10000),
+    ParamSpec("tracking_max_gap_s", 0.5, "with tracking and detect_aside: poses older than this (stamps of the "
+              "frames processed) are not refined by ICP but re-detected: after a stall the objects have moved; 0 = off",
+              min=0.0, max=3600.0),
     ParamSpec("tracking_redetect_every", 15, "with tracking: run the network at least every N frames (new objects)",
               min=1, max=10000),
     ParamSpec("tracking_twin_check_every", 3, "with tracking and appearance_check: render-and-compare one track's "
@@ -134,7 +137,8 @@ class ObjectPoseNode(Node):
                 redetect_every=int(self.p["tracking_redetect_every"]),
                 twin_check_every=int(self.p["tracking_twin_check_every"]),
                 lost_in_line=bool(self.p["tracking_lost_in_line"]),
-                hold_lost_frames=int(self.p["tracking_hold_lost_frames"])), detector=self.detector)
+                hold_lost_frames=int(self.p["tracking_hold_lost_frames"]),
+                max_gap_s=float(self.p["tracking_max_gap_s"])), detector=self.detector)
         self._reset_requested = False
 
         out_qos = result_qos()
@@ -352,7 +356,8 @@ class ObjectPoseNode(Node):
                 seeds = list(merged.values())
             results = self.refiner.refine(depth_m, camera, seeds, enabled_classes=sorted(self.enabled))
         elif self.tracker is not None:  # ICP from the last poses; the network runs when a track is lost
-            results = self.tracker.update(rgb, depth_m, camera, enabled_classes=sorted(self.enabled))
+            results = self.tracker.update(rgb, depth_m, camera, enabled_classes=sorted(self.enabled),
+                                          stamp_s=stamp_to_ns(colour.header.stamp) * 1e-9)
             with self._status_lock:
                 self._lost_by_reason.update(_reason_kind(r) for r in self.tracker.last_lost_reasons)
         else:

@@ -33,6 +33,12 @@ so a briefly lost object is not missing for a whole detection time. Without a de
 detection runs in line in the frame that needs it. Either way a re-detection replaces a track only
 if the render-and-compare check does not clearly prefer the track (``keep_track_margin``).
 
+Gaps: with the detector aside and given frame stamps, tracks more than ``max_gap_s`` old (a slow in-line detection at start-up,
+while the detector process loads; a starved CPU) are lost and the frame is detected afresh. Counted
+in frames alone, the first frame after a 1-5 s in-line detection looked like the next one, and ICP
+from the old poses could settle beside the moved object (`make demo`: a box 35 deg / 2 cm off, a mug
+turned ~120 deg, for 4 s until the next detection replaced them).
+
 Held tracks: most losses are occlusions (an arm passing in front, the object leaving the view for
 a moment), and the object is still where it was when it comes back. A lost track is therefore held
 (not published) for ``hold_lost_frames`` frames, its pose moved each frame as the steadiest track
@@ -82,6 +88,8 @@ class TrackingConfig:
     forward_buffer_frames: int = 60     # depth frames kept for those hops (at most)
     hold_lost_frames: int = 0           # a lost track is held this many frames and revived if ICP finds it (0: off;
                                         # off by default: it made the node's poses worse, see the module doc)
+    max_gap_s: float = 0.5              # detector aside, frame stamps: tracks older than this are not refined but
+                                        # re-detected (0: off; see update)
 
     def __post_init__(self) -> None:
         if self.redetect_every < 1:
@@ -90,6 +98,8 @@ class TrackingConfig:
             raise ValueError(f"min_unoccluded must be in (0,1]; got {self.min_unoccluded}")
         if self.hold_lost_frames < 0:
             raise ValueError(f"hold_lost_frames must be >= 0 (0 = off); got {self.hold_lost_frames}")
+        if not self.max_gap_s >= 0.0:
+            raise ValueError(f"max_gap_s must be >= 0 (0 = off); got {self.max_gap_s}")
         if self.forward_max_hops < 1 or self.forward_buffer_frames < 1:
             raise ValueError("forward_max_hops and forward_buffer_frames must be >= 1")
         if self.twin_check_every < 0:
@@ -136,6 +146,7 @@ class PoseTracker:
         self._twin_turn = 0
         self._force_detect = False
         self.last_lost_reasons: list[str] = []
+        self._last_stamp_s: float | None = None
 
     def reset(self) -> None:
         """Forget all tracks (e.g. the ROS 'reset tracking' service); a detection still running
@@ -152,12 +163,18 @@ class PoseTracker:
         self.since_detect = 0
 
     def update(self, rgb: np.ndarray, depth_m: np.ndarray | None, camera: PinholeCamera,
-               enabled_classes: Iterable[str | int] | None = None) -> list[PoseResult]:
+               enabled_classes: Iterable[str | int] | None = None, stamp_s: float | None = None) -> list[PoseResult]:
+        """``stamp_s``: the frame's capture time (used with the detector aside). Frames counted alone cannot tell a stall (a slow
+        in-line detection, a starved CPU, frames dropped meanwhile) from the next frame: ICP from
+        poses ``max_gap_s`` or more old can converge beside the moved object and look fine, so such
+        tracks are lost and the frame is detected afresh, and a detection still running from before
+        the gap is discarded (carried over the gap it has the same problem)."""
         rgb, depth = self.est._check_inputs(rgb, depth_m, camera)
         enabled = self.est._resolve_classes(enabled_classes)
         self.frame += 1
         self.last_lost_reasons = []
         self.last_detection_frame = None
+        self._expire_after_gap(stamp_s)
         can_track = depth is not None and bool(np.any(depth > 0))
         if self.detector is not None:
             return self._update_detecting_aside(rgb, depth, camera, enabled, can_track)
@@ -180,6 +197,19 @@ class PoseTracker:
             self.tracks = kept
             self._maybe_check_twins(rgb, depth, camera)
         return self._published()
+
+    def _expire_after_gap(self, stamp_s: float | None) -> None:
+        """Tracks (and a running detection) from before a gap of more than ``max_gap_s`` are lost (update)."""
+        if stamp_s is None or self.detector is None:
+            return                              # detecting in line, every detection is such a gap: tracking would never run
+        gap = None if self._last_stamp_s is None else stamp_s - self._last_stamp_s
+        self._last_stamp_s = stamp_s
+        if gap is None or not self.cfg.max_gap_s > 0 or gap <= self.cfg.max_gap_s:
+            return
+        for tr in self.tracks:
+            self._lost(f"stale {gap:.2f} s")
+        self.tracks, self.held = [], []
+        self._reset_frame = self.frame - 1      # a detection asked before the gap is discarded (as after reset)
 
     def _merge_now(self, results: list[PoseResult], kept: list[_Track], rgb: np.ndarray, depth: np.ndarray | None,
                    camera: PinholeCamera) -> list[_Track]:
