@@ -24,3 +24,7 @@ class DropLog(Counter):
             self._logged.add(reason)
             self._logger.warning(f"dropping frame ({reason}){': ' + detail if detail else ''} "
                                  f"(logged once; counted, totals in {self._totals_hint})")
+
+    def summary(self) -> str:
+        """'reason: n, ...' sorted by reason, or 'none': the drops part of a node's status line."""
+        return ", ".join(f"{k}: {v}" for k, v in sorted(self.items())) or "none"

@@ -298,7 +298,7 @@ class HumanPoseNode(Node):
             p95 = np.percentile(a, 95, axis=0)
             stages = ("; from colour stamp p50/p95 ms: paired " f"{p50[0]:.1f}/{p95[0]:.1f}, worker wait "
                       f"{p50[1]:.1f}/{p95[1]:.1f}, process+publish {p50[2]:.1f}/{p95[2]:.1f}")
-        drops = ", ".join(f"{k}: {v}" for k, v in sorted(self.drops.items())) or "none"
+        drops = self.drops.summary()
         sync = ""
         if self._sync is not None:
             st = self._sync.stats

@@ -529,7 +529,7 @@ class ObjectPoseNode(Node):
             rest = "".join(f", {k} {v}" for k, v in sorted(c.items()) if v and k not in ("tracked", "detect", "lost"))
             tracking = (f"; tracking: {c.get('tracked', 0)} poses tracked, {c.get('detect', 0)} detections, "
                         f"{c.get('lost', 0)} lost ({lost}){rest}")
-        drops = ", ".join(f"{k}: {v}" for k, v in sorted(self.drops.items())) or "none"
+        drops = self.drops.summary()
         self.get_logger().info(f"processed {self.processed} ({timing}){tracking}; drops: {drops}")
 
     def _publish_diagnostics(self) -> None:

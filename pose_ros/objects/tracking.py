@@ -171,10 +171,10 @@ class PoseTracker:
         the gap is discarded (carried over the gap it has the same problem)."""
         rgb, depth = self.est._check_inputs(rgb, depth_m, camera)
         enabled = self.est._resolve_classes(enabled_classes)
-        self.frame += 1
         self.last_lost_reasons = []
         self.last_detection_frame = None
-        self._expire_after_gap(stamp_s)
+        self._expire_after_gap(stamp_s)         # before counting this frame: as a reset after the previous one
+        self.frame += 1
         can_track = depth is not None and bool(np.any(depth > 0))
         if self.detector is not None:
             return self._update_detecting_aside(rgb, depth, camera, enabled, can_track)
@@ -208,8 +208,7 @@ class PoseTracker:
             return
         for tr in self.tracks:
             self._lost(f"stale {gap:.2f} s")
-        self.tracks, self.held = [], []
-        self._reset_frame = self.frame - 1      # a detection asked before the gap is discarded (as after reset)
+        self.reset()                            # also discards a detection asked before the gap
 
     def _merge_now(self, results: list[PoseResult], kept: list[_Track], rgb: np.ndarray, depth: np.ndarray | None,
                    camera: PinholeCamera) -> list[_Track]:
