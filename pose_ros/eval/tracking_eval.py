@@ -58,7 +58,7 @@ def evaluate_tracking(estimator: Any, tracker_config: Any, seed: int, frames: in
     res = TrackingEvalResult(seed, frames, 0, 0, 0, {"detect": Counter(), "track": Counter()})
     for i in range(frames):
         render, depth_m, gts = stream.frame(i / rate_hz)
-        poses = tracker.update(render.rgb, depth_m, camera)
+        poses = tracker.update(render.rgb, depth_m, camera, stamp_s=i / rate_hz)   # stamps, as the node passes
         source = "detect" if tracker.last_detection_frame is not None else "track"
         for g in gts:
             if g.visible_fraction < min_visible or g.name not in by_name:

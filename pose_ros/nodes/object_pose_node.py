@@ -78,6 +78,9 @@ PARAMETERS = [
     ParamSpec("tracking_max_gap_s", 0.5, "with tracking and detect_aside: poses older than this (stamps of the "
               "frames processed) are not refined by ICP but re-detected: after a stall the objects have moved; 0 = off",
               min=0.0, max=3600.0),
+    ParamSpec("tracking_predict_motion", True, "with tracking: ICP starts from each track's pose moved at its "
+              "velocity (measured on the frame stamps), not from its last pose: with a moving camera and dropped "
+              "frames the objects are centimetres away by the next processed frame"),
     ParamSpec("tracking_redetect_every", 15, "with tracking: run the network at least every N frames (new objects)",
               min=1, max=10000),
     ParamSpec("tracking_twin_check_every", 3, "with tracking and appearance_check: render-and-compare one track's "
@@ -138,7 +141,8 @@ class ObjectPoseNode(Node):
                 twin_check_every=int(self.p["tracking_twin_check_every"]),
                 lost_in_line=bool(self.p["tracking_lost_in_line"]),
                 hold_lost_frames=int(self.p["tracking_hold_lost_frames"]),
-                max_gap_s=float(self.p["tracking_max_gap_s"])), detector=self.detector)
+                max_gap_s=float(self.p["tracking_max_gap_s"]),
+                predict_motion=bool(self.p["tracking_predict_motion"])), detector=self.detector)
         self._reset_requested = False
 
         out_qos = result_qos()

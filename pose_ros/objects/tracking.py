@@ -39,6 +39,11 @@ in frames alone, the first frame after a 1-5 s in-line detection looked like the
 from the old poses could settle beside the moved object (`make demo`: a box 35 deg / 2 cm off, a mug
 turned ~120 deg, for 4 s until the next detection replaced them).
 
+Motion: ICP starts from the track's pose moved at its velocity (``objects/motion_model.py``),
+measured from its last poses on the frames' stamps when given: with the camera moving and frames
+dropped by a busy node, the object is centimetres from its last pose by the next processed frame.
+A held or freshly detected pose has no velocity of its own (a re-detection keeps its track's).
+
 Held tracks: most losses are occlusions (an arm passing in front, the object leaving the view for
 a moment), and the object is still where it was when it comes back. A lost track is therefore held
 (not published) for ``hold_lost_frames`` frames, its pose moved each frame as the steadiest track
@@ -63,6 +68,7 @@ from pose_ros.core.camera import PinholeCamera
 from pose_ros.core.transforms import R_from_axis_angle, rotation_angle_rad
 from pose_ros.objects.covariance import icp_covariance
 from pose_ros.objects.estimator import PoseEstimator, PoseResult, PoseStats
+from pose_ros.objects.motion_model import blend_velocity, predict_pose, velocity_between, without_turn
 
 __all__ = ["TrackingConfig", "PoseTracker"]
 
@@ -90,6 +96,10 @@ class TrackingConfig:
                                         # off by default: it made the node's poses worse, see the module doc)
     max_gap_s: float = 0.5              # detector aside, frame stamps: tracks older than this are not refined but
                                         # re-detected (0: off; see update)
+    predict_motion: bool = True         # ICP starts from the pose moved at the track's velocity (objects/motion_model.py)
+    motion_gain: float = 0.7            # weight of the newest measured velocity
+    motion_damping: float = 0.9         # velocity factor per update (a self-fed velocity dies away)
+    max_predicted_rotation_deg: float = 15.0   # a prediction moves at most this far (and max_translation_step_m)
 
     def __post_init__(self) -> None:
         if self.redetect_every < 1:
@@ -108,6 +118,9 @@ class TrackingConfig:
             raise ValueError(f"twin_evidence_rate must be in (0,1]; got {self.twin_evidence_rate}")
         if not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must be in [0,1]; got {self.min_score}")
+        if not (0.0 < self.motion_gain <= 1.0 and 0.0 <= self.motion_damping <= 1.0):
+            raise ValueError(f"motion_gain must be in (0,1] and motion_damping in [0,1]; got "
+                             f"{self.motion_gain}, {self.motion_damping}")
 
 
 @dataclass
@@ -117,6 +130,8 @@ class _Track:
     age: int = 0
     evidence: np.ndarray | None = None      # running appearance evidence: [pose, twin 1, ...]
     ref_appearance: float | None = None     # the best evidence the track's pose has shown
+    t: float | None = None                  # when the pose was seen (the tracker's clock: stamp s, else frames)
+    velocity: np.ndarray | None = None      # (6,) angular, linear in the camera frame per clock unit (motion_model)
 
 
 @dataclass
@@ -147,6 +162,8 @@ class PoseTracker:
         self._force_detect = False
         self.last_lost_reasons: list[str] = []
         self._last_stamp_s: float | None = None
+        self._now = 0.0                         # the current frame on the tracks' clock (see _set_clock)
+        self._stamped: bool | None = None
 
     def reset(self) -> None:
         """Forget all tracks (e.g. the ROS 'reset tracking' service); a detection still running
@@ -175,6 +192,7 @@ class PoseTracker:
         self.last_detection_frame = None
         self._expire_after_gap(stamp_s)         # before counting this frame: as a reset after the previous one
         self.frame += 1
+        self._set_clock(stamp_s)
         can_track = depth is not None and bool(np.any(depth > 0))
         if self.detector is not None:
             return self._update_detecting_aside(rgb, depth, camera, enabled, can_track)
@@ -198,6 +216,16 @@ class PoseTracker:
             self._maybe_check_twins(rgb, depth, camera)
         return self._published()
 
+    def _set_clock(self, stamp_s: float | None) -> None:
+        """The tracks' clock: frame stamps in seconds when given (frames dropped upstream are then
+        accounted for), else processed frames. Velocities in the other unit are dropped if it changes."""
+        stamped = stamp_s is not None
+        if self._stamped is not None and stamped != self._stamped:
+            for tr in self.tracks:
+                tr.t, tr.velocity = None, None
+        self._stamped = stamped
+        self._now = float(stamp_s) if stamped else float(self.frame)
+
     def _expire_after_gap(self, stamp_s: float | None) -> None:
         """Tracks (and a running detection) from before a gap of more than ``max_gap_s`` are lost (update)."""
         if stamp_s is None or self.detector is None:
@@ -218,7 +246,7 @@ class PoseTracker:
         for r in results:
             old = self._prior_track(r, by_id, depth, camera)
             keep_old = old is not None and self._track_looks_better(old, r, rgb, depth, camera)
-            new_tracks.append(old if keep_old else _from_detection(r if old else self._unused_id(r), old))
+            new_tracks.append(old if keep_old else _from_detection(r if old else self._unused_id(r), old, self._now))
         # Tracked objects the network missed this frame (e.g. heavily occluded) stay tracked.
         new_tracks.extend(by_id.values())
         self._drop_held_found(new_tracks)
@@ -287,7 +315,8 @@ class PoseTracker:
     def _hold(self, tr: _Track) -> None:
         if self.cfg.hold_lost_frames > 0:
             self.held = [h for h in self.held if h.track.result.instance_id != tr.result.instance_id]
-            self.held.append(_Held(tr, self.frame))
+            # A held pose is moved with the scene (_revive_held), not by its own velocity.
+            self.held.append(_Held(replace(tr, t=None, velocity=None), self.frame))
 
     def _held_results(self) -> list[PoseResult]:
         """Held poses, passed to detections as ``prev`` so that a re-found object keeps its id."""
@@ -399,7 +428,7 @@ class PoseTracker:
                 continue                # a new id, but a track already holds that object
             if old is None:
                 r = self._unused_id(r)
-            by_id[r.instance_id] = _from_detection(r, old)
+            by_id[r.instance_id] = _from_detection(r, old, self._now)
         self._job_tracks, self._job_depths = {}, []
         tracks = list(by_id.values())
         self._drop_held_found(tracks)
@@ -484,7 +513,7 @@ class PoseTracker:
         time_ms = dict(r.stats.time_ms)
         time_ms["appearance"] = (time.perf_counter() - t0) * 1e3
         new = replace(new, stats=replace(new.stats, time_ms=time_ms))
-        return _Track(new, tr.ref_fitness, tr.age, None, tr.ref_appearance)
+        return replace(tr, result=new, evidence=None)
 
     def _refit(self, r: PoseResult, T_init: np.ndarray, depth: np.ndarray, camera: PinholeCamera,
                **stats_changes: Any) -> PoseResult | None:
@@ -555,7 +584,7 @@ class PoseTracker:
         if a is None or a < evidence + self.cfg.spin_margin:
             return tr
         self.counters["spin_fixes"] += 1
-        return _Track(new, tr.ref_fitness, tr.age, tr.evidence, max(tr.ref_appearance or -np.inf, a))
+        return replace(tr, result=new, ref_appearance=max(tr.ref_appearance or -np.inf, a))
 
     def _track_one(self, tr: _Track, depth: np.ndarray, camera: PinholeCamera, frames: int = 1,
                    count_loss: bool = True, confirmed: bool = False) -> _Track | None:
@@ -572,7 +601,7 @@ class PoseTracker:
         if model is None:
             lost("no mesh for ICP")
             return None
-        icp = refine_pose_icp(model, r.T_cam_obj, depth, camera, mask=None, config=self.est.icp_config)
+        icp = refine_pose_icp(model, self._predicted(tr), depth, camera, mask=None, config=self.est.icp_config)
         if not icp.applied:
             lost(f"icp: {icp.reason}")
             return None
@@ -606,22 +635,39 @@ class PoseTracker:
                       covariance=icp_covariance(icp.inlier_rmse_m, spec.diameter_m), stats=stats,
                       T_pnp_cam_obj=None, keypoints_uv=None, mask=None)
         return _Track(new, tr.ref_fitness if tr.ref_fitness > 0 else float(fitness), tr.age + 1, tr.evidence,
-                      tr.ref_appearance)
+                      tr.ref_appearance, t=self._now, velocity=self._velocity_after(tr, new.T_cam_obj))
+
+    def _predicted(self, tr: _Track) -> np.ndarray:
+        """Where ICP starts for ``tr`` on this frame: its pose moved at its velocity since it was seen."""
+        if not self.cfg.predict_motion or tr.velocity is None or tr.t is None:
+            return tr.result.T_cam_obj
+        return predict_pose(tr.result.T_cam_obj, tr.velocity, self._now - tr.t, self.cfg.max_translation_step_m,
+                            np.radians(self.cfg.max_predicted_rotation_deg))
+
+    def _velocity_after(self, tr: _Track, T_new_cam_obj: np.ndarray) -> np.ndarray | None:
+        """The track's velocity updated with its motion from its last pose to ``T_new_cam_obj`` (now)."""
+        if not self.cfg.predict_motion or tr.t is None or not self._now > tr.t:
+            return tr.velocity if tr.t is not None else None    # out-of-order or repeated stamp: keep
+        measured = velocity_between(tr.result.T_cam_obj, T_new_cam_obj, self._now - tr.t)
+        measured = without_turn(measured, T_new_cam_obj[:3, :3], self.est.turn_axis(tr.result.class_id))
+        return blend_velocity(tr.velocity, measured, self.cfg.motion_gain, self.cfg.motion_damping)
 
     def _lost(self, reason: str) -> None:
         self.counters["lost"] += 1
         self.last_lost_reasons.append(reason)
 
 
-def _from_detection(r: PoseResult, old: _Track | None) -> _Track:
-    """A track started (or restarted) by a detection; ``old``: the track it replaces."""
+def _from_detection(r: PoseResult, old: _Track | None, now: float) -> _Track:
+    """A track started (or restarted) by a detection on the frame at ``now``; ``old``: the track it
+    replaces (its velocity carries on: the detection corrects the pose, not how the object moves)."""
     fit = r.stats.icp_fitness if r.stats.icp_applied else 0.0
     # The running twin evidence is relative to the pose: it survives a re-detection only if the
     # detector chose the same turn.
     same_turn = old is not None and rotation_angle_rad(old.result.T_cam_obj[:3, :3],
                                                        r.T_cam_obj[:3, :3]) < np.radians(15.0)
     return _Track(r, fit if fit > 0 else (old.ref_fitness if old else 0.0), (old.age + 1) if old else 0,
-                  old.evidence if same_turn else None, old.ref_appearance if same_turn else None)
+                  old.evidence if same_turn else None, old.ref_appearance if same_turn else None,
+                  t=now, velocity=old.velocity if old is not None else None)
 
 
 def _scene_motion(kept: list[_Track], T_then: dict[int, np.ndarray]) -> tuple[dict[int, np.ndarray], np.ndarray | None]:

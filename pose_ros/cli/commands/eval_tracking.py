@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-visible", type=float, default=0.3, help="GT instances at least this visible count")
     p.add_argument("--twin-check-every", type=int, default=3, help="tracker twin check period (0 = off)")
     p.add_argument("--redetect-every", type=int, default=15)
+    p.add_argument("--no-motion-prediction", action="store_true",
+                   help="start tracking ICP from the last pose, not from the pose moved at the track's velocity")
     p.add_argument("--detect-latency", type=int, default=None, metavar="FRAMES",
                    help="detection aside from tracking as the node runs it (a detector process): its results "
                         "arrive this many frames after the frame they were detected on (0 = the next frame) and "
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = TrackingConfig(redetect_every=args.redetect_every, twin_check_every=args.twin_check_every)
+        cfg = TrackingConfig(redetect_every=args.redetect_every, twin_check_every=args.twin_check_every,
+                             predict_motion=not args.no_motion_prediction)
         model = args.model or resolve("models/demo_objects.pt")
         est = PoseEstimator(model, meshes=args.meshes or meshes_dir(), threads=args.threads)
         total = correct = 0
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"all: {100 * correct / max(total, 1):.1f}% ADD(-S) of {total} visible GT instances "
-          f"(twin check every {args.twin_check_every}, re-detect every {args.redetect_every}, detection "
+          f"(twin check every {args.twin_check_every}, re-detect every {args.redetect_every}, motion prediction "
+          f"{'off' if args.no_motion_prediction else 'on'}, detection "
           + ("in line)" if args.detect_latency is None else f"aside, results {args.detect_latency} frames late)"))
     return 0
