@@ -557,11 +557,14 @@ class ObjectPoseNode(Node):
         self.diag_pub.publish(msg)
 
     def destroy_node(self) -> None:
+        # Also called by rclpy.shutdown() on a node whose constructor failed (a bad parameter): only
+        # what was built is stopped.
         self._stop = True
-        with self._pending_lock:
-            self._pending_lock.notify_all()
-        self._worker.join(timeout=5.0)
-        if self.detector is not None:
+        if hasattr(self, "_pending_lock"):
+            with self._pending_lock:
+                self._pending_lock.notify_all()
+            self._worker.join(timeout=5.0)
+        if getattr(self, "detector", None) is not None:
             self.detector.close()
         super().destroy_node()
 

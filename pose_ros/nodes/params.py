@@ -39,6 +39,10 @@ def declare_parameters(node, specs: list[ParamSpec]) -> dict[str, Any]:
                 descriptor.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
             elif isinstance(spec.default, float):
                 descriptor.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+        if isinstance(spec.default, float):
+            # `tracking_max_gap_s: 0` (YAML, or `-p name:=0`) is an INTEGER to ROS, which a DOUBLE parameter
+            # refuses with a type error: accept any number, checked and converted below.
+            descriptor.dynamic_typing = True
         if isinstance(spec.default, list) and not spec.default:
             # An empty list has no type; declare as string array.
             from rclpy.parameter import Parameter
@@ -51,8 +55,20 @@ def declare_parameters(node, specs: list[ParamSpec]) -> dict[str, Any]:
             values[spec.name] = list(value) if value is not None else []
             continue
         node.declare_parameter(spec.name, spec.default, descriptor)
-        values[spec.name] = node.get_parameter(spec.name).value
+        value = node.get_parameter(spec.name).value
+        values[spec.name] = _as_float(spec, value) if isinstance(spec.default, float) else value
     return values
+
+
+def _as_float(spec: ParamSpec, value: Any) -> float:
+    """A float parameter's value (an integer accepted), type- and range-checked: with dynamic typing
+    ROS checks neither."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"parameter '{spec.name}' must be a number; got {value!r}")
+    value = float(value)
+    if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
+        raise ValueError(f"parameter '{spec.name}' = {value:g} is outside [{spec.min}, {spec.max}]")
+    return value
 
 
 def parameters_in_yaml(path: str | Path) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ import sys
 from typing import Callable, Sequence
 
 import rclpy
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
 
@@ -44,7 +45,7 @@ def run_nodes(factories: Sequence[Callable[[], "rclpy.node.Node"]], args: list[s
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ParameterException) as exc:
         print(f"[pose_ros] {what} failed: {exc}", file=sys.stderr)
         code = 2
     finally:
