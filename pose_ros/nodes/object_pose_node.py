@@ -75,8 +75,9 @@ PARAMETERS = [
     ParamSpec("tracking_hold_lost_frames", 0, "with tracking: a lost track is held (not published) this many "
               "frames and revived with its id when ICP from its pose finds the object again (an occluder passed); "
               "0 = off (default: it made the node's poses worse where frames are dropped)", min=0, max=10000),
-    ParamSpec("tracking_max_gap_s", 0.5, "with tracking and detect_aside: poses older than this (stamps of the "
-              "frames processed) are not refined by ICP but re-detected: after a stall the objects have moved; 0 = off",
+    ParamSpec("tracking_max_gap_s", 0.0, "with tracking and detect_aside: poses older than this (stamps of the "
+              "frames processed) are not refined by ICP but re-detected: after a stall the objects have moved; 0 = off "
+              "(default: where merging a detection takes longer than this, tracks never survive it)",
               min=0.0, max=3600.0),
     ParamSpec("tracking_predict_motion", True, "with tracking: ICP starts from each track's pose moved at its "
               "velocity (measured on the frame stamps), not from its last pose: with a moving camera and dropped "

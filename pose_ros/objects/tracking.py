@@ -37,7 +37,11 @@ Gaps: with the detector aside and given frame stamps, tracks more than ``max_gap
 while the detector process loads; a starved CPU) are lost and the frame is detected afresh. Counted
 in frames alone, the first frame after a 1-5 s in-line detection looked like the next one, and ICP
 from the old poses could settle beside the moved object (`make demo`: a box 35 deg / 2 cm off, a mug
-turned ~120 deg, for 4 s until the next detection replaced them).
+turned ~120 deg, for 4 s until the next detection replaced them). Off by default since session 9: on a
+loaded machine merging a detection (ICP hops onto the newest frame) takes longer than the gap, so the
+frame after every merge found its tracks stale, dropped them and asked again: the tracker never tracked
+(`bench-node --objects 3`: "0 poses tracked", every loss 'stale'; 44-49% of visible objects right vs
+61-81% with the rule off).
 
 Motion: ICP starts from the track's pose moved at its velocity (``objects/motion_model.py``),
 measured from its last poses on the frames' stamps when given: with the camera moving and frames
@@ -94,8 +98,8 @@ class TrackingConfig:
     forward_buffer_frames: int = 60     # depth frames kept for those hops (at most)
     hold_lost_frames: int = 0           # a lost track is held this many frames and revived if ICP finds it (0: off;
                                         # off by default: it made the node's poses worse, see the module doc)
-    max_gap_s: float = 0.5              # detector aside, frame stamps: tracks older than this are not refined but
-                                        # re-detected (0: off; see update)
+    max_gap_s: float = 0.0              # detector aside, frame stamps: tracks older than this are not refined but
+                                        # re-detected (0: off, the default; see the module doc)
     predict_motion: bool = True         # ICP starts from the pose moved at the track's velocity (objects/motion_model.py)
     motion_gain: float = 0.7            # weight of the newest measured velocity
     motion_damping: float = 0.9         # velocity factor per update (a self-fed velocity dies away)
