@@ -81,6 +81,7 @@ class TopicMonitorNode(Node):
         self.latencies_ms: list[float] = []
         self.errors: list[dict] = []
         self.unmatched_gt = 0
+        self._errors_out = self._open_errors_file()
         self.models = self._load_models()
         qos = sensor_qos(reliability=self.p["image_qos"])
         self.create_subscription(Image, self.p["color_topic"], lambda m: self._on_image("color", m), qos)
@@ -90,6 +91,16 @@ class TopicMonitorNode(Node):
         if self.p["object_poses_topic"]:
             self.create_subscription(ObjectPoseArray, self.p["object_poses_topic"], self._on_poses, result_qos())
         self.create_timer(float(self.p["report_period_s"]), self.report)
+
+    def _open_errors_file(self):
+        """The timeline file, opened once (an entry per scored instance, ~30/s in the demo), line-buffered
+        so that it can be read while the monitor runs; None when not asked for."""
+        if not self.p["errors_file"]:
+            return None
+        try:
+            return open(self.p["errors_file"], "a", buffering=1)
+        except OSError as exc:
+            raise ValueError(f"errors_file {self.p['errors_file']!r} cannot be opened: {exc}") from exc
 
     def _load_models(self) -> dict:
         """{class name: ObjectModel} for ADD(-S), if the meshes load."""
@@ -135,9 +146,8 @@ class TopicMonitorNode(Node):
 
     def _scored(self, entry: dict) -> None:
         self.errors.append(entry)
-        if self.p["errors_file"]:
-            with open(self.p["errors_file"], "a") as f:
-                f.write(json.dumps(entry) + "\n")
+        if self._errors_out is not None:
+            self._errors_out.write(json.dumps(entry) + "\n")
 
     def _error(self, name: str, T_est: np.ndarray, T_gt: np.ndarray) -> dict:
         t_err = float(np.linalg.norm(T_est[:3, 3] - T_gt[:3, 3]))
@@ -198,6 +208,8 @@ class TopicMonitorNode(Node):
         try:
             self.write_summary()
         finally:
+            if getattr(self, "_errors_out", None) is not None:
+                self._errors_out.close()
             super().destroy_node()
 
 

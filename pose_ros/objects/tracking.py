@@ -651,7 +651,7 @@ class PoseTracker:
     def _velocity_after(self, tr: _Track, T_new_cam_obj: np.ndarray) -> np.ndarray | None:
         """The track's velocity updated with its motion from its last pose to ``T_new_cam_obj`` (now)."""
         if not self.cfg.predict_motion or tr.t is None or not self._now > tr.t:
-            return tr.velocity if tr.t is not None else None    # out-of-order or repeated stamp: keep
+            return tr.velocity                  # none yet, or an out-of-order or repeated stamp: kept
         measured = velocity_between(tr.result.T_cam_obj, T_new_cam_obj, self._now - tr.t)
         measured = without_turn(measured, T_new_cam_obj[:3, :3], self.est.turn_axis(tr.result.class_id))
         return blend_velocity(tr.velocity, measured, self.cfg.motion_gain, self.cfg.motion_damping)
