@@ -101,9 +101,30 @@ def test_tracker_never_waits_and_moves_a_late_detection_onto_the_newest_frame(de
     assert all(r.stats.source == "tracking" for r in tracked)
 
 
+def test_frames_without_depth_since_the_detection_are_skipped_when_carrying_it_forward(demo_estimator, stream):
+    """Depth missing in a frame between the detection's and the newest: that ICP hop finds nothing and
+    is skipped (an occluder passing, a bad depth frame); the next hops and the newest frame confirm the pose."""
+    from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    camera, models, frames = stream
+    det = InlineDetector(demo_estimator, latency_frames=3)
+    tracker = PoseTracker(demo_estimator, TrackingConfig(redetect_every=100, twin_check_every=0), detector=det)
+    render, depth, _ = frames[0]
+    tracker.update(render.rgb, depth, camera)
+    for i in (1, 2, 3):
+        render, depth, _ = frames[i]
+        tracker.update(render.rgb, np.zeros_like(depth) if i == 2 else depth, camera)
+    render, depth, gts = frames[4]
+    merged = tracker.update(render.rgb, depth, camera)
+    errs = _errors(merged, gts, models)
+    assert len(errs) >= 2 and all(e < 0.1 for e in errs.values()), errs
+    assert tracker.counters["detections_dropped"] == 0 and tracker.counters["lost"] == 0
+
+
 def test_a_detection_that_cannot_be_carried_forward_is_dropped_not_counted_as_lost(demo_estimator, stream):
-    """Depth missing in every frame since the detection's: ICP cannot move it onto the newest frame.
-    It is a dropped detection (the next one finds the objects), not a lost track: no track existed."""
+    """The objects are hidden in the newest frame (a wall in front): the detection cannot be confirmed
+    there. It is a dropped detection, not a lost track (no track existed), and is asked for again."""
     from pose_ros.objects.detection_worker import InlineDetector
     from pose_ros.objects.tracking import PoseTracker, TrackingConfig
 
@@ -116,11 +137,71 @@ def test_a_detection_that_cannot_be_carried_forward_is_dropped_not_counted_as_lo
     assert n_detected >= 2
     for i in (1, 2, 3):
         render, depth, _ = frames[i]
-        tracker.update(render.rgb, np.zeros_like(depth), camera)
+        tracker.update(render.rgb, depth, camera)
     render, depth, _ = frames[4]
-    assert tracker.update(render.rgb, depth, camera) == []
+    wall = np.full_like(depth, 0.25)
+    assert tracker.update(np.full_like(render.rgb, 90), wall, camera) == []
     assert tracker.counters["detect"] == 1 and tracker.counters["detections_dropped"] == n_detected
     assert tracker.counters["lost"] == 0 and tracker.last_lost_reasons == []
+    assert det.busy                                             # looked for again
+
+
+def test_a_lost_track_is_looked_for_alone_and_comes_back_sooner(demo_estimator, stream):
+    """Detector aside: a lost mug asks for a job looking for mugs alone, which returns in a third of a
+    full detection's time (InlineDetector: ceil(latency * 1 / 3)); the other tracks keep their ids."""
+    from dataclasses import replace
+
+    from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    camera, models, frames = stream
+    det = InlineDetector(demo_estimator, latency_frames=6)
+    tracker = PoseTracker(demo_estimator, TrackingConfig(redetect_every=100, twin_check_every=0), detector=det)
+    render, depth, gts = frames[0]
+    seeded = demo_estimator.estimate(render.rgb, depth, camera)
+    assert len(_errors(seeded, gts, models)) == 3 and all(e < 0.1 for e in _errors(seeded, gts, models).values())
+    mug = demo_estimator.loaded.class_id("mug")
+    T_nowhere = np.eye(4)
+    T_nowhere[:3, 3] = [0.0, 0.0, 3.0]
+    tracker.seed([replace(r, T_cam_obj=T_nowhere) if r.class_id == mug else r for r in seeded])
+    others = {r.instance_id for r in seeded if r.class_id != mug}
+    render, depth, _ = frames[1]
+    out = tracker.update(render.rgb, depth, camera)
+    assert tracker.counters["lost"] == 1 and {r.instance_id for r in out} == others
+    assert det.busy and det._job.results and {r.class_id for r in det._job.results} == {mug}
+    for i in (2, 3):                                             # latency ceil(6 / 3) = 2 polls
+        render, depth, _ = frames[i]
+        assert "mug" not in {r.class_name for r in tracker.update(render.rgb, depth, camera)}
+    render, depth, gts = frames[4]                               # a full detection would land at frames[8]
+    back = tracker.update(render.rgb, depth, camera)
+    assert tracker.last_detection_frame == 1 and tracker.counters["detect"] == 1
+    errs = _errors(back, gts, models)
+    assert errs.get("mug", 1.0) < 0.1 and others <= {r.instance_id for r in back}, errs
+    assert not det.busy                                          # found: nothing more to ask until the period
+
+
+def test_objects_of_one_detection_keep_distinct_ids_when_one_is_renamed(demo_estimator, stream):
+    """The detector process numbers ids on its own: a detection can bring a mug with an id the tracker
+    published before (renamed) and a bottle with the id the renamed mug would take. Both are kept."""
+    from dataclasses import replace
+
+    from pose_ros.objects.detection_worker import DetectionDone, InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    camera, models, frames = stream
+    render, depth, gts = frames[0]
+    found = {r.class_name: r for r in demo_estimator.estimate(render.rgb, depth, camera)}
+    assert {"mug", "bottle"} <= set(found)
+    tracker = PoseTracker(demo_estimator, TrackingConfig(redetect_every=100, twin_check_every=0),
+                          detector=InlineDetector(demo_estimator, latency_frames=50))
+    tracker.seed([replace(found["mug"], instance_id=2)])
+    tracker.update(render.rgb, depth, camera)                    # id 2 published
+    tracker.reset()
+    results = [replace(found["mug"], instance_id=2), replace(found["bottle"], instance_id=3)]
+    tracks = tracker._merge_detection(DetectionDone(tracker.frame, results, 1.0), [], render.rgb, depth, camera,
+                                      {1, 2, 3}, True)
+    ids = {t.result.class_name: t.result.instance_id for t in tracks}
+    assert set(ids) == {"mug", "bottle"} and ids["bottle"] == 3 and ids["mug"] not in (2, 3), ids
 
 
 def test_tracks_older_than_max_gap_are_redetected_and_a_detection_from_before_the_gap_is_discarded(

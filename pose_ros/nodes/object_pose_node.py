@@ -72,6 +72,10 @@ PARAMETERS = [
     ParamSpec("tracking_lost_in_line", False, "with detect_aside: a frame that lost a track is re-detected in "
               "line, so the object is not missing for a detection time, at the cost of stalling the pose stream "
               "for it; false = every detection aside (camera-rate poses; a lost object returns a detection later)"),
+    ParamSpec("tracking_lost_search_jobs", 4, "with detect_aside: the class of a lost track (or of a detection that "
+              "could not be carried onto the newest frame) is looked for alone, between the periodic full detections, "
+              "until found or this many detections missed it: one class takes a fraction of a full detection's time; "
+              "0 = off (only full detections)", min=0, max=1000),
     ParamSpec("tracking_hold_lost_frames", 0, "with tracking: a lost track is held (not published) this many "
               "frames and revived with its id when ICP from its pose finds the object again (an occluder passed); "
               "0 = off (default: it made the node's poses worse where frames are dropped)", min=0, max=10000),
@@ -141,6 +145,7 @@ class ObjectPoseNode(Node):
                 redetect_every=int(self.p["tracking_redetect_every"]),
                 twin_check_every=int(self.p["tracking_twin_check_every"]),
                 lost_in_line=bool(self.p["tracking_lost_in_line"]),
+                lost_search_jobs=int(self.p["tracking_lost_search_jobs"]),
                 hold_lost_frames=int(self.p["tracking_hold_lost_frames"]),
                 max_gap_s=float(self.p["tracking_max_gap_s"]),
                 predict_motion=bool(self.p["tracking_predict_motion"])), detector=self.detector)

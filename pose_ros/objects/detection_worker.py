@@ -64,7 +64,11 @@ class DetectionDone:
 
 
 class InlineDetector:
-    """Runs the estimator in ``submit``; ``poll`` hands the result back ``latency_frames`` polls later."""
+    """Runs the estimator in ``submit``; ``poll`` hands the result back ``latency_frames`` polls later
+    for a job looking for every class of the estimator, ``ceil(latency_frames * k / n)`` for one
+    looking for k of its n classes: the per-instance depth search is most of a detection's time
+    (``PoseTracker._submit_due``), so a job for fewer classes comes back sooner, as it does in the
+    detector process."""
 
     def __init__(self, estimator: Any, latency_frames: int = 0):
         if latency_frames < 0:
@@ -84,7 +88,8 @@ class InlineDetector:
         if self.busy:
             return False
         self._job = _detect(self.estimator, frame, rgb, depth_m, camera, enabled, prev)
-        self._wait = self.latency_frames
+        n = max(len(self.estimator.class_names), 1)
+        self._wait = -(-self.latency_frames * min(len(enabled), n) // n)
         return True
 
     def poll(self) -> DetectionDone | None:

@@ -28,7 +28,17 @@ in another process while the following frames are tracked. Its results, some fra
 arrive, are moved onto the newest frame (ICP from the detected pose moved as the instance's track,
 or the steadiest track, moved meanwhile; failing that, ICP hops through the frames seen since)
 and replace the track of the same instance (a detection is also what corrects a wrong track) or
-start new tracks. With ``lost_in_line`` a frame that lost a track still runs the detector in line,
+start new tracks. Carried forward, a detection must still look on the newest frame about as it did
+on its own (render-and-compare evidence within ``appearance_drop``): hops through frames where a box
+shows one face slid it along that face, a fit to depth 0.13 d off. A hop that finds nothing (the
+object hidden for a frame) is skipped; only the newest frame must confirm the pose.
+
+Lost objects: the periodic detection looks for every class, but the class of a lost track (or of a
+detection that could not be carried forward) is looked for alone in the jobs between, until a
+detection finds it or ``lost_search_jobs`` missed it. The per-instance depth search is most of a
+detection's time, so one class comes back in about a third of a full detection's time with three
+objects; a job asked on the frame the object was lost often finds nothing (the occluder still in
+front), hence the repeats. With ``lost_in_line`` a frame that lost a track still runs the detector in line,
 so a briefly lost object is not missing for a whole detection time. Without a detector, every
 detection runs in line in the frame that needs it. Either way a re-detection replaces a track only
 if the render-and-compare check does not clearly prefer the track (``keep_track_margin``).
@@ -96,6 +106,8 @@ class TrackingConfig:
     lost_in_line: bool = False          # detection aside: a frame that lost a track is re-detected in line
     forward_max_hops: int = 8           # detection aside: at most this many ICP hops through the frames since its frame
     forward_buffer_frames: int = 60     # depth frames kept for those hops (at most)
+    lost_search_jobs: int = 4           # detector aside: a lost track's class is looked for alone (between the
+                                        # periodic detections) until found or this many detections missed it
     hold_lost_frames: int = 0           # a lost track is held this many frames and revived if ICP finds it (0: off;
                                         # off by default: it made the node's poses worse, see the module doc)
     max_gap_s: float = 0.0              # detector aside, frame stamps: tracks older than this are not refined but
@@ -114,6 +126,8 @@ class TrackingConfig:
             raise ValueError(f"hold_lost_frames must be >= 0 (0 = off); got {self.hold_lost_frames}")
         if not self.max_gap_s >= 0.0:
             raise ValueError(f"max_gap_s must be >= 0 (0 = off); got {self.max_gap_s}")
+        if self.lost_search_jobs < 0:
+            raise ValueError(f"lost_search_jobs must be >= 0 (0 = off); got {self.lost_search_jobs}")
         if self.forward_max_hops < 1 or self.forward_buffer_frames < 1:
             raise ValueError("forward_max_hops and forward_buffer_frames must be >= 1")
         if self.twin_check_every < 0:
@@ -153,7 +167,12 @@ class PoseTracker:
         self.detector = detector                # None: detect in line (module doc)
         self.last_detection_frame: int | None = None   # frame whose detection was merged in the latest update
         self._job_tracks: dict[int, np.ndarray] = {}   # track poses when the detector's job was submitted
-        self._job_depths: list[tuple[int, np.ndarray]] = []   # depth frames seen since (forward hops)
+        self._job_depths: list[tuple[int, float, np.ndarray]] = []   # (frame, clock, depth) seen since (forward hops)
+        self._job_t: float | None = None        # the clock (see _set_clock) of the frame the job was submitted with
+        self._job_classes: set[int] = set()     # the classes the detector's job looks for
+        self._job_frame: tuple[np.ndarray, np.ndarray | None] | None = None   # (rgb, depth) it was asked with
+        self._job_full = False                  # whether that is every enabled class (not a loss's classes alone)
+        self._missing: dict[int, int] = {}      # class of a lost track not found since -> jobs that looked in vain
         self._reset_frame = 0                   # detections of frames up to this one predate a reset
         self.tracks: list[_Track] = []
         self.held: list[_Held] = []             # lost tracks waiting to be revived (module doc)
@@ -175,6 +194,7 @@ class PoseTracker:
         self.tracks = []
         self.held = []
         self.since_detect = 0
+        self._missing = {}
         self._reset_frame = self.frame
 
     def seed(self, results: list[PoseResult]) -> None:
@@ -246,11 +266,13 @@ class PoseTracker:
                    camera: PinholeCamera) -> list[_Track]:
         """Tracks after a detection of this very frame."""
         by_id = {t.result.instance_id: t for t in kept}
-        new_tracks = []
+        new_tracks: list[_Track] = []
         for r in results:
             old = self._prior_track(r, by_id, depth, camera)
             keep_old = old is not None and self._track_looks_better(old, r, rgb, depth, camera)
-            new_tracks.append(old if keep_old else _from_detection(r if old else self._unused_id(r), old, self._now))
+            if old is None:
+                r = self._unused_id(r, _other_ids(r, results, by_id, new_tracks))
+            new_tracks.append(old if keep_old else _from_detection(r, old, self._now))
         # Tracked objects the network missed this frame (e.g. heavily occluded) stay tracked.
         new_tracks.extend(by_id.values())
         self._drop_held_found(new_tracks)
@@ -268,7 +290,7 @@ class PoseTracker:
         if done is not None:
             kept = self._merge_detection(done, kept, rgb, depth, camera, enabled, can_track)
         elif self.detector.busy and depth is not None:
-            self._job_depths.append((self.frame, depth))
+            self._job_depths.append((self.frame, self._now, depth))
             del self._job_depths[:-self.cfg.forward_buffer_frames]
         starting = not self.detector.ready and (lost_any or not kept)
         if (starting or (lost_any and self.cfg.lost_in_line)) and done is None:
@@ -280,20 +302,52 @@ class PoseTracker:
             self.counters["detect"] += 1
             self.last_detection_frame = self.frame
             self.tracks = self._merge_now(results, kept, rgb, depth, camera)
+            self._update_missing(kept, self.tracks, enabled)
             return self._published()
         self.tracks = kept
         if done is None:
             self.since_detect += 1
             self._maybe_check_twins(rgb, depth, camera)
-        due = (not self.tracks or lost_any or self._force_detect or self.since_detect >= self.cfg.redetect_every)
-        if due and not self.detector.busy:
-            if self.detector.submit(self.frame, rgb, depth, camera, enabled,
-                                    [t.result for t in self.tracks] + self._held_results()):
-                self._force_detect = False
-                self.since_detect = 0
-                self._job_tracks = {t.result.instance_id: t.result.T_cam_obj.copy() for t in self.tracks}
-                self._job_depths = []
+        self._submit_due(rgb, depth, camera, enabled)
         return self._published()
+
+    def _submit_due(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera, enabled: set[int]) -> None:
+        """Ask the detector for what is due: every enabled class (no tracks, ``redetect_every``), else
+        the classes of lost tracks alone. The depth search per instance is most of a detection's time
+        (demo objects, one torch thread: 566 ms for all three, 74 / 196 / 276 ms for the bottle, box,
+        mug alone), so a lost object comes back in a fraction of a full detection's time."""
+        full = not self.tracks or self.since_detect >= self.cfg.redetect_every
+        classes = set(enabled) if full else set(self._missing) & enabled
+        if not classes or self.detector.busy:
+            return
+        if self.detector.submit(self.frame, rgb, depth, camera, classes,
+                                [t.result for t in self.tracks] + self._held_results()):
+            self._force_detect = False
+            self._job_classes, self._job_full = classes, full
+            if full:
+                self.since_detect = 0
+            self._job_tracks = {t.result.instance_id: t.result.T_cam_obj.copy() for t in self.tracks}
+            self._job_depths, self._job_t, self._job_frame = [], self._now, (rgb, depth)
+
+    def _note_missing(self, class_id: int) -> None:
+        """A track of this class was lost: look for the class alone until found (``_update_missing``)."""
+        if self.cfg.lost_search_jobs > 0:
+            self._missing[class_id] = 0
+
+    def _update_missing(self, before: list[_Track], after: list[_Track], looked_for: set[int]) -> None:
+        """After a detection looking for ``looked_for``: a lost track's class is found when the
+        detection started a track of it; else it counts a job in vain, and after ``lost_search_jobs``
+        of them it is no longer asked for alone (the object left the view: the periodic detections
+        still look)."""
+        ids_before = {t.result.instance_id for t in before}
+        found = {t.result.class_id for t in after if t.result.instance_id not in ids_before}
+        for c in list(self._missing):
+            if c in found:
+                del self._missing[c]
+            elif c in looked_for:
+                self._missing[c] += 1
+                if self._missing[c] >= self.cfg.lost_search_jobs:
+                    del self._missing[c]
 
     def _track_all(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera, enabled: set[int],
                    can_track: bool) -> tuple[list[_Track], bool]:
@@ -307,6 +361,7 @@ class PoseTracker:
             new = self._track_one(tr, depth, camera) if can_track else None
             if new is None:
                 lost_any = True
+                self._note_missing(tr.result.class_id)
                 if not can_track:
                     self._lost("no depth")
                 self._hold(tr)
@@ -370,20 +425,27 @@ class PoseTracker:
         pick a wrong near-symmetric turn that the track, seen whole before, had right; the detection
         confirms the object is there, so the held pose needs only ICP to converge, not the full
         revival tests, to be compared with it."""
-        old = by_id.pop(r.instance_id, None)
-        held = next((h for h in self.held if h.track.result.instance_id == r.instance_id), None)
+        old = by_id.get(r.instance_id)
+        if old is not None and old.result.class_id != r.class_id:
+            old = None                  # another object's id (ids from another process): not this one's track
+        elif old is not None:
+            del by_id[r.instance_id]
+        held = next((h for h in self.held if h.track.result.instance_id == r.instance_id
+                     and h.track.result.class_id == r.class_id), None)
         if old is not None or held is None or depth is None:
             return old
         return self._track_one(held.track, depth, camera, frames=min(self.frame - held.lost_frame, 3),
                                count_loss=False, confirmed=True)
 
-    def _unused_id(self, r: PoseResult) -> PoseResult:
+    def _unused_id(self, r: PoseResult, reserved: set[int]) -> PoseResult:
         """A new object keeps a new id: the detector process's estimator counts ids on its own, so
         its 'new' id can be one the tracker published before (after a reset, the same object
-        would seem to come back with an old id)."""
-        if r.instance_id not in self._ids_issued:
+        would seem to come back with an old id). ``reserved``: ids other objects hold in the merge
+        under way (a renamed object must not take one: it replaced that object's track)."""
+        if r.instance_id not in self._ids_issued and r.instance_id not in reserved:
             return r
-        taken = self._ids_issued | {t.result.instance_id for t in self.tracks} | {h.track.result.instance_id for h in self.held}
+        taken = (self._ids_issued | reserved | {r.instance_id} | {t.result.instance_id for t in self.tracks}
+                 | {h.track.result.instance_id for h in self.held})
         new_id = max(taken) + 1
         self._ids_issued.add(new_id)
         return replace(r, instance_id=new_id)
@@ -403,7 +465,8 @@ class PoseTracker:
                          camera: PinholeCamera, enabled: set[int], can_track: bool) -> list[_Track]:
         """Move a finished detection onto this frame and merge it with the tracks (module doc)."""
         self.counters["detect"] += 1
-        self.since_detect = 0
+        if self._job_full:
+            self.since_detect = 0
         self.last_detection_frame = done.frame
         if done.error is not None:
             self.counters["detect_errors"] += 1
@@ -416,14 +479,19 @@ class PoseTracker:
         for r in done.results:
             if r.class_id not in enabled:
                 continue
+            velocity = ref_appearance = None    # measured while carried forward; its look on its own frame
             if done.frame != self.frame and can_track:
                 guess = motion.get(r.instance_id, steadiest_motion)
                 moved = self._forward(r, guess, depth, camera)
-                if moved is None:       # out of ICP's reach meanwhile: the next detection finds it
+                ref_appearance = self._job_appearance(r, camera)
+                if moved is None or not self._still_looks_right(moved.result, ref_appearance, rgb, depth, camera):
+                    # out of ICP's reach meanwhile, or ICP slid it off the object: looked for again
                     self.counters["detections_dropped"] += 1
+                    self._note_missing(r.class_id)
                     continue
                 r = replace(moved.result, stats=replace(moved.result.stats, source=r.stats.source,
                                                         method=r.stats.method + "+icp_forward"))
+                velocity = moved.velocity
             old = self._prior_track(r, by_id, depth, camera)
             if old is not None and self._track_looks_better(old, r, rgb, depth, camera):
                 by_id[r.instance_id] = old
@@ -431,18 +499,39 @@ class PoseTracker:
             if old is None and self._held_elsewhere(r, by_id.values()):
                 continue                # a new id, but a track already holds that object
             if old is None:
-                r = self._unused_id(r)
-            by_id[r.instance_id] = _from_detection(r, old, self._now)
+                r = self._unused_id(r, _other_ids(r, done.results, by_id))
+            by_id[r.instance_id] = _from_detection(r, old, self._now, velocity, ref_appearance)
         self._job_tracks, self._job_depths = {}, []
         tracks = list(by_id.values())
         self._drop_held_found(tracks)
+        self._update_missing(kept, tracks, self._job_classes)
         return tracks
+
+    def _job_appearance(self, r: PoseResult, camera: PinholeCamera) -> float | None:
+        """Render-and-compare evidence of a detected pose on the frame the detector was given."""
+        if self._job_frame is None or self._job_frame[1] is None:
+            return None
+        rgb, depth = self._job_frame
+        return self.est.appearance_evidence(r.class_id, r.T_cam_obj, rgb, depth, camera)
+
+    def _still_looks_right(self, r: PoseResult, ref_appearance: float | None, rgb: np.ndarray, depth: np.ndarray,
+                           camera: PinholeCamera) -> bool:
+        """A detection carried forward must look on this frame about as it did on its own: ICP hops
+        through frames where a box shows one face can slide it along that face and still fit the
+        depth (the demo stream: right on its frame, 0.13 d off after 20 frames of hops)."""
+        if ref_appearance is None:
+            return True
+        a = self.est.appearance_evidence(r.class_id, r.T_cam_obj, rgb, depth, camera)
+        return a is None or a >= ref_appearance - self.cfg.appearance_drop
 
     def _forward(self, r: PoseResult, motion: np.ndarray | None, depth: np.ndarray, camera: PinholeCamera
                  ) -> _Track | None:
         """A detection from an older frame, on this frame: ICP from its pose moved by ``motion``;
         failing that, ICP hops through the frames seen since (every one, or evenly spaced ones when
-        there are more than ``forward_max_hops``), then this one."""
+        there are more than ``forward_max_hops``), then this one. The hops measure the object's
+        velocity as tracking does, so each starts from the predicted pose; a hop that does not find
+        the object (the demo's arm passing over it, a frame of bad depth) is skipped, not fatal:
+        only this frame must confirm the pose, with the tests that keep a track."""
         fit = r.stats.icp_fitness if r.stats.icp_applied else 0.0
         if motion is not None:
             # (a detection not carried forward is counted as dropped by the caller, not as a lost track)
@@ -451,13 +540,19 @@ class PoseTracker:
             if moved is not None:
                 return moved
         stride = -(-(len(self._job_depths) + 1) // self.cfg.forward_max_hops)
-        hops = self._job_depths[stride - 1::stride] + [(self.frame, depth)]
-        tr, last = _Track(r, fit), hops[0][0] - stride
-        for frame, depth_f in hops:
-            tr = self._track_one(tr, depth_f, camera, frames=frame - last, count_loss=False)
-            if tr is None:
-                return None
-            last = frame
+        hops = self._job_depths[stride - 1::stride] + [(self.frame, self._now, depth)]
+        now = self._now
+        tr, last = _Track(r, fit, t=self._job_t), hops[0][0] - stride
+        try:
+            for frame, t, depth_f in hops:
+                self._now = t                   # the hop's frame time: velocity and prediction (_track_one)
+                moved = self._track_one(tr, depth_f, camera, frames=frame - last, count_loss=False)
+                if moved is not None:
+                    tr, last = moved, frame
+                elif frame == self.frame:
+                    return None
+        finally:
+            self._now = now
         return tr
 
     def _track_looks_better(self, tr: _Track, r: PoseResult, rgb: np.ndarray, depth: np.ndarray | None,
@@ -484,6 +579,7 @@ class PoseTracker:
         self._twin_turn += 1
         checked = self._check_twins(self.tracks[i], rgb, depth, camera)
         if checked is None:
+            self._note_missing(self.tracks[i].result.class_id)
             del self.tracks[i]
             self._force_detect = True
         else:
@@ -661,17 +757,30 @@ class PoseTracker:
         self.last_lost_reasons.append(reason)
 
 
-def _from_detection(r: PoseResult, old: _Track | None, now: float) -> _Track:
+def _from_detection(r: PoseResult, old: _Track | None, now: float, velocity: np.ndarray | None = None,
+                    ref_appearance: float | None = None) -> _Track:
     """A track started (or restarted) by a detection on the frame at ``now``; ``old``: the track it
-    replaces (its velocity carries on: the detection corrects the pose, not how the object moves)."""
+    replaces (its velocity carries on: the detection corrects the pose, not how the object moves);
+    ``velocity``, ``ref_appearance``: for a new track, the velocity measured while the detection was
+    carried forward and its render-and-compare evidence on its own frame (the reference a drifting
+    track is lost against, ``_check_twins``)."""
     fit = r.stats.icp_fitness if r.stats.icp_applied else 0.0
     # The running twin evidence is relative to the pose: it survives a re-detection only if the
     # detector chose the same turn.
     same_turn = old is not None and rotation_angle_rad(old.result.T_cam_obj[:3, :3],
                                                        r.T_cam_obj[:3, :3]) < np.radians(15.0)
     return _Track(r, fit if fit > 0 else (old.ref_fitness if old else 0.0), (old.age + 1) if old else 0,
-                  old.evidence if same_turn else None, old.ref_appearance if same_turn else None,
-                  t=now, velocity=old.velocity if old is not None else None)
+                  old.evidence if same_turn else None, old.ref_appearance if same_turn else ref_appearance,
+                  t=now, velocity=old.velocity if old is not None and old.velocity is not None else velocity)
+
+
+def _other_ids(r: PoseResult, results: list[PoseResult], *tracks: Iterable) -> set[int]:
+    """Instance ids held in a merge by objects other than ``r``: the detection's other results and
+    the tracks (dicts by id, or lists) merged so far."""
+    ids = {x.instance_id for x in results if x.instance_id != r.instance_id}
+    for group in tracks:
+        ids |= set(group) if isinstance(group, dict) else {t.result.instance_id for t in group}
+    return ids
 
 
 def _scene_motion(kept: list[_Track], T_then: dict[int, np.ndarray]) -> tuple[dict[int, np.ndarray], np.ndarray | None]:

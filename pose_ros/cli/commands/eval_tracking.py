@@ -26,7 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detect-latency", type=int, default=None, metavar="FRAMES",
                    help="detection aside from tracking as the node runs it (a detector process): its results "
                         "arrive this many frames after the frame they were detected on (0 = the next frame) and "
-                        "are moved onto the newest frame by ICP; default: detect in line")
+                        "are moved onto the newest frame by ICP (a job for k of the n classes: ceil(FRAMES * k / n)); "
+                        "default: detect in line")
+    p.add_argument("--lost-search-jobs", type=int, default=None, metavar="N",
+                   help="with --detect-latency: a lost track's class is looked for alone until found or N "
+                        "detections missed it (0 = off: only full detections; default: the tracker's)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(func=run)
 
@@ -43,11 +47,12 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        extra = {} if args.lost_search_jobs is None else {"lost_search_jobs": args.lost_search_jobs}
         cfg = TrackingConfig(redetect_every=args.redetect_every, twin_check_every=args.twin_check_every,
-                             predict_motion=not args.no_motion_prediction)
+                             predict_motion=not args.no_motion_prediction, **extra)
         model = args.model or resolve("models/demo_objects.pt")
         est = PoseEstimator(model, meshes=args.meshes or meshes_dir(), threads=args.threads)
-        total = correct = 0
+        total = correct = missing = 0
         print(f"{'seed':>4} {'visible GT':>10} {'ADD(-S)':>8} {'missing':>7}  detect ok/wrong  track ok/wrong  counters")
         for seed in args.seeds:
             with tqdm(total=args.frames, desc=f"seed {seed}", unit="frame", leave=False) as bar:
@@ -58,11 +63,14 @@ def run(args: argparse.Namespace) -> int:
                   f"{t['ok']:>5}/{t['wrong']:<8} {r.counters}")
             total += r.visible_gt
             correct += r.correct
+            missing += r.missing
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"all: {100 * correct / max(total, 1):.1f}% ADD(-S) of {total} visible GT instances "
-          f"(twin check every {args.twin_check_every}, re-detect every {args.redetect_every}, motion prediction "
+          f"({missing} missing, {total - correct - missing} wrong; "
+          f"twin check every {args.twin_check_every}, re-detect every {args.redetect_every}, motion prediction "
           f"{'off' if args.no_motion_prediction else 'on'}, detection "
-          + ("in line)" if args.detect_latency is None else f"aside, results {args.detect_latency} frames late)"))
+          + ("in line)" if args.detect_latency is None else f"aside, results {args.detect_latency} frames late, "
+                                                              f"lost classes looked for alone {cfg.lost_search_jobs}x)"))
     return 0
