@@ -271,7 +271,7 @@ class PoseTracker:
             old = self._prior_track(r, by_id, depth, camera)
             keep_old = old is not None and self._track_looks_better(old, r, rgb, depth, camera)
             if old is None:
-                r = self._unused_id(r, _other_ids(r, results, by_id, new_tracks))
+                r = self._unused_id(r, _other_ids(r, results, by_id, (t.result.instance_id for t in new_tracks)))
             new_tracks.append(old if keep_old else _from_detection(r, old, self._now))
         # Tracked objects the network missed this frame (e.g. heavily occluded) stay tracked.
         new_tracks.extend(by_id.values())
@@ -395,7 +395,7 @@ class PoseTracker:
                 still.append(h)
                 continue
             new = self._track_one(h.track, depth, camera, frames=min(self.frame - h.lost_frame, 3), count_loss=False)
-            if new is None or not self._appearance_holds(new, rgb, depth, camera):
+            if new is None or not self._looks_as_before(new.result, new.ref_appearance, rgb, depth, camera):
                 still.append(h)
                 continue
             new.result.stats.method = "icp_revived"
@@ -404,13 +404,17 @@ class PoseTracker:
         self.held = still
         return revived
 
-    def _appearance_holds(self, tr: _Track, rgb: np.ndarray, depth: np.ndarray, camera: PinholeCamera) -> bool:
-        """A revived pose must look as its track did at its best (when the track has a reference):
-        ICP alone could settle on a similar surface nearby."""
-        if tr.ref_appearance is None:
+    def _looks_as_before(self, r: PoseResult, ref_appearance: float | None, rgb: np.ndarray, depth: np.ndarray,
+                         camera: PinholeCamera) -> bool:
+        """Whether a pose ICP moved without a detection looks on this frame within ``appearance_drop``
+        of its reference (when there is one): ICP alone can settle on a similar surface nearby. A
+        revived held track is compared with its best; a detection carried forward with its look on its
+        own frame (hops through frames where a box shows one face slid it along that face: right on its
+        frame, 0.13 d off after 20 frames in the demo stream)."""
+        if ref_appearance is None:
             return True
-        a = self.est.appearance_evidence(tr.result.class_id, tr.result.T_cam_obj, rgb, depth, camera)
-        return a is None or a >= tr.ref_appearance - self.cfg.appearance_drop
+        a = self.est.appearance_evidence(r.class_id, r.T_cam_obj, rgb, depth, camera)
+        return a is None or a >= ref_appearance - self.cfg.appearance_drop
 
     def _held_elsewhere(self, r: PoseResult, tracks: Iterable[_Track]) -> bool:
         """Whether another of ``tracks`` holds the object of ``r`` (same class, within half a diameter)."""
@@ -483,8 +487,8 @@ class PoseTracker:
             if done.frame != self.frame and can_track:
                 guess = motion.get(r.instance_id, steadiest_motion)
                 moved = self._forward(r, guess, depth, camera)
-                ref_appearance = self._job_appearance(r, camera)
-                if moved is None or not self._still_looks_right(moved.result, ref_appearance, rgb, depth, camera):
+                ref_appearance = self._job_appearance(r, camera) if moved is not None else None
+                if moved is None or not self._looks_as_before(moved.result, ref_appearance, rgb, depth, camera):
                     # out of ICP's reach meanwhile, or ICP slid it off the object: looked for again
                     self.counters["detections_dropped"] += 1
                     self._note_missing(r.class_id)
@@ -513,16 +517,6 @@ class PoseTracker:
             return None
         rgb, depth = self._job_frame
         return self.est.appearance_evidence(r.class_id, r.T_cam_obj, rgb, depth, camera)
-
-    def _still_looks_right(self, r: PoseResult, ref_appearance: float | None, rgb: np.ndarray, depth: np.ndarray,
-                           camera: PinholeCamera) -> bool:
-        """A detection carried forward must look on this frame about as it did on its own: ICP hops
-        through frames where a box shows one face can slide it along that face and still fit the
-        depth (the demo stream: right on its frame, 0.13 d off after 20 frames of hops)."""
-        if ref_appearance is None:
-            return True
-        a = self.est.appearance_evidence(r.class_id, r.T_cam_obj, rgb, depth, camera)
-        return a is None or a >= ref_appearance - self.cfg.appearance_drop
 
     def _forward(self, r: PoseResult, motion: np.ndarray | None, depth: np.ndarray, camera: PinholeCamera
                  ) -> _Track | None:
@@ -774,12 +768,12 @@ def _from_detection(r: PoseResult, old: _Track | None, now: float, velocity: np.
                   t=now, velocity=old.velocity if old is not None and old.velocity is not None else velocity)
 
 
-def _other_ids(r: PoseResult, results: list[PoseResult], *tracks: Iterable) -> set[int]:
+def _other_ids(r: PoseResult, results: list[PoseResult], *track_ids: Iterable[int]) -> set[int]:
     """Instance ids held in a merge by objects other than ``r``: the detection's other results and
-    the tracks (dicts by id, or lists) merged so far."""
+    the ids of the tracks merged so far."""
     ids = {x.instance_id for x in results if x.instance_id != r.instance_id}
-    for group in tracks:
-        ids |= set(group) if isinstance(group, dict) else {t.result.instance_id for t in group}
+    for group in track_ids:
+        ids.update(group)
     return ids
 
 
