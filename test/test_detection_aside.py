@@ -180,6 +180,30 @@ def test_a_lost_track_is_looked_for_alone_and_comes_back_sooner(demo_estimator, 
     assert not det.busy                                          # found: nothing more to ask until the period
 
 
+def test_with_lost_search_jobs_off_a_loss_asks_for_a_full_detection_at_once(demo_estimator, stream):
+    """``lost_search_jobs=0``: no job for a lost class alone; the loss asks for every class in its frame
+    (full latency), not only at the next periodic detection."""
+    from dataclasses import replace
+
+    from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    camera, _, frames = stream
+    det = InlineDetector(demo_estimator, latency_frames=6)
+    tracker = PoseTracker(demo_estimator, TrackingConfig(redetect_every=100, twin_check_every=0, lost_search_jobs=0),
+                          detector=det)
+    render, depth, _ = frames[0]
+    seeded = demo_estimator.estimate(render.rgb, depth, camera)
+    mug = demo_estimator.loaded.class_id("mug")
+    T_nowhere = np.eye(4)
+    T_nowhere[:3, 3] = [0.0, 0.0, 3.0]
+    tracker.seed([replace(r, T_cam_obj=T_nowhere) if r.class_id == mug else r for r in seeded])
+    render, depth, _ = frames[1]
+    tracker.update(render.rgb, depth, camera)
+    assert tracker.counters["lost"] == 1 and det.busy and det._wait == 6
+    assert len({r.class_id for r in det._job.results}) >= 2
+
+
 def test_objects_of_one_detection_keep_distinct_ids_when_one_is_renamed(demo_estimator, stream):
     """The detector process numbers ids on its own: a detection can bring a mug with an id the tracker
     published before (renamed) and a bottle with the id the renamed mug would take. Both are kept."""

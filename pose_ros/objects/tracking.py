@@ -308,15 +308,18 @@ class PoseTracker:
         if done is None:
             self.since_detect += 1
             self._maybe_check_twins(rgb, depth, camera)
-        self._submit_due(rgb, depth, camera, enabled)
+        self._submit_due(rgb, depth, camera, enabled, lost_any)
         return self._published()
 
-    def _submit_due(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera, enabled: set[int]) -> None:
+    def _submit_due(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera, enabled: set[int],
+                    lost_any: bool) -> None:
         """Ask the detector for what is due: every enabled class (no tracks, ``redetect_every``), else
         the classes of lost tracks alone. The depth search per instance is most of a detection's time
         (demo objects, one torch thread: 566 ms for all three, 74 / 196 / 276 ms for the bottle, box,
-        mug alone), so a lost object comes back in a fraction of a full detection's time."""
-        full = not self.tracks or self.since_detect >= self.cfg.redetect_every
+        mug alone), so a lost object comes back in a fraction of a full detection's time. With
+        ``lost_search_jobs`` 0 a loss asks for a full detection at once, as before."""
+        full = (not self.tracks or self.since_detect >= self.cfg.redetect_every
+                or (self.cfg.lost_search_jobs == 0 and (lost_any or self._force_detect)))
         classes = set(enabled) if full else set(self._missing) & enabled
         if not classes or self.detector.busy:
             return
