@@ -350,6 +350,50 @@ def test_while_the_detector_process_starts_detection_runs_in_line(demo_estimator
     assert tracker.last_detection_frame == 1 and not det.busy
 
 
+def test_when_in_line_start_up_poses_are_lost_next_frame_the_tracker_waits_for_the_detector(demo_estimator,
+                                                                                              stream):
+    """A slow in-line detection at start-up (seconds on a loaded machine) with moving objects: every
+    pose it gave is lost on the next frame. Then no more in-line detections (each would fail alike and
+    slow the detector process's start) and nothing is queued on the starting process; once it is
+    ready, the newest frame is submitted."""
+    from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+    from pose_ros.synth.stream import SyntheticSceneStream
+
+    camera, models, frames = stream
+    det = InlineDetector(demo_estimator, latency_frames=1)
+    det.ready = False
+    tracker = PoseTracker(demo_estimator, TrackingConfig(twin_check_every=0), detector=det)
+    assert len(tracker.update(frames[0][0].rgb, frames[0][1], camera)) >= 2
+    assert tracker.counters["detect"] == 1
+    later, depth_later, _ = SyntheticSceneStream(list(models.values()), camera, seed=0).frame(4.0)
+    assert tracker.update(later.rgb, depth_later, camera) == []     # the scene moved on: all lost
+    assert tracker.counters["lost"] >= 2
+    assert tracker.counters["detect"] == 1 and not det.busy         # not detected in line, nothing queued
+    assert tracker.update(later.rgb, depth_later, camera) == [] and tracker.counters["detect"] == 1
+    det.ready = True
+    tracker.update(later.rgb, depth_later, camera)
+    assert det.busy                                                 # the process is up: the newest frame goes
+
+
+def test_in_line_start_up_detection_goes_on_while_its_poses_hold(demo_estimator, stream):
+    """A still scene: the in-line start-up detection's poses are tracked on the next frame, so a
+    later loss while the process still starts is detected in line again."""
+    from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    camera, _, frames = stream
+    det = InlineDetector(demo_estimator, latency_frames=1)
+    det.ready = False
+    tracker = PoseTracker(demo_estimator, TrackingConfig(twin_check_every=0), detector=det)
+    render, depth, _ = frames[0]
+    first = tracker.update(render.rgb, depth, camera)
+    assert len(tracker.update(render.rgb, depth, camera)) == len(first) >= 2
+    assert tracker.counters["detect"] == 1 and not det.busy
+    tracker.reset()                                                 # nothing tracked: detect in line again
+    assert len(tracker.update(render.rgb, depth, camera)) >= 2 and tracker.counters["detect"] == 2
+
+
 def test_a_detection_asked_before_a_reset_is_discarded(demo_estimator, stream):
     from pose_ros.objects.detection_worker import InlineDetector
     from pose_ros.objects.tracking import PoseTracker, TrackingConfig

@@ -43,6 +43,13 @@ so a briefly lost object is not missing for a whole detection time. Without a de
 detection runs in line in the frame that needs it. Either way a re-detection replaces a track only
 if the render-and-compare check does not clearly prefer the track (``keep_track_margin``).
 
+Start-up: while the detector process loads (seconds; up to ~10 s on a fresh 2-core machine), frames
+with nothing tracked are detected in line, so a still scene has poses after one detection. When the
+poses of such a detection are all lost on the next frame (the detection took seconds and the objects
+moved: `make demo` on a fresh clone lost every track made from four in-line detections of 1.6-4.9 s,
+which also slowed the detector process's start), the tracker stops detecting in line and waits for the
+detector process, which then detects the newest frame.
+
 Gaps: with the detector aside and given frame stamps, tracks more than ``max_gap_s`` old (a slow in-line detection at start-up,
 while the detector process loads; a starved CPU) are lost and the frame is detected afresh. Counted
 in frames alone, the first frame after a 1-5 s in-line detection looked like the next one, and ICP
@@ -183,6 +190,8 @@ class PoseTracker:
                          "detect_errors": 0, "detections_dropped": 0, "detections_rejected": 0, "revived": 0, "spin_fixes": 0}
         self._twin_turn = 0
         self._force_detect = False
+        self._inline_start = True               # detect in line while the detector process starts (see doc)
+        self._inline_start_frame = -1           # frame of the last such detection
         self.last_lost_reasons: list[str] = []
         self._last_stamp_s: float | None = None
         self._now = 0.0                         # the current frame on the tracks' clock (see _set_clock)
@@ -293,6 +302,11 @@ class PoseTracker:
             self._job_depths.append((self.frame, self._now, depth))
             del self._job_depths[:-self.cfg.forward_buffer_frames]
         starting = not self.detector.ready and (lost_any or not kept)
+        if starting and lost_any and not kept and self._inline_start_frame == self.frame - 1:
+            self._inline_start = False          # its poses were all lost on the next frame (module doc)
+        starting = starting and self._inline_start
+        if starting:
+            self._inline_start_frame = self.frame
         if (starting or (lost_any and self.cfg.lost_in_line)) and done is None:
             # A lost object would be missing for a whole detection time: find it in this frame. (With
             # no tracks at all there is no pose stream to stall, but no loss either: that goes aside,
@@ -321,8 +335,8 @@ class PoseTracker:
         full = (not self.tracks or self.since_detect >= self.cfg.redetect_every
                 or (self.cfg.lost_search_jobs == 0 and (lost_any or self._force_detect)))
         classes = set(enabled) if full else set(self._missing) & enabled
-        if not classes or self.detector.busy:
-            return
+        if not classes or self.detector.busy or not self.detector.ready:
+            return                              # (a frame queued while the process starts would be stale)
         if self.detector.submit(self.frame, rgb, depth, camera, classes,
                                 [t.result for t in self.tracks] + self._held_results()):
             self._force_detect = False
