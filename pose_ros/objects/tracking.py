@@ -80,7 +80,7 @@ poses worse (`make demo` 20 s: 49% of the found poses right with 30 frames held,
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -160,6 +160,20 @@ class _Track:
 
 
 @dataclass
+class _Job:
+    """The detection asked of the detector aside, kept from submit to merge (one at a time)."""
+
+    classes: set[int]                       # the classes it looks for
+    full: bool                              # every enabled class (not a loss's classes alone)
+    t: float | None                         # the clock (see _set_clock) of the frame it was asked with
+    rgb: np.ndarray                         # that frame (a result's render-and-compare evidence on it)
+    depth: np.ndarray | None
+    track_poses: dict[int, np.ndarray]      # the track poses then (how the scene moved since)
+    depths_since: list[tuple[int, float, np.ndarray]] = field(default_factory=list)   # (frame, clock, depth)
+                                            # of the frames tracked since (forward hops)
+
+
+@dataclass
 class _Held:
     track: _Track                           # the last good state, its pose moved with the scene since
     lost_frame: int
@@ -173,12 +187,7 @@ class PoseTracker:
         self.cfg = config or TrackingConfig()
         self.detector = detector                # None: detect in line (module doc)
         self.last_detection_frame: int | None = None   # frame whose detection was merged in the latest update
-        self._job_tracks: dict[int, np.ndarray] = {}   # track poses when the detector's job was submitted
-        self._job_depths: list[tuple[int, float, np.ndarray]] = []   # (frame, clock, depth) seen since (forward hops)
-        self._job_t: float | None = None        # the clock (see _set_clock) of the frame the job was submitted with
-        self._job_classes: set[int] = set()     # the classes the detector's job looks for
-        self._job_frame: tuple[np.ndarray, np.ndarray | None] | None = None   # (rgb, depth) it was asked with
-        self._job_full = False                  # whether that is every enabled class (not a loss's classes alone)
+        self._job: _Job | None = None           # the detection running aside
         self._missing: dict[int, int] = {}      # class of a lost track not found since -> jobs that looked in vain
         self._reset_frame = 0                   # detections of frames up to this one predate a reset
         self.tracks: list[_Track] = []
@@ -295,12 +304,12 @@ class PoseTracker:
         done = self.detector.poll()
         if done is not None and done.frame <= self._reset_frame:
             done = None                 # asked before a reset (see reset)
-            self._job_tracks, self._job_depths = {}, []
+            self._job = None
         if done is not None:
             kept = self._merge_detection(done, kept, rgb, depth, camera, enabled, can_track)
-        elif self.detector.busy and depth is not None:
-            self._job_depths.append((self.frame, self._now, depth))
-            del self._job_depths[:-self.cfg.forward_buffer_frames]
+        elif self.detector.busy and depth is not None and self._job is not None:
+            self._job.depths_since.append((self.frame, self._now, depth))
+            del self._job.depths_since[:-self.cfg.forward_buffer_frames]
         starting = not self.detector.ready and (lost_any or not kept)
         if starting and lost_any and not kept and self._inline_start_frame == self.frame - 1:
             self._inline_start = False          # its poses were all lost on the next frame (module doc)
@@ -340,11 +349,10 @@ class PoseTracker:
         if self.detector.submit(self.frame, rgb, depth, camera, classes,
                                 [t.result for t in self.tracks] + self._held_results()):
             self._force_detect = False
-            self._job_classes, self._job_full = classes, full
             if full:
                 self.since_detect = 0
-            self._job_tracks = {t.result.instance_id: t.result.T_cam_obj.copy() for t in self.tracks}
-            self._job_depths, self._job_t, self._job_frame = [], self._now, (rgb, depth)
+            self._job = _Job(classes, full, self._now, rgb, depth,
+                             {t.result.instance_id: t.result.T_cam_obj.copy() for t in self.tracks})
 
     def _note_missing(self, class_id: int) -> None:
         """A track of this class was lost: look for the class alone until found (``_update_missing``)."""
@@ -486,7 +494,9 @@ class PoseTracker:
                          camera: PinholeCamera, enabled: set[int], can_track: bool) -> list[_Track]:
         """Move a finished detection onto this frame and merge it with the tracks (module doc)."""
         self.counters["detect"] += 1
-        if self._job_full:
+        # (every detection has its job: one asked before a reset is discarded; the empty one is a guard)
+        job, self._job = self._job or _Job(set(), False, None, rgb, None, {}), None
+        if job.full:
             self.since_detect = 0
         self.last_detection_frame = done.frame
         if done.error is not None:
@@ -495,7 +505,7 @@ class PoseTracker:
         # How each instance tracked since the detection's frame moved in the camera frame. For a
         # static scene and a moving camera every object moves alike, so the steadiest track's
         # motion is the first guess for objects the tracks do not hold.
-        motion, steadiest_motion = _scene_motion(kept, self._job_tracks)
+        motion, steadiest_motion = _scene_motion(kept, job.track_poses)
         by_id = {t.result.instance_id: t for t in kept}
         for r in done.results:
             if r.class_id not in enabled:
@@ -503,8 +513,8 @@ class PoseTracker:
             velocity = ref_appearance = None    # measured while carried forward; its look on its own frame
             if done.frame != self.frame and can_track:
                 guess = motion.get(r.instance_id, steadiest_motion)
-                moved = self._forward(r, guess, depth, camera)
-                ref_appearance = self._job_appearance(r, camera) if moved is not None else None
+                moved = self._forward(r, guess, job, depth, camera)
+                ref_appearance = self._job_appearance(r, job, camera) if moved is not None else None
                 if moved is None or not self._looks_as_before(moved.result, ref_appearance, rgb, depth, camera):
                     # out of ICP's reach meanwhile, or ICP slid it off the object: looked for again
                     self.counters["detections_dropped"] += 1
@@ -522,21 +532,19 @@ class PoseTracker:
             if old is None:
                 r = self._unused_id(r, _other_ids(r, done.results, by_id))
             by_id[r.instance_id] = _from_detection(r, old, self._now, velocity, ref_appearance)
-        self._job_tracks, self._job_depths = {}, []
         tracks = list(by_id.values())
         self._drop_held_found(tracks)
-        self._update_missing(kept, tracks, self._job_classes)
+        self._update_missing(kept, tracks, job.classes)
         return tracks
 
-    def _job_appearance(self, r: PoseResult, camera: PinholeCamera) -> float | None:
+    def _job_appearance(self, r: PoseResult, job: _Job, camera: PinholeCamera) -> float | None:
         """Render-and-compare evidence of a detected pose on the frame the detector was given."""
-        if self._job_frame is None or self._job_frame[1] is None:
+        if job.depth is None:
             return None
-        rgb, depth = self._job_frame
-        return self.est.appearance_evidence(r.class_id, r.T_cam_obj, rgb, depth, camera)
+        return self.est.appearance_evidence(r.class_id, r.T_cam_obj, job.rgb, job.depth, camera)
 
-    def _forward(self, r: PoseResult, motion: np.ndarray | None, depth: np.ndarray, camera: PinholeCamera
-                 ) -> _Track | None:
+    def _forward(self, r: PoseResult, motion: np.ndarray | None, job: _Job, depth: np.ndarray,
+                 camera: PinholeCamera) -> _Track | None:
         """A detection from an older frame, on this frame: ICP from its pose moved by ``motion``;
         failing that, ICP hops through the frames seen since (every one, or evenly spaced ones when
         there are more than ``forward_max_hops``), then this one. The hops measure the object's
@@ -550,10 +558,10 @@ class PoseTracker:
                                     count_loss=False)
             if moved is not None:
                 return moved
-        stride = -(-(len(self._job_depths) + 1) // self.cfg.forward_max_hops)
-        hops = self._job_depths[stride - 1::stride] + [(self.frame, self._now, depth)]
+        stride = -(-(len(job.depths_since) + 1) // self.cfg.forward_max_hops)
+        hops = job.depths_since[stride - 1::stride] + [(self.frame, self._now, depth)]
         now = self._now
-        tr, last = _Track(r, fit, t=self._job_t), hops[0][0] - stride
+        tr, last = _Track(r, fit, t=job.t), hops[0][0] - stride
         try:
             for frame, t, depth_f in hops:
                 self._now = t                   # the hop's frame time: velocity and prediction (_track_one)
