@@ -32,7 +32,7 @@ from pose_ros.core.transforms import make_T, orthonormalize, transform_points
 
 __all__ = [
     "GtInstance", "BopFrame", "BopFormatError", "BopSceneReader", "BopSceneWriter", "YcbvRawSceneReader",
-    "iter_bop_dataset", "load_bop_camera_json", "bbox_from_mask",
+    "iter_bop_dataset", "iter_dataset_frames", "load_bop_camera_json", "bbox_from_mask",
 ]
 
 log = logging.getLogger(__name__)
@@ -244,6 +244,38 @@ def iter_bop_dataset(split_dir: str | Path, load_masks: bool = True) -> Iterator
         raise BopFormatError(f"{split_dir}: no scene folders with scene_camera.json")
     for s in scenes:
         yield from BopSceneReader(s, load_masks=load_masks)
+
+
+def iter_dataset_frames(path: str | Path, layout: str = "auto", load_masks: bool = True) -> Iterator[BopFrame]:
+    """Frames of a split folder or of one scene folder, BOP or raw YCB-Video layout.
+
+    ``layout``: "bop" (scene_camera.json / scene_gt.json, or their ``*_bop.json`` twins), "ycbv-raw"
+    (``*-meta.mat`` poses: the frame of the ``models_ycbv`` meshes) or "auto": raw where a folder has
+    ``*-meta.mat`` files (real YCB-Video recordings carry both; their raw poses go with the coloured
+    ``models_ycbv`` meshes), else BOP.
+    """
+    if layout not in ("auto", "bop", "ycbv-raw"):
+        raise ValueError(f"layout must be auto, bop or ycbv-raw; got {layout!r}")
+    path = Path(path)
+    if not path.is_dir():
+        raise BopFormatError(f"folder not found: {path}")
+
+    def is_raw(d: Path) -> bool:
+        return any(YcbvRawSceneReader._META_RE.match(p.name) for p in d.iterdir())
+
+    def is_bop(d: Path) -> bool:
+        return _first_existing(d / "scene_camera.json", d / "scene_camera_bop.json") is not None
+
+    def usable(d: Path) -> bool:
+        return is_raw(d) if layout == "ycbv-raw" else is_bop(d) if layout == "bop" else (is_raw(d) or is_bop(d))
+
+    scenes = [path] if usable(path) else sorted(p for p in path.iterdir() if p.is_dir() and usable(p))
+    if not scenes:
+        raise BopFormatError(f"{path}: no scene folders ({'*-meta.mat' if layout == 'ycbv-raw' else 'scene_camera.json'}"
+                             f"{'' if layout != 'auto' else ' or *-meta.mat'})")
+    for s in scenes:
+        raw = layout == "ycbv-raw" or (layout == "auto" and is_raw(s))
+        yield from (YcbvRawSceneReader(s, load_masks=load_masks) if raw else BopSceneReader(s, load_masks=load_masks))
 
 
 # ----------------------------------------------------------------------------- writer

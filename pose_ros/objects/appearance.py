@@ -54,6 +54,8 @@ class Verification:
     colour: float        # texture correlation in [-1, 1]
     depth: float         # fraction of rendered pixels the depth confirms minus those it sees through
     silhouette_iou: float
+    chroma_distance: float = float("nan")   # mean L1 distance of (r, g) chromaticity, rendered albedo vs image
+
 
     def combined(self) -> float:
         """Sum of the available terms (missing ones count 0, the same for every hypothesis of a frame)."""
@@ -279,7 +281,19 @@ class AppearanceScorer:
             if w.sum() > 0:
                 rr = (a * b).mean(0) / np.maximum(sa * sb, 1e-6)
                 colour = float((w * rr).sum() / w.sum())
-        return Verification(colour, depth_term, iou)
+        chroma = float("nan")
+        if inter >= self.config.min_pixels:
+            # Absolute colour, which correlation ignores: a red can and a yellow bottle of the same
+            # shape correlate alike. Chromaticity cancels brightness; dark pixels carry none.
+            obs = self._observed_small(rgb, cam_s)[v0:v1, u0:u1][sel]
+            alb = ren.albedo[sel[drawn]]
+            so, sa_ = obs.sum(1), alb.sum(1)
+            ok = (so > 0.15) & (sa_ > 0.15)
+            if ok.sum() >= self.config.min_pixels:
+                co = obs[ok, :2] / so[ok, None]
+                ca = alb[ok, :2] / sa_[ok, None]
+                chroma = float(np.abs(co - ca).sum(1).mean())
+        return Verification(colour, depth_term, iou, chroma)
 
     @staticmethod
     def _check_T(T_cam_obj: np.ndarray) -> np.ndarray:

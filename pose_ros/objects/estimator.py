@@ -81,6 +81,9 @@ class PoseStats:
     depth_agreement: float = float("nan")
     appearance: float = float("nan")      # rendered-texture vs image correlation of the final pose
     appearance_flipped: bool = False      # the appearance check replaced the pose by a near-symmetric twin
+    protruding_fraction: float = float("nan")  # instance pixels standing out of the scene's large planes
+    features: dict[str, float] = field(default_factory=dict)   # score_calibration inputs (when calibrated)
+    uncalibrated_score: float = float("nan")  # scoring.pose_score before the calibration replaced it
     source: str = "network"               # "network" | "tracking"
     method: str = ""                      # "pnp" | "pnp+icp" | "depth_search+icp" | "icp_tracking"
     time_ms: dict[str, float] = field(default_factory=dict)
@@ -135,7 +138,8 @@ class PoseEstimator:
                  voting_config: VotingConfig | None = None, min_instance_pixels: int = 12,
                  allow_mesh_mismatch: bool = False, threads: int | None = None, seed: int = 0,
                  depth_search: bool = True, depth_search_below: float = 0.8, appearance_check: bool = True,
-                 depth_search_config: Any = None):
+                 depth_search_config: Any = None, depth_objectness: bool = True, objectness_config: Any = None,
+                 use_score_calibration: bool = True):
         import torch
 
         from pose_ros.objects.model_file import check_meshes, load_model_file
@@ -167,6 +171,16 @@ class PoseEstimator:
         self.depth_search_below = float(depth_search_below)
         self.depth_search_config = depth_search_config      # None: DepthSearchConfig() defaults
         self.appearance_check = bool(appearance_check)
+        self.depth_objectness = bool(depth_objectness)
+        self.calibration: Any = None
+        if use_score_calibration and self.loaded.raw.get("score_calibration"):
+            from pose_ros.objects.score_calibration import ScoreCalibration
+
+            self.calibration = ScoreCalibration.from_dict(self.loaded.raw["score_calibration"])
+        if objectness_config is None:
+            from pose_ros.objects.depth_objectness import ObjectnessConfig
+            objectness_config = ObjectnessConfig()
+        self.objectness_config = objectness_config
         self._appearance: Any = None
         if self.appearance_check and self.use_icp:
             from pose_ros.objects.appearance import AppearanceScorer
@@ -176,6 +190,8 @@ class PoseEstimator:
             self._near_syms = {c: near_symmetries_for(self.objects[c - 1], m) if self._appearance.is_textured(m) else []
                                for c, m in self.models.items()}
         self._turn_axes: dict[int, np.ndarray | None] = {}
+        self._verifier: Any = None
+        self.collect_features = False     # fill stats.features without a calibration (to fit one)
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
         self.drops: Counter[str] = Counter()
@@ -278,33 +294,51 @@ class PoseEstimator:
         t0 = time.perf_counter()
         st = self.cfg.output_stride
         ho, wo = int(np.ceil(h_c / st)), int(np.ceil(w_c / st))
-        class_map = seg.argmax(0)[:ho, :wo]
-        for c in range(1, self.cfg.num_classes + 1):
-            if c not in classes:
-                class_map[class_map == c] = 0
         gv, gu = np.mgrid[0:ho, 0:wo]
+        fs = st / s
+        v_img = np.clip(np.rint((gv + 0.5) * fs - 0.5).astype(int), 0, camera.height - 1)
+        u_img = np.clip(np.rint((gu + 0.5) * fs - 0.5).astype(int), 0, camera.width - 1)
+        objectness = None
+        if self.depth_objectness and depth is not None and bool(np.any(depth > 0)):
+            from pose_ros.objects.depth_objectness import analyse_depth_objectness
+
+            t_obj = time.perf_counter()
+            objectness = analyse_depth_objectness(depth, camera, self.objectness_config)
+            timing["objectness"] = (time.perf_counter() - t_obj) * 1e3
+        class_map = self._class_map(seg[:, :ho, :wo], classes,
+                                    None if objectness is None or not objectness.has_support
+                                    else objectness.objectness[v_img, u_img])
         votes = np.stack([gu + ctr[0, :ho, :wo] * CENTRE_OFFSET_SCALE_PX,
                           gv + ctr[1, :ho, :wo] * CENTRE_OFFSET_SCALE_PX], -1)
         dmap = None               # depth at the map's pixel centres: parts same-class objects one behind another
         if depth is not None:
-            fs = st / s
-            dmap = depth[np.clip(np.rint((gv + 0.5) * fs - 0.5).astype(int), 0, camera.height - 1),
-                         np.clip(np.rint((gu + 0.5) * fs - 0.5).astype(int), 0, camera.width - 1)]
+            dmap = depth[v_img, u_img]
         instances = split_instances(class_map, votes, min_pixels=self.min_instance_pixels, depth_m=dmap)
-        timing["instances"] = (time.perf_counter() - t0) * 1e3
+        timing["instances"] = (time.perf_counter() - t0) * 1e3 - timing.get("objectness", 0.0)
 
         has_depth = depth is not None and bool(np.any(depth > 0))
         results: list[PoseResult] = []
         acc = Counter()
+        f = st / s                                             # output px -> image px
         for cls, m_out in instances:
             spec = self.objects[cls - 1]
             model = self.models.get(cls)
             stats = PoseStats(mask_pixels=int(m_out.sum()))
+            mask_img = cv2.resize(m_out[:ho, :wo].astype(np.uint8), (int(round(wo * f)), int(round(ho * f))),
+                                  interpolation=cv2.INTER_NEAREST)
+            mask = np.zeros((camera.height, camera.width), bool)
+            hh, ww = min(camera.height, mask_img.shape[0]), min(camera.width, mask_img.shape[1])
+            mask[:hh, :ww] = mask_img[:hh, :ww] > 0
+            if objectness is not None:
+                verdict = objectness.instance(mask, depth, camera, spec.diameter_m, self.objectness_config)
+                stats.protruding_fraction = verdict.protruding_fraction
+                if not verdict.keep:
+                    self.drops[f"objectness:{verdict.reason}"] += 1
+                    continue
             tv = time.perf_counter()
             vs, us = np.nonzero(m_out)
             v = vec[cls - 1][:, :, vs, us].transpose(2, 0, 1)
             vr = vote_keypoints(np.stack([us, vs], 1).astype(np.float64), v, self.voting_config, self.rng)
-            f = st / s                                         # output px -> image px
             kp_uv = (vr.keypoints_uv + 0.5) * f - 0.5
             kp_cov = vr.covariance * f * f
             stats.vote_inlier_ratio = float(vr.inlier_ratio[vr.valid].mean()) if vr.valid.any() else 0.0
@@ -317,11 +351,6 @@ class PoseEstimator:
             stats.reprojection_error_px = pnp.reprojection_error_px
             if not pnp.ok:
                 self.drops[f"pnp:{pnp.reason.split(' ')[0]}"] += 1
-            mask_img = cv2.resize(m_out[:ho, :wo].astype(np.uint8), (int(round(wo * f)), int(round(ho * f))),
-                                  interpolation=cv2.INTER_NEAREST)
-            mask = np.zeros((camera.height, camera.width), bool)
-            hh, ww = min(camera.height, mask_img.shape[0]), min(camera.width, mask_img.shape[1])
-            mask[:hh, :ww] = mask_img[:hh, :ww] > 0
             inlier_ratio = stats.pnp_inliers / max(1, len(spec.keypoints_m)) if pnp.ok else 0.0
             depth_here = has_depth and model is not None and bool(np.count_nonzero(depth[mask] > 0) >= 20)
             scene = None                 # the instance's ICP scene, prepared once for every refinement
@@ -392,6 +421,13 @@ class PoseEstimator:
                 stats.icp_correction_translation_m = float(icp.correction_translation_m)
                 stats.icp_correction_rotation_rad = float(icp.correction_rotation_rad)
                 stats.icp_reason = icp.reason
+            if depth_here and (self.calibration is not None or self.collect_features):
+                tc = time.perf_counter()
+                stats.features = self._pose_features(model, T, rgb, depth, camera, mask, stats, inlier_ratio)
+                stats.uncalibrated_score = float(score)
+                if self.calibration is not None:
+                    score = self.calibration.score(stats.features)
+                acc["scoring"] += (time.perf_counter() - tc) * 1e3
             if score < self.score_threshold:
                 self.drops["low_score"] += 1
                 continue
@@ -408,6 +444,41 @@ class PoseEstimator:
             r.stats.time_ms = dict(timing)
         self.last_timing_ms = timing
         return results
+
+    def _pose_features(self, model: Any, T: np.ndarray, rgb: np.ndarray | None, depth: np.ndarray,
+                       camera: PinholeCamera, mask: np.ndarray, stats: PoseStats, inlier_ratio: float) -> dict[str, float]:
+        """The evidence ``score_calibration`` weighs for one final pose (render-and-compare included)."""
+        feats = {"depth_agreement": stats.depth_agreement, "icp_fitness": stats.icp_fitness if stats.icp_applied else 0.0,
+                 "pnp_inlier_ratio": float(inlier_ratio) if stats.method.startswith("pnp") else 0.0,
+                 "vote_inlier_ratio": stats.vote_inlier_ratio, "protruding_fraction": stats.protruding_fraction,
+                 "log_mask_pixels": float(np.log(max(1, stats.mask_pixels)))}
+        if rgb is not None and model is not None:
+            if self._verifier is None:
+                from pose_ros.objects.appearance import AppearanceScorer
+
+                self._verifier = self._appearance or AppearanceScorer()
+            v = self._verifier.verify(model, T, rgb, depth, mask, camera)
+            feats.update({"silhouette_iou": v.silhouette_iou, "render_depth": v.depth,
+                          "colour_correlation": v.colour, "chroma_distance": v.chroma_distance})
+        return feats
+
+    def _class_map(self, seg_logits: np.ndarray, classes: set[int], objectness: np.ndarray | None) -> np.ndarray:
+        """Per-pixel class (0 = background) over the enabled classes: the network's argmax, and where
+        depth says something stands out of the large planes, an object class already when the
+        network gives objects together ``fg_prob_on_objectness`` (depth-driven proposals)."""
+        z = seg_logits - seg_logits.max(0, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(0, keepdims=True)
+        class_map = p.argmax(0)
+        off = [c for c in range(1, self.cfg.num_classes + 1) if c not in classes]
+        class_map[np.isin(class_map, off)] = 0
+        p[off] = 0.0
+        if objectness is not None:
+            best_obj = p[1:].argmax(0) + 1
+            fg = p[1:].sum(0)
+            boost = objectness & (class_map == 0) & (fg > self.objectness_config.fg_prob_on_objectness)
+            class_map[boost] = best_obj[boost]
+        return class_map
 
     def has_twins(self, class_id: int) -> bool:
         """True if the appearance check applies to this class (textured, near-symmetric shape)."""

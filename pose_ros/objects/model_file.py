@@ -210,6 +210,20 @@ def save_model_file(path: str | Path, network: Any, objects: list[ObjectSpec], t
     return path
 
 
+def store_in_model_file(path: str | Path, key: str, value: Any) -> None:
+    """Add or replace one top-level entry of a model file (atomically), e.g. its score calibration."""
+    import torch
+
+    path = Path(path)
+    d = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a pose_ros model file")
+    d[key] = value
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(d, tmp)
+    os.replace(tmp, path)
+
+
 def load_model_file(path: str | Path, device: str = "cpu", meshes: list[Any] | None = None,
                     allow_mesh_mismatch: bool = False) -> LoadedModel:
     """Load and validate a model file; optionally check supplied ObjectModels against it."""

@@ -53,6 +53,12 @@ class TrainConfig:
     stop_after_steps: int | None = None      # stop (checkpointed) after this many steps in this call
     time_budget_s: float | None = None       # stop (checkpointed) after this wall-clock time in this call
     threads: int | None = None               # torch CPU threads (None: torch default)
+    photo_dirs: tuple[str, ...] = ()         # real photos: backgrounds/textures (train part), FP monitor (held out)
+    camera_K: tuple[float, ...] | None = None    # the user's camera (9 numbers) at camera_size
+    camera_size: tuple[int, int] | None = None
+    distance_range_m: tuple[float, float] = (0.35, 1.4)
+    fp_monitor_images: int = 60              # held-out object-free photos checked per epoch
+    fp_penalty: float = 5.0                  # checkpoint choice: val seg IoU - fp_penalty * FP pixel share
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -241,7 +247,16 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
     fill_near_symmetries(specs, list(models))       # files from before they were stored (resume / --init)
     f = net_cfg.input_width / 320.0
     scene_cfg = SceneConfig(width=net_cfg.input_width, height=net_cfg.input_height,
-                            fx_range=(250.0 * f, 330.0 * f))
+                            fx_range=(250.0 * f, 330.0 * f), camera_K=cfg.camera_K, camera_size=cfg.camera_size,
+                            photo_dirs=tuple(cfg.photo_dirs), distance_range_m=tuple(cfg.distance_range_m))
+    fp_frames = []
+    if cfg.photo_dirs and cfg.fp_monitor_images > 0:
+        from pose_ros.objects.false_positive_monitor import object_free_frames
+        from pose_ros.objects.training_data import render_cameras
+
+        K_mon = render_cameras(scene_cfg, 1, cfg.seed)[0].K
+        fp_frames = object_free_frames(cfg.photo_dirs, K_mon, net_cfg.input_width, net_cfg.input_height,
+                                       cfg.fp_monitor_images, seed=cfg.seed)
     train_dir, val_dir = data_dir / "train", data_dir / "val"
     prerender(models, train_dir, cfg.images, seed=cfg.seed, cfg=scene_cfg, progress=progress)
     prerender(models, val_dir, cfg.val_images, seed=cfg.seed + 1_000_003, cfg=scene_cfg, progress=progress)
@@ -315,18 +330,34 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
             bar.close()
             if prog["batch_in_epoch"] >= steps_per_epoch:
                 m = evaluate_network(net, val_samples, keypoints, device)
+                if fp_frames:
+                    from pose_ros.objects.false_positive_monitor import false_positive_stats, network_class_maps
+
+                    m.update(false_positive_stats(network_class_maps(net, fp_frames, device)))
+                    m["selection"] = m["seg_iou"] - cfg.fp_penalty * m["fp_pixel_share"]
                 m.update({"epoch": epoch + 1, "step": prog["step"], "images_seen": prog["images_seen"],
                           "train_time_s": round(prog["train_time_s"], 1),
                           **{f"train_{k}": round(v, 4) for k, v in run.items()}})
                 metrics.append(m)
                 log.info("epoch %d: %s", epoch + 1, m)
+                best_path = out_path.with_name(out_path.stem + ".best" + out_path.suffix)
+                is_best = "selection" in m and m["selection"] >= max(
+                    (x.get("selection", -np.inf) for x in metrics[:-1]), default=-np.inf)
                 if progress:
+                    fp = (f" object-free photos: {100 * m['fp_pixel_share']:.2f}% px, "
+                          f"{m['fp_blobs_per_image']:.2f} blobs/img{' (best)' if is_best else ''}") if "selection" in m else ""
                     tqdm.write(f"epoch {epoch + 1}: val seg_iou={m['seg_iou']:.3f} kp_err_px={m['kp_err_px']:.1f} "
-                               f"kp_acc5={m['kp_acc5']:.2f} train_loss={run.get('loss', float('nan')):.3f}")
+                               f"kp_acc5={m['kp_acc5']:.2f} train_loss={run.get('loss', float('nan')):.3f}{fp}")
                 if on_epoch:
                     on_epoch(m)
                 prog["epoch"] += 1
                 prog["batch_in_epoch"] = 0
+                if is_best:        # the checkpoint chosen on real object-free photos + val IoU
+                    prog["best_epoch"] = epoch + 1
+                    save()
+                    import shutil
+
+                    shutil.copyfile(out_path, best_path)
             save()
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM handler, a dead DataLoader worker...): keep what was learned;

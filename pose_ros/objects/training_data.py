@@ -48,6 +48,25 @@ class SceneConfig:
     tabletop_prob: float = 0.6
     upright_prob: float = 0.5                          # tabletop: model +z = table normal, random yaw
     depth_noise: bool = True
+    # The user's camera (``--camera``): K at its own resolution, scaled into the network input as the
+    # estimator letterboxes it; fx varies by +-camera_fx_jitter around it. None: fx_range above.
+    camera_K: tuple[float, ...] | None = None
+    camera_size: tuple[int, int] | None = None         # (width, height) of that camera
+    camera_fx_jitter: float = 0.08
+    # Real photos (``synth.photo_bank``, training part only) for backgrounds, table tops, backdrops
+    # and distractor textures; empty: procedural textures only.
+    photo_dirs: tuple[str, ...] = ()
+    photo_prob: float = 0.85                           # a surface takes a photo instead of a procedural texture
+    empty_prob: float = 0.08                           # scenes with distractors only (no target object)
+    background_depth_prob: float = 0.75                # pixels with no surface get a far wall's depth
+
+    def __post_init__(self) -> None:
+        self.photo_dirs = tuple(str(d) for d in self.photo_dirs)
+        if self.camera_K is not None:
+            self.camera_K = tuple(float(v) for v in np.asarray(self.camera_K, np.float64).ravel())
+            if len(self.camera_K) != 9 or self.camera_size is None:
+                raise ValueError("camera_K needs 9 numbers and camera_size (width, height)")
+            self.camera_size = (int(self.camera_size[0]), int(self.camera_size[1]))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,6 +119,67 @@ def _make_distractors(rng: np.random.Generator, n: int = 16) -> list[Any]:
     return out
 
 
+def _photo_distractors(rng: np.random.Generator, photos: Any, n: int) -> list[Any]:
+    """``n`` clutter meshes (boxes, cards, cylinders, spheres, capsules; 3-30 cm) wearing real photo
+    crops: occluders and look-alikes with real-image texture, new for every scene.
+
+    The primitives are subdivided (~1-3k vertices) so the per-vertex photo colours show detail at the
+    render resolution; colours come from a planar projection of the vertices onto a photo crop.
+    """
+    import trimesh
+
+    from pose_ros.synth.renderer import SceneMesh
+
+    out = []
+    for i in range(int(n)):
+        kind = int(rng.integers(0, 5))
+        s = float(rng.uniform(0.03, 0.30))
+        if kind == 0:
+            m = trimesh.creation.box(extents=rng.uniform(0.3, 1.0, 3) * s)
+        elif kind == 1:                                   # card / book / sheet
+            m = trimesh.creation.box(extents=[s, s * rng.uniform(0.5, 1.4), s * rng.uniform(0.01, 0.12)])
+        elif kind == 2:
+            m = trimesh.creation.cylinder(radius=rng.uniform(0.15, 0.5) * s, height=s, sections=32)
+        elif kind == 3:
+            m = trimesh.creation.icosphere(subdivisions=3, radius=0.4 * s)
+        else:
+            m = trimesh.creation.capsule(height=s, radius=rng.uniform(0.1, 0.3) * s, count=[24, 24])
+        edge = 0.04 * s
+        v, f = trimesh.remesh.subdivide_to_size(m.vertices, m.faces, max_edge=edge, max_iter=6)
+        m = trimesh.Trimesh(v, f, process=False)
+        img = photos.random_crop(rng, 96, 96, min_scale=0.2).astype(np.float32)
+        ax = rng.permutation(3)[:2]
+        lo, hi = m.vertices.min(0), m.vertices.max(0)
+        uv = (m.vertices[:, ax] - lo[ax]) / np.maximum(hi[ax] - lo[ax], 1e-9)
+        px = np.clip(np.rint(uv * 95), 0, 95).astype(np.int64)
+        cols = img[px[:, 1], px[:, 0]]
+        rgba = np.concatenate([np.clip(cols, 0, 255).astype(np.uint8), np.full((len(cols), 1), 255, np.uint8)], 1)
+        m.visual.vertex_colors = rgba
+        out.append(SceneMesh(f"photo_distractor_{i}", m))
+    return out
+
+
+def _background_depth(depth_m: np.ndarray, K: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pixels without a surface get the depth of a far, tilted wall behind the scene (real rooms
+    have depth everywhere; an empty background taught the network that "no depth" = background)."""
+    empty = depth_m <= 0
+    if not empty.any():
+        return depth_m
+    H, W = depth_m.shape
+    valid = depth_m[~empty]
+    z_back = (float(valid.max()) if valid.size else 1.0) + float(rng.uniform(0.2, 2.5))
+    n = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), 1.0])
+    n /= np.linalg.norm(n)
+    vv, uu = np.nonzero(empty)
+    x = (uu - K[0, 2]) / K[0, 0]
+    y = (vv - K[1, 2]) / K[1, 1]
+    dot = n[0] * x + n[1] * y + n[2]
+    z = z_back * n[2] / np.maximum(dot, 0.2)          # the plane n . X = z_back * n_z through (0, 0, z_back)
+    out = depth_m.copy()
+    out[vv, uu] = np.clip(z, 0.2, 8.0).astype(np.float32)
+    return out
+
+
 def _image_texture(img: np.ndarray, size_xy_m: tuple[float, float]):
     """Table texture from an RGB image stretched over the table rectangle."""
     H, W = img.shape[:2]
@@ -129,21 +209,31 @@ def _yaw(a: float) -> np.ndarray:
 
 
 def sample_scene(models: Sequence[Any], camera: PinholeCamera, cfg: SceneConfig, rng: np.random.Generator,
-                 distractors: Sequence[Any] = ()) -> tuple[list[tuple[int, Any, np.ndarray]], Any]:
-    """Random scene: [(class index or -1, renderable, T_cam_obj)], TablePlane (or None)."""
+                 distractors: Sequence[Any] = (), photos: Any = None, empty: bool = False,
+                 ) -> tuple[list[tuple[int, Any, np.ndarray]], Any]:
+    """Random scene: [(class index or -1, renderable, T_cam_obj)], TablePlane (or None).
+
+    ``photos`` (a ``synth.photo_bank.PhotoBank``) gives the table top or backdrop a real photo with
+    probability ``cfg.photo_prob``; ``empty`` places distractors only.
+    """
     from pose_ros.synth.backgrounds import random_background
     from pose_ros.synth.renderer import TablePlane, wood_texture
 
-    n_obj = int(rng.integers(cfg.objects_range[0], cfg.objects_range[1] + 1))
+    n_obj = 0 if empty else int(rng.integers(cfg.objects_range[0], cfg.objects_range[1] + 1))
     n_dis = int(rng.integers(cfg.distractors_range[0], cfg.distractors_range[1] + 1)) if distractors else 0
+    if empty:
+        n_dis = max(n_dis, 1)
     picks: list[tuple[int, Any]] = [(int(c), models[int(c)]) for c in rng.integers(0, len(models), n_obj)]
     picks += [(-1, distractors[int(i)]) for i in rng.integers(0, len(distractors), n_dis)] if n_dis else []
     W, H = camera.width, camera.height
     out: list[tuple[int, Any, np.ndarray]] = []
     tex_kind = rng.random()
     size = (2.5, 2.5)
-    texture = (wood_texture(int(rng.integers(0, 1 << 30))) if tex_kind < 0.4
-               else _image_texture(random_background(256, 256, rng), size))
+    if photos is not None and rng.random() < cfg.photo_prob:
+        texture = _image_texture(photos.random_crop(rng, 384, 384, min_scale=0.25), size)
+    else:
+        texture = (wood_texture(int(rng.integers(0, 1 << 30))) if tex_kind < 0.4
+                   else _image_texture(random_background(256, 256, rng), size))
 
     if rng.random() < cfg.tabletop_prob:
         dist = rng.uniform(*cfg.distance_range_m)
@@ -219,14 +309,14 @@ class SceneRenderer:
 
         self.models = list(models)
         self.cfg = cfg
-        rng = np.random.default_rng(seed + 7919)
-        self.cameras = []
-        for f in np.linspace(cfg.fx_range[0], cfg.fx_range[1], num_cameras):
-            K = np.array([[f, 0, cfg.width / 2 - 0.5 + rng.normal(0, 3)], [0, f, cfg.height / 2 - 0.5 + rng.normal(0, 3)],
-                          [0, 0, 1.0]])
-            self.cameras.append(PinholeCamera(K, cfg.width, cfg.height))
+        self.cameras = render_cameras(cfg, num_cameras, seed)
         self.renderers = [RgbdRenderer(c) for c in self.cameras]
         self.distractors = _make_distractors(np.random.default_rng(seed + 1))
+        self.photos = None
+        if cfg.photo_dirs:
+            from pose_ros.synth.photo_bank import PhotoBank
+
+            self.photos = PhotoBank.from_dirs(cfg.photo_dirs, split="train", check_readable=False)
         self.noise = DepthNoiseModel()
         self.symmetries = [list(s) for s in symmetries] if symmetries is not None else [
             m.symmetry.transforms(72) for m in self.models]
@@ -234,17 +324,47 @@ class SceneRenderer:
     def render(self, rng: np.random.Generator) -> RawSample:
         ci = int(rng.integers(0, len(self.cameras)))
         cam, ren = self.cameras[ci], self.renderers[ci]
+        empty = rng.random() < self.cfg.empty_prob
+        distractors: list[Any] = list(self.distractors)
+        background = None
+        if self.photos is not None:
+            distractors = _photo_distractors(rng, self.photos, 6) + distractors[:4]
+            if rng.random() < self.cfg.photo_prob:
+                background = self.photos.random_crop(rng, cam.width, cam.height)
         for _ in range(5):
-            scene, table = sample_scene(self.models, cam, self.cfg, rng, self.distractors)
-            if any(c >= 0 for c, _, _ in scene):
+            scene, table = sample_scene(self.models, cam, self.cfg, rng, distractors, photos=self.photos, empty=empty)
+            if empty or any(c >= 0 for c, _, _ in scene):
                 break
-        res = ren.render([(obj, T) for _, obj, T in scene], rng=rng, table=table)
+        res = ren.render([(obj, T) for _, obj, T in scene], background=background, rng=rng, table=table)
         depth = res.depth_m
+        if rng.random() < self.cfg.background_depth_prob:
+            depth = _background_depth(depth, cam.K, rng)
         if self.cfg.depth_noise:
             depth = self.noise.apply(depth, res.normals_cam, rng=rng, K=cam.K)
         cls = np.array([c for c, _, _ in scene], np.int16)
         Ts = np.array([canonical_pose(T, self.symmetries[c]) if c >= 0 else T for c, _, T in scene]).reshape(-1, 4, 4)
         return RawSample(res.rgb, depth.astype(np.float32), res.instance_mask.astype(np.int16), cls, Ts, cam.K.copy())
+
+
+def render_cameras(cfg: SceneConfig, num_cameras: int = 4, seed: int = 0) -> list[PinholeCamera]:
+    """The render cameras at the network input size: the user's camera letterboxed into it (as the
+    estimator does) with fx varied by +-``camera_fx_jitter``, else fx spread over ``fx_range``."""
+    rng = np.random.default_rng(seed + 7919)
+    cams = []
+    if cfg.camera_K is not None:
+        K0 = np.asarray(cfg.camera_K, np.float64).reshape(3, 3)
+        w0, h0 = cfg.camera_size
+        s = min(cfg.width / w0, cfg.height / h0)
+        for g in np.linspace(1.0 - cfg.camera_fx_jitter, 1.0 + cfg.camera_fx_jitter, num_cameras):
+            K = np.array([[K0[0, 0] * s * g, 0, (K0[0, 2] + 0.5) * s - 0.5],
+                          [0, K0[1, 1] * s * g, (K0[1, 2] + 0.5) * s - 0.5], [0, 0, 1.0]])
+            cams.append(PinholeCamera(K, cfg.width, cfg.height))
+        return cams
+    for f in np.linspace(cfg.fx_range[0], cfg.fx_range[1], num_cameras):
+        K = np.array([[f, 0, cfg.width / 2 - 0.5 + rng.normal(0, 3)], [0, f, cfg.height / 2 - 0.5 + rng.normal(0, 3)],
+                      [0, 0, 1.0]])
+        cams.append(PinholeCamera(K, cfg.width, cfg.height))
+    return cams
 
 
 # ----------------------------------------------------------------------------- targets
@@ -296,6 +416,22 @@ def make_targets(sample: RawSample, keypoints_m: Sequence[np.ndarray], output_st
     return {"seg": seg, "vec": vec, "centre": centre, "inst": inst_out, "kp_uv": kp_uv}
 
 
+def _camera_photometry(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a real camera does to colour (float RGB 0-255 in, out): white balance / colour
+    temperature, exposure through a gamma curve, and lens vignetting."""
+    t = float(rng.uniform(-0.25, 0.25))                   # warm (+) / cold (-) light
+    x = x * np.array([1.0 + t, 1.0, 1.0 - t], np.float32)[None, None, :]
+    if rng.random() < 0.5:
+        g = float(np.exp(rng.uniform(-0.35, 0.35)))
+        x = 255.0 * np.power(np.clip(x, 0, 255) / 255.0, g)
+    if rng.random() < 0.5:
+        H, W = x.shape[:2]
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+        r2 = ((xx - W / 2) ** 2 + (yy - H / 2) ** 2) / float((W / 2) ** 2 + (H / 2) ** 2)
+        x = x * (1.0 - float(rng.uniform(0.1, 0.45)) * r2)[..., None]
+    return x
+
+
 def augment(rgb: np.ndarray, depth_m: np.ndarray, rng: np.random.Generator,
             depth_drop_prob: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Photometric + depth augmentation (cheap; applied per epoch on top of the baked render)."""
@@ -323,8 +459,13 @@ def augment(rgb: np.ndarray, depth_m: np.ndarray, rng: np.random.Generator,
         M = cv2.getRotationMatrix2D(((L - 1) / 2, (L - 1) / 2), float(rng.uniform(0, 180)), 1.0)
         ker = cv2.warpAffine(ker, M, (L, L))
         x = cv2.filter2D(x, -1, ker / max(ker.sum(), 1e-6))
+    x = _camera_photometry(x, rng)
     x = x + rng.normal(0, rng.uniform(0, 8), x.shape).astype(np.float32)
     rgb_out = np.clip(x, 0, 255).astype(np.uint8)
+    if rng.random() < 0.4:                                # compressed streams (JPEG, image_transport)
+        ok, buf = cv2.imencode(".jpg", rgb_out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 92))])
+        if ok:
+            rgb_out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     d = depth_m.copy()
     if rng.random() < depth_drop_prob:
         d[:] = 0.0

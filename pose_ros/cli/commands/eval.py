@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="evaluate the object pose estimator on a BOP split (ADD(-S), AR)",
@@ -28,7 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--min-visib", type=float, default=0.1, help="evaluate GT instances at least this visible (BOP: 0.1)")
     p.add_argument("--no-vsd", action="store_true", help="skip VSD (slowest metric)")
-    p.add_argument("--score-threshold", type=float, default=0.2)
+    p.add_argument("--score-threshold", type=float, default=0.3,
+                   help="poses scoring below are not published (default: the node's score_threshold)")
+    p.add_argument("--layout", choices=("auto", "bop", "ycbv-raw"), default="auto",
+                   help="dataset layout; auto = raw YCB-Video (*-meta.mat, the models_ycbv frame) where present, else BOP")
+    p.add_argument("--ppf-baseline", action="store_true",
+                   help="also run OpenCV's point-pair-feature detector + its ICP on the whole depth image of every "
+                        "frame, for each object present (the training-free baseline), in the same table")
     p.add_argument("--no-appearance", action="store_true",
                    help="no render-and-compare check (geometry-only hypothesis ranking), for ablation")
     p.add_argument("--search-hypotheses", type=int, default=None, metavar="N",
@@ -67,12 +75,14 @@ def match_estimates(gt: list[Any], results: list[Any], use_icp: bool) -> list[An
 def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: int | None = None,
                    min_visib: float = 0.1, vsd: bool = True, score_threshold: float = 0.2,
                    progress: bool = True, appearance_check: bool = True,
-                   search_hypotheses: int | None = None) -> dict[str, Any]:
-    """Run the estimator on every frame; returns reports (with/without ICP), estimates and timings."""
+                   search_hypotheses: int | None = None, layout: str = "auto",
+                   ppf_baseline: bool = False) -> dict[str, Any]:
+    """Run the estimator on every frame; returns reports (with/without ICP), estimates, timings and
+    false positives per frame (published poses that are not a correct pose of an object in view)."""
     import numpy as np
     from tqdm import tqdm
 
-    from pose_ros.eval.bop_io import iter_bop_dataset
+    from pose_ros.eval.bop_io import iter_dataset_frames
     from pose_ros.eval.bop_results import BopEstimate
     from pose_ros.eval.pose_metrics import PoseRecord, add_error, adds_error, evaluate_poses
     from pose_ros.objects.estimator import PoseEstimator
@@ -90,17 +100,26 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
     bop: dict[str, list] = {"icp": [], "no_icp": []}
     add_rows: dict[str, list] = {"icp": [], "no_icp": []}
     times: list[dict[str, float]] = []
-    frames = iter_bop_dataset(split_dir)
+    fp_counts: dict[str, list[tuple[int, int]]] = {"icp": [], "no_icp": []}
+    ppf = _PpfRunner(models) if ppf_baseline else None
+    visib = _Visibility(models)
+    frames = iter_dataset_frames(split_dir, layout)
     n = 0
     for f in tqdm(frames, desc="eval", unit="frame", disable=not progress):
         if max_frames is not None and n >= max_frames:
             break
         n += 1
+        visib.fill(f)
         t0 = time.perf_counter()
         results = est.estimate(f.rgb, f.depth_m, f.camera)
         dt = time.perf_counter() - t0
         times.append(dict(est.last_timing_ms))
         gt = [g for g in f.gt if g.obj_id in models and (g.visib_fract is None or g.visib_fract >= min_visib)]
+        if ppf is not None:
+            ppf.frame(f, gt, vsd)
+        for mode, use_icp in (("icp", True), ("no_icp", False)):
+            fp_counts[mode].append(count_false_positives([g for g in f.gt if g.obj_id in models], results, models,
+                                                         use_icp))
         for mode, use_icp in (("icp", True), ("no_icp", False)):
             for r in results:
                 if not use_icp and r.T_pnp_cam_obj is None:
@@ -121,7 +140,13 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
                                            adds_error(m.points_m, T, g.T_cam_obj), m.diameter_m))
     if n == 0:
         raise ValueError(f"no frames found in {split_dir}; is it a BOP split folder (scene dirs 000000/ ...)?")
-    out: dict[str, Any] = {"frames": n, "drops": dict(est.drops), "bop": bop, "records": recs}
+    out: dict[str, Any] = {"frames": n, "drops": dict(est.drops), "bop": bop, "records": recs,
+                           "false_positives": {m: {"per_frame": float(np.mean([a + b for a, b in c])),
+                                                   "absent_object_per_frame": float(np.mean([a for a, _ in c])),
+                                                   "wrong_pose_per_frame": float(np.mean([b for _, b in c]))}
+                                               for m, c in fp_counts.items()}}
+    if ppf is not None and ppf.records:
+        out["ppf"] = ppf.report(vsd)
     for mode in ("icp", "no_icp"):
         if not recs[mode]:
             raise ValueError(f"no ground-truth instances of the model's objects in {split_dir}")
@@ -139,6 +164,94 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
     return out
 
 
+def count_false_positives(gt: list[Any], results: list[Any], models: dict[int, Any], use_icp: bool) -> tuple[int, int]:
+    """(absent, wrong): published poses of an object not in view (no GT instance of it left to
+    match), and poses matched to an instance in view but wrong (ADD(-S) >= 0.1 d). Both make a
+    grasp planner reach for something that is not there. Every GT instance counts here, however
+    little of it is visible: a right pose of a hidden object is not a false positive."""
+    from pose_ros.eval.pose_metrics import add_s_error
+
+    matched = match_estimates(gt, results, use_icp)
+    right = 0
+    n_pub = 0
+    for r in results:
+        if (r.T_cam_obj if use_icp else r.T_pnp_cam_obj) is not None:
+            n_pub += 1
+    n_matched = 0
+    for g, r in zip(gt, matched):
+        if r is None:
+            continue
+        n_matched += 1
+        m = models[int(g.obj_id)]
+        T = r.T_cam_obj if use_icp else r.T_pnp_cam_obj
+        if add_s_error(m, T, g.T_cam_obj) < 0.1 * m.diameter_m:
+            right += 1
+    return n_pub - n_matched, n_matched - right
+
+
+class _Visibility:
+    """Fills a GT instance's visible fraction where the dataset gives only its visible mask (raw
+    YCB-Video): pixels of the visible mask / pixels of the model rendered alone at the GT pose, as
+    BOP defines it."""
+
+    def __init__(self, models: dict[int, Any]) -> None:
+        self.models = models
+        self._renderers: dict[tuple, Any] = {}
+
+    def fill(self, frame: Any) -> None:
+        from pose_ros.synth.renderer import RgbdRenderer
+
+        for g in frame.gt:
+            if g.visib_fract is not None or g.mask_visib is None or g.obj_id not in self.models:
+                continue
+            key = (tuple(frame.camera.K.ravel()), frame.camera.width, frame.camera.height)
+            if key not in self._renderers:
+                self._renderers[key] = RgbdRenderer(frame.camera)
+            res = self._renderers[key].render([(self.models[g.obj_id], g.T_cam_obj)], background=None)
+            alone = int((res.instance_mask == 0).sum())
+            g.visib_fract = float(np.count_nonzero(g.mask_visib & (res.instance_mask == 0)) / alone) if alone else 0.0
+
+
+class _PpfRunner:
+    """The training-free baseline on the same frames: OpenCV's PPF detector + its ICP on the whole
+    depth image (no mask), for each object in view (it is told which objects are there, which
+    favours it: it cannot publish an absent object), best hypothesis only."""
+
+    def __init__(self, models: dict[int, Any]) -> None:
+        self.models = models
+        self._det: dict[int, Any] = {}
+        self.records: list[Any] = []
+        self.times_ms: list[float] = []
+        self.wrong = 0
+        self.frames = 0
+
+    def frame(self, f: Any, gt: list[Any], vsd: bool) -> None:
+        from pose_ros.eval.pose_metrics import PoseRecord, add_s_error
+        from pose_ros.objects.ppf_baseline import PpfBaseline, PpfConfig
+
+        self.frames += 1
+        for g in gt:
+            oid = int(g.obj_id)
+            if oid not in self._det:
+                self._det[oid] = PpfBaseline(self.models[oid], PpfConfig(icp="opencv", num_hypotheses=1))
+            t0 = time.perf_counter()
+            hyps = self._det[oid].estimate_hypotheses(f.depth_m, f.camera, None)
+            self.times_ms.append((time.perf_counter() - t0) * 1e3)
+            T = hyps[0].T_cam_obj if hyps else None
+            m = self.models[oid]
+            self.records.append(PoseRecord(oid, m, g.T_cam_obj, T, f.camera, f.depth_m if vsd else None,
+                                           f.scene_id, f.im_id, hyps[0].score if hyps else 0.0))
+            if T is not None and not add_s_error(m, T, g.T_cam_obj) < 0.1 * m.diameter_m:
+                self.wrong += 1
+
+    def report(self, vsd: bool) -> dict[str, Any]:
+        from pose_ros.eval.pose_metrics import evaluate_poses
+
+        rep = evaluate_poses(self.records, vsd=vsd)
+        return {"report": rep, "ms_per_object": float(np.mean(self.times_ms)) if self.times_ms else float("nan"),
+                "false_positives_per_frame": self.wrong / max(1, self.frames)}
+
+
 def format_table(rep: Any, models: dict[int, Any], title: str) -> str:
     cols = ["n", "ADD", "ADD-S", "ADD(-S)", "AR_MSSD", "AR_MSPD", "AR_VSD", "AR"]
     present = [c for c in cols if c in rep.overall]
@@ -151,6 +264,23 @@ def format_table(rep: Any, models: dict[int, Any], title: str) -> str:
     for oid, s in rep.per_object.items():
         lines.append(row(f"{oid}:{models[oid].name}"[:14], s))
     lines.append(row("all", rep.overall))
+    return "\n".join(lines)
+
+
+def comparison_table(res: dict[str, Any], score_threshold: float) -> str:
+    """One line per method: ADD(-S), AR, false positives per frame, time (the README's table)."""
+    rows = [("ours: network -> PnP -> ICP -> check", res["icp"].overall, res["false_positives"]["icp"]["per_frame"],
+             res["timing_ms"].get("total", float("nan"))),
+            ("ours: PnP pose only (no ICP)", res["no_icp"].overall, res["false_positives"]["no_icp"]["per_frame"],
+             float("nan"))]
+    if "ppf" in res:
+        p = res["ppf"]
+        rows.append(("PPF (OpenCV) + ICP, whole scene, told which objects", p["report"].overall,
+                     p["false_positives_per_frame"], p["ms_per_object"] * len(p["report"].errors) / max(1, res["frames"])))
+    lines = [f"{'method':<52}{'ADD(-S)':>9}{'AR':>7}{'FP/frame':>10}{'ms/frame':>10}"]
+    for name, o, fp, ms in rows:
+        ar = f"{o['AR']:.3f}" if "AR" in o else "-"
+        lines.append(f"{name:<52}{100 * o['ADD(-S)']:8.1f}%{ar:>7}{fp:10.2f}{ms:10.0f}")
     return "\n".join(lines)
 
 
@@ -177,7 +307,8 @@ def run(args: argparse.Namespace) -> int:
             render_bop_testset(models, args.split_dir, args.make_testset, seed=args.seed)
         res = evaluate_split(args.split_dir, args.model, meshes, args.max_frames, args.min_visib,
                              vsd=not args.no_vsd, score_threshold=args.score_threshold,
-                             appearance_check=not args.no_appearance, search_hypotheses=args.search_hypotheses)
+                             appearance_check=not args.no_appearance, search_hypotheses=args.search_hypotheses,
+                             layout=args.layout, ppf_baseline=args.ppf_baseline)
     except (ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -192,6 +323,15 @@ def run(args: argparse.Namespace) -> int:
         plot_recall_curves(rep, out / f"recall_{mode}.png", title=f"{args.model.stem} {label}")
         summary[mode] = {"overall": rep.overall, "per_object": {str(k): v for k, v in rep.per_object.items()}}
     t = res["timing_ms"]
+    fp = res["false_positives"]
+    summary["false_positives"] = fp
+    print(f"false positives per frame at score >= {args.score_threshold}: {fp['icp']['per_frame']:.2f} "
+          f"(object not in view {fp['icp']['absent_object_per_frame']:.2f}, wrong pose of an object in view "
+          f"{fp['icp']['wrong_pose_per_frame']:.2f}); PnP only: {fp['no_icp']['per_frame']:.2f}")
+    print(comparison_table(res, args.score_threshold))
+    if "ppf" in res:
+        summary["ppf"] = {"overall": res["ppf"]["report"].overall, "ms_per_object": res["ppf"]["ms_per_object"],
+                          "false_positives_per_frame": res["ppf"]["false_positives_per_frame"]}
     print("mean time per frame [ms]: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
     print(f"drops: {res['drops']}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -42,7 +42,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="start from this model file's weights (same objects), fresh LR schedule: fine-tune a "
                         "shipped model on more scenes")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--backgrounds", nargs="+", default=None, metavar="DIR",
+                   help="folders of real photos without your objects (e.g. frames of your workspace exported from a "
+                        "`pose-ros record` bag): backgrounds, table tops and distractor textures; 1 in 10 is held out "
+                        "for the per-epoch false-positive check. Default: the ImageNet sample in "
+                        "../shared/data/photos when present; 'none' = procedural textures only")
+    p.add_argument("--camera", type=Path, default=None,
+                   help="your camera: ROS camera_info YAML or BOP camera.json; renders use its intrinsics "
+                        "(letterboxed into the network input as at run time)")
+    p.add_argument("--distance-range", type=float, nargs=2, default=(0.35, 1.4), metavar=("MIN_M", "MAX_M"),
+                   help="working distance of the camera to the objects, metres")
     p.set_defaults(func=run)
+
+
+def _scene_sources(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[float, ...] | None, tuple[int, int] | None]:
+    """(photo folders, camera K, camera size) from --backgrounds / --camera; ValueError with the fix."""
+    from pose_ros.core.camera_file import load_camera_file
+    from pose_ros.synth.photo_bank import PhotoBank, default_photo_dirs
+
+    lo, hi = args.distance_range
+    if not 0.05 <= lo < hi <= 10.0:
+        raise ValueError(f"--distance-range must be 0.05 <= MIN < MAX <= 10 m; got {lo} {hi}")
+    if args.backgrounds is None:
+        dirs = default_photo_dirs()
+        if not dirs:
+            print("warning: no --backgrounds and no default photos (../shared/data/photos) here: procedural "
+                  "backgrounds only, which real clutter breaks; pass --backgrounds DIR", file=sys.stderr)
+    elif [b.lower() for b in args.backgrounds] == ["none"]:
+        dirs = []
+    else:
+        dirs = [Path(b) for b in args.backgrounds]
+    if dirs:
+        PhotoBank.from_dirs(dirs, split="train")          # clear error now, not in a render worker
+    K = size = None
+    if args.camera is not None:
+        cam = load_camera_file(args.camera)
+        K, size = tuple(float(v) for v in cam.K.ravel()), (cam.width, cam.height)
+    return tuple(str(Path(d).resolve()) for d in dirs), K, size
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,12 +119,15 @@ def run(args: argparse.Namespace) -> int:
         if not models:
             print("error: no objects found", file=sys.stderr)
             return 2
+        photo_dirs, camera_K, camera_size = _scene_sources(args)
         cfg = TrainConfig(epochs=args.epochs, images=args.images, val_images=args.val_images,
                           batch_size=args.batch_size, lr=args.lr, seed=args.seed, workers=args.workers,
                           device=args.device, use_depth=not args.no_depth, input_width=w, input_height=h,
                           threads=args.threads, crop_width=crop_w, crop_height=crop_h,
                           widths=widths, decoder_width=args.decoder_width,
-                          time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min)
+                          time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min,
+                          photo_dirs=photo_dirs, camera_K=camera_K, camera_size=camera_size,
+                          distance_range_m=tuple(args.distance_range))
         data_dir = args.data_dir or args.out.with_name(args.out.name + ".data")
         command = "pose-ros " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         if args.init is not None and args.resume:
