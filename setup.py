@@ -36,6 +36,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/robots", glob("config/robots/*")),
+        (f"share/{PACKAGE}/config/cameras", glob("config/cameras/*")),
         *_tree("meshes"),
         *_tree("models"),
         (f"share/{PACKAGE}/msg", glob("msg/*.msg")),

@@ -61,6 +61,11 @@ PARAMETERS = [
     ParamSpec("use_icp", True, "refine poses with ICP on the depth image"),
     ParamSpec("appearance_check", True, "render-and-compare check (texture, silhouette, depth) ranking the "
               "depth-search hypotheses and near-symmetric twins; off = faster, geometry only"),
+    ParamSpec("depth_objectness", True, "drop instances that do not stand out of the scene's large planes (print, "
+              "screens, boards) or are much larger than the object in depth, and propose objects where depth "
+              "says something stands out (objects/depth_objectness.py)"),
+    ParamSpec("score_calibration", True, "use the pose score calibration stored in the model file (probability of a "
+              "right pose; `pose-ros calibrate-score`); off = the uncalibrated depth score"),
     ParamSpec("search_max_hypotheses", 24, "full detection: most rotation hypotheses the depth search refines "
               "and render-and-compares for one instance while none looks right (8 = faster, less accurate)",
               min=1, max=240),
@@ -246,6 +251,8 @@ class ObjectPoseNode(Node):
         coarse = float(self.p["icp_max_correspondence_m"])
         kwargs = {"use_icp": bool(self.p["use_icp"]), "score_threshold": float(self.p["score_threshold"]),
                   "device": device, "appearance_check": bool(self.p["appearance_check"]),
+                  "depth_objectness": bool(self.p["depth_objectness"]),
+                  "use_score_calibration": bool(self.p["score_calibration"]),
                   "depth_search_config": DepthSearchConfig(max_verified=int(self.p["search_max_hypotheses"])),
                   "icp_config": IcpConfig(max_correspondence_m=tuple(coarse / (2 ** i) for i in range(steps)))}
         if self.p["tracking"] and self.p["detect_aside"]:

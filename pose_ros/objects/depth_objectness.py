@@ -15,7 +15,8 @@ two ways:
   is still proposed.
 
 It also works for heaps of touching objects (LM-O-like): objects on top of each other all stand
-above the support plane, and none of them is a large plane. Without a large plane (an object held
+above the support plane, and none of them is a large plane. Boxes of one height side by side form a
+large plane parallel to the table, a little above it: such object tops are not counted as a plane. Without a large plane (an object held
 in the air, a close-up) the plane test says nothing and only the extent test applies.
 
 All planes are fitted on a strided point cloud (~8k points at 640x480), a few tens of ms on a CPU.
@@ -39,9 +40,11 @@ class ObjectnessConfig:
     inlier_m: float = 0.006                # plane inlier band at 1 m (grows with z^2: stereo/ToF noise)
     min_plane_fraction: float = 0.12       # a plane holding this share of the valid points is "large"
     max_planes: int = 3                    # support plane + up to two walls / boards
+    top_max_angle_deg: float = 25.0        # a plane this parallel to the support and ...
+    top_max_height_m: float = 0.4          # ... at most this high above it is object tops, not a large plane
     min_height_m: float = 0.008            # above the support plane by at least this much (noise + print)
     min_protruding_fraction: float = 0.3   # instance gate: share of its depth pixels with objectness
-    max_extent_factor: float = 1.6         # instance gate: robust 3D extent <= this x model diameter
+    max_extent_factor: float = 1.8         # instance gate: robust 3D extent <= this x model diameter
     min_depth_pixels: int = 20             # fewer valid depth pixels in an instance: no verdict
     fg_prob_on_objectness: float = 0.3     # foreground threshold of the network where depth says "object"
     seed: int = 0
@@ -91,7 +94,11 @@ class DepthObjectness:
         if n > 3000:
             k = np.linspace(0, n - 1, 3000).astype(int)
             vs, us = vs[k], us[k]
-        pts = camera.backproject(np.stack([us, vs], 1).astype(np.float64), depth_m[vs, us].astype(np.float64))
+        z = depth_m[vs, us].astype(np.float64)
+        near = np.abs(z - np.median(z)) < diameter_m       # not the background a sloppy mask edge reaches
+        if near.sum() >= cfg.min_depth_pixels:
+            vs, us, z = vs[near], us[near], z[near]
+        pts = camera.backproject(np.stack([us, vs], 1).astype(np.float64), z)
         c = pts - np.median(pts, axis=0)
         _, _, Vt = np.linalg.svd(c - c.mean(0), full_matrices=False)
         proj = c @ Vt.T
@@ -147,6 +154,14 @@ def fit_plane_ransac(points_m: np.ndarray, inlier_m: float, iterations: int, rng
     return Plane(nn, oo, float(inl.sum()) / max(1, int(cand.sum()))), inl
 
 
+def _is_object_top(plane: Plane, support: Plane, inliers_m: np.ndarray, cfg: ObjectnessConfig) -> bool:
+    """A plane parallel to the support and a little above it is the tops of objects standing on it
+    (boxes of one height side by side make one such plane), not a surface objects stand out of."""
+    parallel = abs(float(plane.normal @ support.normal)) > np.cos(np.deg2rad(cfg.top_max_angle_deg))
+    height = float(np.median(support.signed_distance(inliers_m)))
+    return parallel and cfg.min_height_m < height < cfg.top_max_height_m
+
+
 def analyse_depth_objectness(depth_m: np.ndarray, camera: PinholeCamera,
                              config: ObjectnessConfig | None = None) -> DepthObjectness:
     """Large planes of the frame and the per-pixel objectness map (module doc)."""
@@ -172,9 +187,19 @@ def analyse_depth_objectness(depth_m: np.ndarray, camera: PinholeCamera,
         plane, inl = fit_plane_ransac(pts, cfg.inlier_m, cfg.ransac_iterations, rng, free)
         if plane is None or inl.sum() < cfg.min_plane_fraction * len(pts):
             break
+        if not planes:
+            # What rests on a support plane lies in front of it (camera side). A "plane" the camera
+            # sees mostly past (more points behind it than in front) is a slice through the fronts
+            # of curved objects seen without a background (held in the air, close-up): no support.
+            sd = plane.signed_distance(pts)
+            tol = cfg.inlier_m * np.maximum(pts[:, 2], 0.3) ** 2
+            if np.count_nonzero(sd < -tol) > np.count_nonzero(sd > tol):
+                break
         plane.inlier_fraction = float(inl.sum()) / len(pts)
-        planes.append(plane)
         free &= ~inl
+        if planes and _is_object_top(plane, planes[0], pts[inl], cfg):
+            continue
+        planes.append(plane)
     out.planes = planes
     if not planes:
         out.objectness = np.zeros((H, W), bool)

@@ -191,6 +191,7 @@ class PoseEstimator:
                                for c, m in self.models.items()}
         self._turn_axes: dict[int, np.ndarray | None] = {}
         self._verifier: Any = None
+        self.last_class_map: np.ndarray | None = None
         self.collect_features = False     # fill stats.features without a calibration (to fit one)
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
@@ -308,6 +309,7 @@ class PoseEstimator:
         class_map = self._class_map(seg[:, :ho, :wo], classes,
                                     None if objectness is None or not objectness.has_support
                                     else objectness.objectness[v_img, u_img])
+        self.last_class_map = class_map          # (h, w) output-resolution classes: debug images, false-positive checks
         votes = np.stack([gu + ctr[0, :ho, :wo] * CENTRE_OFFSET_SCALE_PX,
                           gv + ctr[1, :ho, :wo] * CENTRE_OFFSET_SCALE_PX], -1)
         dmap = None               # depth at the map's pixel centres: parts same-class objects one behind another

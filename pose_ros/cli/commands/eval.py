@@ -17,6 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from pose_ros.eval.detection_matching import count_false_positives, match_estimates
+
+__all__ = ["count_false_positives", "match_estimates", "evaluate_split", "comparison_table", "format_table"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="evaluate the object pose estimator on a BOP split (ADD(-S), AR)",
@@ -32,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-vsd", action="store_true", help="skip VSD (slowest metric)")
     p.add_argument("--score-threshold", type=float, default=0.3,
                    help="poses scoring below are not published (default: the node's score_threshold)")
+    p.add_argument("--no-objectness", action="store_true",
+                   help="no depth objectness (gate and proposals), for ablation")
+    p.add_argument("--no-depth-proposals", action="store_true",
+                   help="keep the depth objectness gate but not its proposals (the network alone decides object pixels)")
     p.add_argument("--layout", choices=("auto", "bop", "ycbv-raw"), default="auto",
                    help="dataset layout; auto = raw YCB-Video (*-meta.mat, the models_ycbv frame) where present, else BOP")
     p.add_argument("--ppf-baseline", action="store_true",
@@ -48,35 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def match_estimates(gt: list[Any], results: list[Any], use_icp: bool) -> list[Any]:
-    """Greedy matching per obj_id: highest score first to the nearest unmatched GT (translation).
-
-    Returns, per GT instance, the matched PoseResult or None.
-    """
-    import numpy as np
-
-    out: list[Any] = [None] * len(gt)
-    for r in sorted(results, key=lambda r: -r.score):
-        T = r.T_cam_obj if use_icp else r.T_pnp_cam_obj
-        if T is None:                     # no PnP pose (found by the depth search only)
-            continue
-        best, best_d = None, np.inf
-        for i, g in enumerate(gt):
-            if out[i] is not None or int(g.obj_id) != int(r.obj_id):
-                continue
-            d = float(np.linalg.norm(g.T_cam_obj[:3, 3] - T[:3, 3]))
-            if d < best_d:
-                best, best_d = i, d
-        if best is not None:
-            out[best] = r
-    return out
-
-
 def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: int | None = None,
                    min_visib: float = 0.1, vsd: bool = True, score_threshold: float = 0.2,
                    progress: bool = True, appearance_check: bool = True,
                    search_hypotheses: int | None = None, layout: str = "auto",
-                   ppf_baseline: bool = False) -> dict[str, Any]:
+                   ppf_baseline: bool = False, depth_objectness: bool = True,
+                   depth_proposals: bool = True) -> dict[str, Any]:
     """Run the estimator on every frame; returns reports (with/without ICP), estimates, timings and
     false positives per frame (published poses that are not a correct pose of an object in view)."""
     import numpy as np
@@ -85,12 +70,13 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
     from pose_ros.eval.bop_io import iter_dataset_frames
     from pose_ros.eval.bop_results import BopEstimate
     from pose_ros.eval.pose_metrics import PoseRecord, add_error, adds_error, evaluate_poses
+    from pose_ros.objects.depth_objectness import ObjectnessConfig
+    from pose_ros.objects.depth_search import DepthSearchConfig
     from pose_ros.objects.estimator import PoseEstimator
 
-    from pose_ros.objects.depth_search import DepthSearchConfig
-
     est = PoseEstimator(model_path, meshes=meshes, use_icp=True, score_threshold=score_threshold,
-                        appearance_check=appearance_check,
+                        appearance_check=appearance_check, depth_objectness=depth_objectness,
+                        objectness_config=None if depth_proposals else ObjectnessConfig(fg_prob_on_objectness=1.01),
                         depth_search_config=None if search_hypotheses is None
                         else DepthSearchConfig(max_verified=search_hypotheses))
     models = {int(m.obj_id): m for m in est.models.values()}
@@ -162,31 +148,6 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
     out["timing_ms"] = {k: float(np.mean([t.get(k, 0.0) for t in times])) for k in keys}
     out["models"] = models
     return out
-
-
-def count_false_positives(gt: list[Any], results: list[Any], models: dict[int, Any], use_icp: bool) -> tuple[int, int]:
-    """(absent, wrong): published poses of an object not in view (no GT instance of it left to
-    match), and poses matched to an instance in view but wrong (ADD(-S) >= 0.1 d). Both make a
-    grasp planner reach for something that is not there. Every GT instance counts here, however
-    little of it is visible: a right pose of a hidden object is not a false positive."""
-    from pose_ros.eval.pose_metrics import add_s_error
-
-    matched = match_estimates(gt, results, use_icp)
-    right = 0
-    n_pub = 0
-    for r in results:
-        if (r.T_cam_obj if use_icp else r.T_pnp_cam_obj) is not None:
-            n_pub += 1
-    n_matched = 0
-    for g, r in zip(gt, matched):
-        if r is None:
-            continue
-        n_matched += 1
-        m = models[int(g.obj_id)]
-        T = r.T_cam_obj if use_icp else r.T_pnp_cam_obj
-        if add_s_error(m, T, g.T_cam_obj) < 0.1 * m.diameter_m:
-            right += 1
-    return n_pub - n_matched, n_matched - right
 
 
 class _Visibility:
@@ -308,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
         res = evaluate_split(args.split_dir, args.model, meshes, args.max_frames, args.min_visib,
                              vsd=not args.no_vsd, score_threshold=args.score_threshold,
                              appearance_check=not args.no_appearance, search_hypotheses=args.search_hypotheses,
-                             layout=args.layout, ppf_baseline=args.ppf_baseline)
+                             layout=args.layout, ppf_baseline=args.ppf_baseline,
+                             depth_objectness=not args.no_objectness, depth_proposals=not args.no_depth_proposals)
     except (ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
