@@ -248,29 +248,38 @@ def test_class_map_without_objectness_is_argmax_over_enabled_classes(small_estim
     assert np.array_equal(small_estimator._class_map(logits, set(), None), np.zeros((12, 16), int))
 
 
-def test_class_map_with_objectness_proposes_objects_where_depth_says_so(small_estimator):
-    # Probabilities per pixel (background, c1, c2, c3); columns: the case, rows: objectness off/on.
-    cases = np.array([[0.55, 0.30, 0.10, 0.05],    # fg 0.45 > 0.3 (0.35 without class 2), best object 1
-                      [0.60, 0.05, 0.05, 0.30],    # fg 0.40 > 0.3 (0.35 without class 2), best object 3
-                      [0.80, 0.10, 0.05, 0.05],    # fg 0.20 < 0.3: stays background
-                      [0.20, 0.10, 0.60, 0.10],    # network already says object 2
-                      [0.55, 0.05, 0.35, 0.05]])   # fg 0.45 but object 2 disabled below: 0.10 left
-    p = np.zeros((4, 2, len(cases)))
-    p[:, 0, :] = cases.T
-    p[:, 1, :] = cases.T
+def test_class_map_with_objectness_proposes_new_objects_where_depth_says_so(small_estimator):
+    """Depth proposals: an unsure region standing out of the planes, away from anything the network
+    found, becomes an object of the best (enabled) class; unsure pixels next to a found object do
+    not grow it; too unsure pixels stay background."""
+    H, W = 6, 14
+    p = np.zeros((4, H, W))
+    p[0] = 0.9
+    p[1] = 0.05
+    p[2] = 0.03
+    p[3] = 0.02
+    found = (slice(1, 4), slice(1, 4))            # the network says object 2 here
+    p[:, found[0], found[1]] = np.array([0.2, 0.1, 0.6, 0.1])[:, None, None]
+    touching = (slice(1, 4), slice(4, 6))         # unsure, right next to it
+    p[:, touching[0], touching[1]] = np.array([0.55, 0.35, 0.05, 0.05])[:, None, None]
+    alone = (slice(1, 4), slice(8, 11))           # unsure, on its own: best object 3
+    p[:, alone[0], alone[1]] = np.array([0.6, 0.05, 0.05, 0.30])[:, None, None]
+    weak = (slice(4, 6), slice(12, 14))           # objects together only 0.2: background
+    p[:, weak[0], weak[1]] = np.array([0.8, 0.1, 0.05, 0.05])[:, None, None]
     logits = _logits_from_probs(p)
-    obj = np.zeros((2, len(cases)), bool)
-    obj[1] = True
+    obj = np.ones((H, W), bool)
+
     cm = small_estimator._class_map(logits, {1, 2, 3}, obj)
-    assert cm[0].tolist() == [0, 0, 0, 2, 0]               # no objectness: the network's argmax
-    assert cm[1].tolist() == [1, 3, 0, 2, 2]               # objectness: fg > 0.3 becomes the best object
-    cm = small_estimator._class_map(logits, {1, 3}, obj)
-    assert cm[0].tolist() == [0, 0, 0, 0, 0]
-    assert cm[1].tolist() == [1, 3, 0, 0, 0]               # disabled class 2 neither wins nor adds to fg
-    # Only classes enabled count towards the foreground sum: without class 3, case 2 has 0.10 left.
-    cm = small_estimator._class_map(logits, {1, 2}, obj)
-    assert cm[1].tolist() == [1, 0, 0, 2, 2]
-    # Without objectness the map is the same with or without an all-False objectness.
-    cm_none = small_estimator._class_map(logits, {1, 2, 3}, None)
-    cm_off = small_estimator._class_map(logits, {1, 2, 3}, np.zeros_like(obj))
-    assert np.array_equal(cm_none, cm_off)
+    assert (cm[found] == 2).all()
+    assert (cm[touching] == 0).all()
+    assert (cm[alone] == 3).all()
+    assert (cm[weak] == 0).all()
+    assert (small_estimator._class_map(logits, {1, 2, 3}, None)[alone] == 0).all()     # no depth: argmax
+    # A disabled class neither wins nor counts: without class 3 the lone region has 0.10 left.
+    assert (small_estimator._class_map(logits, {1, 2}, obj)[alone] == 0).all()
+    # Objectness only where depth says so: the lone region without it stays background.
+    obj_off = obj.copy()
+    obj_off[alone] = False
+    assert (small_estimator._class_map(logits, {1, 2, 3}, obj_off)[alone] == 0).all()
+    assert np.array_equal(small_estimator._class_map(logits, {1, 2, 3}, None),
+                          small_estimator._class_map(logits, {1, 2, 3}, np.zeros_like(obj)))

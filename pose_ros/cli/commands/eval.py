@@ -38,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="poses scoring below are not published (default: the node's score_threshold)")
     p.add_argument("--no-objectness", action="store_true",
                    help="no depth objectness (gate and proposals), for ablation")
-    p.add_argument("--no-depth-proposals", action="store_true",
-                   help="keep the depth objectness gate but not its proposals (the network alone decides object pixels)")
+    p.add_argument("--depth-proposals", type=float, default=None, metavar="P",
+                   help="also propose new instances where depth says something stands out and the network gives "
+                        "the objects together probability > P (off by default)")
     p.add_argument("--layout", choices=("auto", "bop", "ycbv-raw"), default="auto",
                    help="dataset layout; auto = raw YCB-Video (*-meta.mat, the models_ycbv frame) where present, else BOP")
     p.add_argument("--ppf-baseline", action="store_true",
@@ -61,7 +62,7 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
                    progress: bool = True, appearance_check: bool = True,
                    search_hypotheses: int | None = None, layout: str = "auto",
                    ppf_baseline: bool = False, depth_objectness: bool = True,
-                   depth_proposals: bool = True) -> dict[str, Any]:
+                   depth_proposals: float | None = None) -> dict[str, Any]:
     """Run the estimator on every frame; returns reports (with/without ICP), estimates, timings and
     false positives per frame (published poses that are not a correct pose of an object in view)."""
     import numpy as np
@@ -76,7 +77,7 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
 
     est = PoseEstimator(model_path, meshes=meshes, use_icp=True, score_threshold=score_threshold,
                         appearance_check=appearance_check, depth_objectness=depth_objectness,
-                        objectness_config=None if depth_proposals else ObjectnessConfig(fg_prob_on_objectness=1.01),
+                        objectness_config=ObjectnessConfig(fg_prob_on_objectness=depth_proposals),
                         depth_search_config=None if search_hypotheses is None
                         else DepthSearchConfig(max_verified=search_hypotheses))
     models = {int(m.obj_id): m for m in est.models.values()}
@@ -270,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
                              vsd=not args.no_vsd, score_threshold=args.score_threshold,
                              appearance_check=not args.no_appearance, search_hypotheses=args.search_hypotheses,
                              layout=args.layout, ppf_baseline=args.ppf_baseline,
-                             depth_objectness=not args.no_objectness, depth_proposals=not args.no_depth_proposals)
+                             depth_objectness=not args.no_objectness, depth_proposals=args.depth_proposals)
     except (ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
