@@ -9,7 +9,7 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from pose_ros.launch_specs import SYSTEMS, condition_holds, launch_environment, robot_urdf_for
+from pose_ros.launch_specs import SYSTEMS, condition_holds, launch_environment, remappings_for, robot_urdf_for
 
 
 def _resolve(value: str, share: str) -> str:
@@ -55,7 +55,7 @@ def generate(system_name: str) -> LaunchDescription:
             if overrides:
                 params.append(overrides)
             actions.append(Node(package=spec.package, executable=spec.executable, name=spec.name,
-                                parameters=params, remappings=list(spec.remappings), output="screen"))
+                                parameters=params, remappings=remappings_for(spec, args), output="screen"))
         return actions
 
     # The system's Fast DDS profile (config/) and one BLAS thread per node, unless the user's

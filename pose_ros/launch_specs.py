@@ -6,6 +6,7 @@ from these specs, so the two cannot drift apart. Plain Python: no ROS imports.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -28,6 +29,9 @@ class NodeSpec:
     package: str = "pose_ros"
     # Launch arguments naming a file whose *content* becomes a parameter: {argument: parameter}.
     arg_file_params: dict[str, str] = field(default_factory=dict)
+    # Launch arguments that add a remapping when not empty: {argument: (topic, target)}, "{}" in
+    # target = the argument's value (e.g. a ros2_control controller name). See `remappings_for`.
+    arg_remappings: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def ros_only(self) -> bool:
@@ -111,6 +115,14 @@ SYSTEMS: dict[str, SystemSpec] = {
             # same CPU. Not better, so one process per node stays the default (restart, inspect one).
             LaunchArg("composed", "false", "true: camera, human_pose and retarget in one process (the images do "
                       "not cross a process boundary; see pose-ros bench-teleop --composed)"),
+            # ros2_control controllers listen on /<controller>/commands (forward_command_controller,
+            # std_msgs/Float64MultiArray) and /<controller>/joint_trajectory (joint_trajectory_controller).
+            LaunchArg("forward_controller", "", "ros2_control forward_command_controller to drive (e.g. "
+                      "forward_position_controller): /retarget/forward_command is remapped to /<name>/commands; "
+                      "empty = no remap"),
+            LaunchArg("trajectory_controller", "", "ros2_control joint_trajectory_controller to drive (e.g. "
+                      "joint_trajectory_controller): /retarget/joint_trajectory is remapped to "
+                      "/<name>/joint_trajectory; empty = no remap"),
         ),
         (
             NodeSpec("realsense_camera", "realsense_camera_node", "realsense_camera", "realsense_camera.yaml",
@@ -122,7 +134,9 @@ SYSTEMS: dict[str, SystemSpec] = {
                      condition="camera==replay"),
             NodeSpec("retarget", "retarget_node", "retarget", "retarget.yaml",
                      arg_params={"robot": "robot_urdf", "mapping": "mapping_file", "engage": "engage_on_start"},
-                     remappings=(("skeletons", "/human_pose/skeletons"),)),
+                     remappings=(("skeletons", "/human_pose/skeletons"),),
+                     arg_remappings={"forward_controller": ("~/forward_command", "/{}/commands"),
+                                     "trajectory_controller": ("~/joint_trajectory", "/{}/joint_trajectory")}),
             # Commanded joint states -> TF for RViz's RobotModel (ROS installs only). The URDF is the
             # `robot` argument, or the one the mapping names when that is empty.
             NodeSpec("robot_state_publisher", "", "robot_state_publisher", package="robot_state_publisher",
@@ -182,6 +196,28 @@ def condition_holds(condition: str, args: dict[str, str]) -> bool:
     name, _, expected = condition.partition("!=" if negate else "==")
     equal = str(args.get(name, "")).strip().lower() == expected.strip().lower()
     return equal != negate
+
+
+_ROS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def remappings_for(spec: NodeSpec, args: dict[str, str]) -> list[tuple[str, str]]:
+    """`spec`'s fixed remappings plus one per non-empty `arg_remappings` argument.
+
+    `forward_controller:=forward_position_controller` -> ("~/forward_command",
+    "/forward_position_controller/commands"). The value is a controller name (a ROS name, leading
+    and trailing '/' ignored); anything else is a ValueError naming the argument."""
+    out = list(spec.remappings)
+    for arg_name, (topic, target) in spec.arg_remappings.items():
+        value = str(args.get(arg_name, "")).strip().strip("/")
+        if not value:
+            continue
+        if not _ROS_NAME.fullmatch(value):
+            raise ValueError(f"launch argument {arg_name}:={args[arg_name]!r} is not a controller name (letters, "
+                             "digits and '_', not starting with a digit; '/' between namespaces); give the "
+                             f"name the controller manager loaded it under, e.g. {arg_name}:=my_controller")
+        out.append((topic, target.format(value)))
+    return out
 
 
 def robot_urdf_for(args: dict[str, str]) -> str:

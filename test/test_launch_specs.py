@@ -104,3 +104,57 @@ def test_pose_ros_launch_show_prints_the_node_commands(capsys):
     out = capsys.readouterr().out
     assert "pose_ros.nodes.dataset_camera_node" in out and "dataset_path:=/tmp/scene" in out
     assert "synthetic_camera_node" not in out
+
+
+def test_every_argument_remapping_names_a_declared_argument_and_a_default_topic():
+    for system in SYSTEMS.values():
+        names = {a.name for a in system.args}
+        for spec in system.nodes:
+            if not spec.arg_remappings:
+                continue
+            assert set(spec.arg_remappings) <= names, f"{spec.name} remaps by an undeclared launch argument"
+            # the remapped topic is the node's topic as configured (a remap rule matches names, not parameters)
+            section = parameters_in_yaml(ROOT / "config" / spec.params_file)[spec.name]
+            topics = {v for v in section.values() if isinstance(v, str)}
+            for topic, target in spec.arg_remappings.values():
+                assert topic in topics, f"{spec.name}: {topic} is not one of its configured topics"
+                assert "{}" in target
+
+
+def test_teleop_remaps_the_commands_to_the_named_ros2_control_controllers():
+    """forward_command_controller listens on /<name>/commands, joint_trajectory_controller on
+    /<name>/joint_trajectory; `pose-ros launch`, composed and `ros2 launch` all use the same rules."""
+    from pose_ros.cli.launcher import plan
+    from pose_ros.launch_specs import remappings_for
+    from pose_ros.nodes.container import parse_entries
+
+    system = SYSTEMS["teleop"]
+    spec = next(s for s in system.nodes if s.name == "retarget")
+    section = parameters_in_yaml(ROOT / "config" / spec.params_file)["retarget"]
+    assert section["forward_command_topic"] == "~/forward_command"
+    assert section["trajectory_topic"] == "~/joint_trajectory"
+    controllers = {"forward_controller": "forward_position_controller",
+                   "trajectory_controller": "joint_trajectory_controller"}
+    remaps = dict(remappings_for(spec, resolve_args(system, controllers)))
+    assert remaps == {"skeletons": "/human_pose/skeletons",
+                      "~/forward_command": "/forward_position_controller/commands",
+                      "~/joint_trajectory": "/joint_trajectory_controller/joint_trajectory"}
+    # empty (the default): today's topics, /retarget/forward_command and /retarget/joint_trajectory
+    assert dict(remappings_for(spec, resolve_args(system, {}))) == {"skeletons": "/human_pose/skeletons"}
+    only_fwd = dict(remappings_for(spec, resolve_args(system, {"forward_controller": "/arm/fwd_controller/"})))
+    assert only_fwd["~/forward_command"] == "/arm/fwd_controller/commands" and "~/joint_trajectory" not in only_fwd
+    for bad in ("1st_controller", "my controller", "ctrl:=x", "a//b", "~/ctrl"):
+        with pytest.raises(ValueError, match="forward_controller.*not a controller name"):
+            remappings_for(spec, resolve_args(system, {"forward_controller": bad}))
+
+    # separate processes (pose-ros launch)
+    cmd = next(p for p in plan(system, controllers) if p.spec.name == "retarget").command
+    pairs = {cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "-r"}
+    assert {"~/forward_command:=/forward_position_controller/commands",
+            "~/joint_trajectory:=/joint_trajectory_controller/joint_trajectory"} <= pairs
+    # composed:=true: the container gives the retarget node the same rules
+    container = next(p for p in plan(system, {**controllers, "composed": "true"}) if p.spec.module == "container")
+    entry = next(e for e in parse_entries(container.command[3]) if e.module == "retarget_node")
+    assert "~/forward_command:=/forward_position_controller/commands" in entry.args
+    # ros2 launch (launch/_pose_ros_launch.py, not importable without `launch`) builds remappings the same way
+    assert "remappings=remappings_for(spec, args)" in (ROOT / "launch" / "_pose_ros_launch.py").read_text()

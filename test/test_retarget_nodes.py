@@ -162,7 +162,18 @@ def test_replay_to_retarget_over_dds():
     assert bones.header.frame_id == "camera_color_optical_frame" and len(bones.points) >= 2 * 20
     z = np.array([p.z for p in bones.points])
     assert 0.5 < z.min() and z.max() < 5.0
-    assert len(traj[-1][1].points) == 1 and traj[-1][1].points[0].time_from_start.nanosec == 20_000_000
+    # joint_trajectory_controller accepts every trajectory as it arrives (test_retarget_commands.jtc_rejection):
+    # stamp 0 = start on receipt, one point at the default horizon (3 periods at 50 Hz), final velocity 0
+    from test_retarget_commands import jtc_rejection
+    receipt_ns = probe.node.get_clock().now().nanoseconds      # later than every arrival: the worst case
+    for _, m in traj:
+        assert jtc_rejection(m, cfg.joint_names, receipt_ns) is None
+        assert (m.header.stamp.sec, m.header.stamp.nanosec) == (0, 0) and len(m.points) == 1
+        assert (m.points[0].time_from_start.sec, m.points[0].time_from_start.nanosec) == (0, 60_000_000)
+        assert list(m.points[0].velocities) == [0.0] * len(cfg.joint_names)
+    q_traj = np.array([m.points[0].positions for _, m in traj])
+    assert np.all(q_traj >= cfg.cmd_lower - 1e-9) and np.all(q_traj <= cfg.cmd_upper + 1e-9)
+    assert np.ptp(q_traj, axis=0).max() > 0.2                  # it carried the motion, not a held pose
     q = np.array([m.data for _, m in fwd])
     q_js = np.array([m.position[:len(cfg.joint_names)] for _, m in js])
     assert q.shape[1] == len(cfg.joint_names)
@@ -217,6 +228,28 @@ def test_node_parameters_are_validated_and_g1_mapping_loads():
         with pytest.raises(ValueError, match="not found"):
             RetargetNode(f"rt_bad2_{suffix}", context=ctx,
                          parameter_overrides=_params({"mapping_file": "/nonexistent/map.yaml"}))
+        # the trajectory horizon: a number, in range, at least one control period (start-up errors)
+        from rclpy.exceptions import InvalidParameterValueException
+        for value, match in ((-0.1, "trajectory_horizon_s out of range"), (-1, r"'trajectory_horizon_s' = -1 is outside"),
+                             ("long", "'trajectory_horizon_s' must be a number"),
+                             (0.01, "'trajectory_horizon_s' = 0.01 s is shorter than one control period")):
+            with pytest.raises((ValueError, InvalidParameterValueException), match=match):
+                RetargetNode(f"rt_bad_h_{suffix}", context=ctx, parameter_overrides=_params(
+                    {"trajectory_horizon_s": value, "rate_hz": 50.0}))
+        # the teleop launch's controller remappings, applied by rclpy to this node's default topics
+        from pose_ros.launch_specs import SYSTEMS, remappings_for, resolve_args
+        teleop = SYSTEMS["teleop"]
+        spec = next(s for s in teleop.nodes if s.name == "retarget")
+        rules = remappings_for(spec, resolve_args(teleop, {"forward_controller": f"fwd_{suffix}",
+                                                           "trajectory_controller": f"jtc_{suffix}"}))
+        wired = RetargetNode(f"rt_wired_{suffix}", context=ctx, cli_args=[
+            "--ros-args", *[a for src, dst in rules for a in ("-r", f"{src}:={dst}")]],
+            parameter_overrides=_params({"trajectory_horizon_s": 0.1, "skeletons_topic": f"sk_{suffix}"}))
+        assert wired.fwd_pub.topic_name == f"/fwd_{suffix}/commands"
+        assert wired.traj_pub.topic_name == f"/jtc_{suffix}/joint_trajectory"
+        assert wired.js_pub.topic_name == f"/rt_wired_{suffix}/joint_states"     # not a controller topic
+        assert wired.trajectory_horizon_s == 0.1
+        wired.destroy_node()
         g1 = RetargetNode(f"rt_g1_{suffix}", context=ctx, parameter_overrides=_params(
             {"mapping_file": "config/robots/unitree_g1.yaml", "skeletons_topic": f"sk_{suffix}"}))
         assert g1.joint_names[:3] == ["waist_yaw_joint", "waist_roll_joint", "waist_pitch_joint"]

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pose_ros.launch_specs import NodeSpec, SystemSpec, condition_holds, launch_environment, resolve_args
+from pose_ros.launch_specs import (NodeSpec, SystemSpec, condition_holds, launch_environment, remappings_for,
+                                   resolve_args)
 from pose_ros.nodes.container import ComposedNode, entries_json
 from pose_ros.resources import config_dir, resolve
 
@@ -46,7 +47,7 @@ def node_command(spec: NodeSpec, args: dict[str, str], extra_params: dict[str, o
     params.update(extra_params or {})
     for key, value in params.items():
         cmd += ["-p", f"{key}:={_format_value(value)}"]
-    for src, dst in spec.remappings:
+    for src, dst in remappings_for(spec, args):
         cmd += ["-r", f"{src}:={dst}"]
     return cmd
 

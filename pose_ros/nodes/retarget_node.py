@@ -11,8 +11,10 @@ passes the same rate-limited `SafetyLayer.step`, whose limits hold for any step 
 Subscribes `skeletons` (pose_ros/HumanSkeletonArray: the one with is_operator, else the first)
 and `/joint_states` (measured, for the engage ramp). Publishes `~/joint_states`
 (sensor_msgs/JointState, for robot_state_publisher/RViz), `~/joint_trajectory`
-(trajectory_msgs/JointTrajectory, one point), `~/forward_command` (std_msgs/Float64MultiArray in
-the mapping's command order, for a ros2_control forward command controller) and `~/status`
+(trajectory_msgs/JointTrajectory for a ros2_control joint_trajectory_controller: see
+`trajectory_command`), `~/forward_command` (std_msgs/Float64MultiArray in the mapping's command
+order, for a ros2_control forward_command_controller, which listens on `/<controller>/commands`;
+the teleop launch remaps both with `forward_controller:=` / `trajectory_controller:=`) and `~/status`
 (pose_ros/TeleopStatus: state, interventions, IK residuals and the operator's measured limb
 lengths). Services `~/engage`, `~/disengage` (std_srvs/Trigger) and
 `~/set_engaged` (std_srvs/SetBool). `~/robot_markers` (visualization_msgs/MarkerArray) draws the
@@ -58,6 +60,10 @@ PARAMETERS = [
               read_only=True),
     ParamSpec("trajectory_topic", "~/joint_trajectory", "commanded trajectory_msgs/JointTrajectory",
               read_only=True),
+    ParamSpec("trajectory_horizon_s", 0.0, "time_from_start of the ~/joint_trajectory point (header stamp 0 = "
+              "start on receipt, final velocity 0): the controller reaches each command this long after it "
+              "arrives and stops there if no newer one comes; 0 = 3 control periods (60 ms at 50 Hz), "
+              "otherwise at least one period (1/rate_hz)", min=0.0, max=5.0, read_only=True),
     ParamSpec("forward_command_topic", "~/forward_command",
               "commanded std_msgs/Float64MultiArray in command order (ros2_control forward controller)",
               read_only=True),
@@ -82,6 +88,60 @@ PARAMETERS = [
 ]
 
 
+DEFAULT_HORIZON_PERIODS = 3
+
+
+def trajectory_horizon(horizon_s: float, rate_hz: float) -> float:
+    """The `trajectory_horizon_s` parameter resolved against the control rate: 0 -> 3 periods.
+
+    Shorter than one control period is refused: the trajectory would end (and the joints stop) before
+    the next command arrives, every period."""
+    period_s = 1.0 / rate_hz
+    if horizon_s == 0.0:
+        return DEFAULT_HORIZON_PERIODS * period_s
+    if not math.isfinite(horizon_s):
+        raise ValueError(f"parameter 'trajectory_horizon_s' = {horizon_s} must be a finite number of seconds")
+    if horizon_s < period_s * (1 - 1e-9):
+        raise ValueError(f"parameter 'trajectory_horizon_s' = {horizon_s:g} s is shorter than one control period "
+                         f"({period_s:g} s at rate_hz {rate_hz:g}): the joint_trajectory_controller would stop "
+                         f"between commands; use at least {2 * period_s:g} s, or 0 for "
+                         f"{DEFAULT_HORIZON_PERIODS} periods")
+    return float(horizon_s)
+
+
+def trajectory_command(joint_names: list[str], q, horizon_s: float) -> JointTrajectory:
+    """The `~/joint_trajectory` message for command `q`: one that ros2_control's
+    joint_trajectory_controller (Jazzy/Kilted) accepts and follows while the robot moves.
+
+    Its rules (control.ros.org, joint_trajectory_controller: "Trajectory Representation" /
+    "Trajectory Replacement", the `allow_nonzero_velocity_at_trajectory_end` parameter):
+    - a header stamp of zero (the default) means "start now", on receipt; a non-zero stamp whose
+      stamp + last point's `time_from_start` lies in the past when the message is processed is
+      rejected. Stamp 0 makes the command independent of transport latency and of clock offsets.
+    - `allow_nonzero_velocity_at_trajectory_end` is false by default since Jazzy: a trajectory whose
+      last point has a non-zero velocity is rejected. The point carries velocities of exactly 0: the
+      controller interpolates from its state at receipt to `q` at rest (a cubic spline, velocity-
+      continuous across replacements, when that state has velocities; linear otherwise).
+    - `time_from_start` strictly increasing and > 0 (0 would be a step, no interpolation): one
+      point at `horizon_s`. Each new command replaces the running trajectory from its receipt on, so
+      the joints follow the commands with about one horizon of smoothing lag, and stop (at the last
+      command, not beyond: the safety layer's limits hold) when commands stop for longer.
+    - `joint_names` lists every controller joint (unless `allow_partial_joints_goal`), positions and
+      velocities in that order.
+    """
+    q = [float(v) for v in q]
+    if len(q) != len(joint_names):
+        raise ValueError(f"{len(q)} positions for {len(joint_names)} joints")
+    if not horizon_s > 0.0:
+        raise ValueError(f"trajectory horizon must be > 0 s; got {horizon_s}")
+    ns = int(round(horizon_s * 1e9))
+    return JointTrajectory(
+        header=Header(),                      # stamp 0: start on receipt
+        joint_names=list(joint_names),
+        points=[JointTrajectoryPoint(positions=q, velocities=[0.0] * len(q),
+                                     time_from_start=Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000))])
+
+
 def _resolve_path(value: str) -> Path:
     """Absolute, relative to the working directory, or relative to the package (config/...)."""
     p = Path(value)
@@ -102,6 +162,7 @@ class RetargetNode(Node):
 
         if self.p["stamp_source"] not in ("header", "arrival"):
             raise ValueError(f"stamp_source '{self.p['stamp_source']}' is not valid; use 'header' or 'arrival'")
+        self.trajectory_horizon_s = trajectory_horizon(float(self.p["trajectory_horizon_s"]), float(self.p["rate_hz"]))
         mapping_path = _resolve_path(self.p["mapping_file"]) if self.p["mapping_file"] else default_mapping_path()
         urdf = _resolve_path(self.p["robot_urdf"]) if self.p["robot_urdf"] else None
         self.mapping = load_mapping(mapping_path, urdf_path=urdf)
@@ -127,7 +188,6 @@ class RetargetNode(Node):
         self._period_ns = int(round(self._period_s * 1e9))
         self._last_cycle_ns = -1              # ROS time of the last published command (both paths)
         self._publish_on_input = bool(self.p["publish_on_input"])
-        self._traj_duration = Duration(sec=int(self._period_s), nanosec=int((self._period_s % 1.0) * 1e9))
         # Safety-layer time is seconds since start: float64 keeps sub-microsecond resolution.
         self._t0_ns = self.get_clock().now().nanoseconds
 
@@ -258,8 +318,7 @@ class RetargetNode(Node):
             self.js_pub.publish(JointState(header=header, name=self.joint_names + self._extra_names,
                                            position=q + self._extra_q,
                                            velocity=qd + [0.0] * len(self._extra_names)))
-            self.traj_pub.publish(JointTrajectory(header=header, joint_names=self.joint_names, points=[
-                JointTrajectoryPoint(positions=q, velocities=qd, time_from_start=self._traj_duration)]))
+            self.traj_pub.publish(trajectory_command(self.joint_names, q, self.trajectory_horizon_s))
             fwd = Float64MultiArray(data=q)
             fwd.layout.dim = [MultiArrayDimension(label="joints", size=len(q), stride=len(q))]
             self.fwd_pub.publish(fwd)
