@@ -9,7 +9,8 @@ the frame; each kind is logged the first time and its count is repeated in the p
 
 Publishes ~/skeletons (pose_ros/HumanSkeletonArray, header = colour stamp and frame),
 ~/markers (LINE_LIST bones + SPHERE_LIST joints per person, deleted when the person leaves) and
-~/debug_image (overlay, only while someone subscribes).
+~/debug_image (overlay, only while someone subscribes). Camera subscriptions match the publishers'
+reliability (image_qos: auto, nodes/qos.py).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from pose_ros.nodes.image_conversions import (camera_info_to_camera, image_to_de
                                               numpy_to_image, stamp_to_ns)
 from pose_ros.nodes.drop_log import DropLog
 from pose_ros.nodes.params import ParamSpec, declare_parameters
-from pose_ros.nodes.qos import camera_publisher_qos, result_qos, sensor_qos
+from pose_ros.nodes.qos import CameraSubscriptions, camera_publisher_qos, image_qos_mode, result_qos
 from pose_ros.nodes.runner import run_node
 from pose_ros.nodes.sync import ApproximateTimeSync
 from pose_ros.nodes.topics import COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC
@@ -43,7 +44,8 @@ PARAMETERS = [
     ParamSpec("sync_slop_s", 0.03, "max colour/depth stamp difference to pair them", min=0.0, max=1.0),
     ParamSpec("max_rate_hz", 30.0, "process at most this many frames per second on average (0 = as fast as "
               "possible); camera jitter around the cap does not delay a frame", min=0.0, max=1000.0),
-    ParamSpec("image_qos", "reliable", "camera subscription reliability: reliable | best_effort"),
+    ParamSpec("image_qos", "auto", "camera subscription reliability: auto (match the publisher: best_effort if "
+              "it publishes best-effort, else reliable) | reliable | best_effort"),
     ParamSpec("image_queue_depth", 2, "colour/depth subscription history: small = only the newest frames wait "
               "(newest frame wins; a deeper queue makes a slow node work through stale frames)", min=1, max=100),
     ParamSpec("convention", "blazepose33", "output keypoint convention: blazepose33 or coco17"),
@@ -101,6 +103,7 @@ class HumanPoseNode(Node):
     def __init__(self, node_name: str = "human_pose", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self.p = declare_parameters(self, PARAMETERS)
+        image_qos_mode(self.p["image_qos"])   # a wrong value stops the node before MediaPipe loads
         from pose_ros.human.keypoint_backend import MediaPipePoseBackend
         from pose_ros.human.lifting import LiftingConfig
         from pose_ros.human.one_euro import OneEuroConfig
@@ -143,17 +146,15 @@ class HumanPoseNode(Node):
         self._last_marker_ids: set[int] = set()
         self._last_frame_id = ""
 
-        qos = sensor_qos(depth=int(p["image_queue_depth"]), reliability=str(p["image_qos"]))
-        self.create_subscription(CameraInfo, p["info_topic"], self._on_info, qos)
+        self.camera_subs = CameraSubscriptions(self, p["image_qos"], depth=int(p["image_queue_depth"]))
+        self.camera_subs.add(CameraInfo, p["info_topic"], self._on_info)
         if p["use_depth"]:
             self._sync = ApproximateTimeSync(2, int(float(p["sync_slop_s"]) * 1e9), self._on_pair, queue_size=5)
-            self.create_subscription(Image, p["color_topic"],
-                                     lambda m: self._sync.add(0, stamp_to_ns(m.header.stamp), m), qos)
-            self.create_subscription(Image, p["depth_topic"],
-                                     lambda m: self._sync.add(1, stamp_to_ns(m.header.stamp), m), qos)
+            self.camera_subs.add(Image, p["color_topic"], lambda m: self._sync.add(0, stamp_to_ns(m.header.stamp), m))
+            self.camera_subs.add(Image, p["depth_topic"], lambda m: self._sync.add(1, stamp_to_ns(m.header.stamp), m))
         else:
             self._sync = None
-            self.create_subscription(Image, p["color_topic"], lambda m: self._on_pair(m, None), qos)
+            self.camera_subs.add(Image, p["color_topic"], lambda m: self._on_pair(m, None))
 
         self._worker = threading.Thread(target=self._work, name="human_pose_worker", daemon=True)
         self._worker.start()

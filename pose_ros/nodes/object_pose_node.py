@@ -11,11 +11,13 @@ does not stall the pose stream; its results join the tracks a detection time lat
 Outputs (all stamped with the colour image's stamp and frame):
   ~/poses          pose_ros/ObjectPoseArray   class, instance, score, pose+covariance, stage stats
   ~/pose_array     geometry_msgs/PoseArray    all poses, for generic tools
-  ~/<class>/pose   geometry_msgs/PoseStamped  best instance of each class
+  ~/<class>/pose   geometry_msgs/PoseStamped  best instance of each class (<class> = the class name made a
+                   valid ROS name, nodes/names.py: `002_master_chef_can` -> `obj_002_master_chef_can`)
   ~/markers        visualization_msgs/MarkerArray  mesh + label per instance, deleted when gone
   ~/debug_image    sensor_msgs/Image          colour with model contours and axes
   /diagnostics     diagnostic_msgs/DiagnosticArray  rates, drops by reason, stage times
-  TF               <frame_prefix><class>_<instance>, where tf2_ros is installed
+  TF               <frame_prefix><class>_<instance> (<class> as in the topic), where tf2_ros is installed
+Camera subscriptions match the publishers' reliability (image_qos: auto, nodes/qos.py).
 Services: ~/reset_tracking (std_srvs/Trigger), ~/set_object_enabled (pose_ros/SetObjectEnabled).
 """
 from __future__ import annotations
@@ -41,7 +43,8 @@ from pose_ros.nodes.image_conversions import (CameraInfoError, ImageConversionEr
                                               image_to_depth_m, image_to_rgb, numpy_to_image, stamp_to_ns)
 from pose_ros.nodes.drop_log import DropLog
 from pose_ros.nodes.params import ParamSpec, declare_parameters
-from pose_ros.nodes.qos import result_qos, sensor_qos
+from pose_ros.nodes.names import unique_ros_name_tokens
+from pose_ros.nodes.qos import CameraSubscriptions, image_qos_mode, result_qos, sensor_qos
 from pose_ros.nodes.ros_conversions import T_to_pose, T_to_transform
 from pose_ros.nodes.runner import run_node
 from pose_ros.nodes.sync import ApproximateTimeSync
@@ -99,11 +102,13 @@ PARAMETERS = [
               "by reason, drops)", min=0.5, max=3600.0),
     ParamSpec("max_rate_hz", 30.0, "upper bound on processed frames per second", min=0.1, max=1000.0),
     ParamSpec("device", "auto", "network device: auto | cpu | cuda"),
-    ParamSpec("frame_prefix", "", "prefix of the TF child frames <prefix><class>_<instance>"),
+    ParamSpec("frame_prefix", "", "prefix of the TF child frames <prefix><class>_<instance> (<class>: the class "
+              "name as a valid ROS name, as in the ~/<class>/pose topics)"),
     ParamSpec("color_topic", COLOR_TOPIC, "colour image (rgb8/bgr8)"),
     ParamSpec("depth_topic", DEPTH_TOPIC, "depth aligned to colour (16UC1 mm or 32FC1 m)"),
     ParamSpec("info_topic", INFO_TOPIC, "colour camera_info"),
-    ParamSpec("image_qos", "reliable", "camera subscription reliability: reliable | best_effort"),
+    ParamSpec("image_qos", "auto", "camera subscription reliability: auto (match the publisher: best_effort if "
+              "it publishes best-effort, else reliable) | reliable | best_effort"),
     ParamSpec("sync_slop_s", 0.02, "max stamp difference between colour, depth and camera_info", min=0.0, max=1.0),
     ParamSpec("sync_queue_size", 5, "per-topic synchroniser queue length", min=1, max=100),
     ParamSpec("publish_markers", True, "publish ~/markers (mesh + label per instance)"),
@@ -125,6 +130,7 @@ class ObjectPoseNode(Node):
     def __init__(self) -> None:
         super().__init__("object_pose")
         self.p = declare_parameters(self, PARAMETERS)
+        image_qos_mode(self.p["image_qos"])   # a wrong value stops the node before the model loads
         self.drops = DropLog(self.get_logger(), "/diagnostics")
         self.processed = 0
         self.stage_ms: deque[dict] = deque(maxlen=100)
@@ -139,6 +145,12 @@ class ObjectPoseNode(Node):
             raise ValueError(f"enabled_objects names {sorted(unknown)} that are not in the model "
                              f"(it has {self.estimator.class_names})")
         self.colour_of = {n: CLASS_COLOURS[i % len(CLASS_COLOURS)] for i, n in enumerate(self.estimator.class_names)}
+        # Class names as topic and TF frame names: any name is valid, no two classes share one (names.py).
+        # Colliding names get their class_id (1-based position, the class_id field of ~/poses) appended.
+        self.ros_name = unique_ros_name_tokens(self.estimator.class_names)
+        renamed = {n: t for n, t in self.ros_name.items() if n != t}
+        if renamed:
+            self.get_logger().info(f"class names made valid ROS names for topics and TF frames: {renamed}")
         self._tracks = None
         self.tracker = None
         self.detector = None
@@ -159,7 +171,8 @@ class ObjectPoseNode(Node):
         out_qos = result_qos()
         self.poses_pub = self.create_publisher(ObjectPoseArray, "~/poses", out_qos)
         self.pose_array_pub = self.create_publisher(PoseArray, "~/pose_array", out_qos)
-        self.class_pubs = {n: self.create_publisher(PoseStamped, f"~/{n}/pose", out_qos) for n in self.estimator.class_names}
+        self.class_pubs = {n: self.create_publisher(PoseStamped, f"~/{self.ros_name[n]}/pose", out_qos)
+                           for n in self.estimator.class_names}
         self.markers_pub = self.create_publisher(MarkerArray, "~/markers", out_qos)
         self.debug_pub = self.create_publisher(Image, "~/debug_image", sensor_qos(depth=1))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
@@ -168,10 +181,10 @@ class ObjectPoseNode(Node):
 
         self.sync = ApproximateTimeSync(3, int(self.p["sync_slop_s"] * 1e9), self._on_frame,
                                         queue_size=int(self.p["sync_queue_size"]))
-        qos = sensor_qos(reliability=self.p["image_qos"])
-        self.create_subscription(Image, self.p["color_topic"], lambda m: self._offer(0, m), qos)
-        self.create_subscription(Image, self.p["depth_topic"], lambda m: self._offer(1, m), qos)
-        self.create_subscription(CameraInfo, self.p["info_topic"], lambda m: self._offer(2, m), qos)
+        self.camera_subs = CameraSubscriptions(self, self.p["image_qos"], depth=5)
+        self.camera_subs.add(Image, self.p["color_topic"], lambda m: self._offer(0, m))
+        self.camera_subs.add(Image, self.p["depth_topic"], lambda m: self._offer(1, m))
+        self.camera_subs.add(CameraInfo, self.p["info_topic"], lambda m: self._offer(2, m))
         if self.p["init_poses_topic"]:
             self.create_subscription(ObjectPoseArray, self.p["init_poses_topic"], self._on_init_poses, out_qos)
         self.create_service(Trigger, "~/reset_tracking", self._on_reset)
@@ -193,7 +206,7 @@ class ObjectPoseNode(Node):
         self.get_logger().info(
             f"object pose: model {self.model_path}, objects {sorted(self.enabled)}, ICP {'on' if self.p['use_icp'] else 'off'}, "
             f"tracking {'on' if self.p['tracking'] else 'off'}, TF {'on' if self.tf_broadcaster else 'off (tf2_ros not installed)'}; "
-            f"listening on {self.p['color_topic']}")
+            f"listening on {self.p['color_topic']} (image_qos {self.p['image_qos']})")
 
     # ------------------------------------------------------------------ setup
     def _meshes_root(self) -> Path:
@@ -263,6 +276,11 @@ class ObjectPoseNode(Node):
         self._models_by_name = {o.name: estimator.models[i + 1] for i, o in enumerate(estimator.objects)
                                 if (i + 1) in estimator.models}
         return estimator
+
+    def frame_id(self, class_name: str, instance_id: int) -> str:
+        """TF child frame of one object instance: <frame_prefix><class as ROS name>_<instance>."""
+        token = self.ros_name.get(class_name) or unique_ros_name_tokens([class_name])[class_name]
+        return f"{self.p['frame_prefix']}{token}_{int(instance_id)}"
 
     def _make_tf_broadcaster(self):
         try:
@@ -422,7 +440,7 @@ class ObjectPoseNode(Node):
         if self.tf_broadcaster is not None and results:
             from geometry_msgs.msg import TransformStamped
             self.tf_broadcaster.sendTransform([
-                TransformStamped(header=header, child_frame_id=f"{self.p['frame_prefix']}{r.class_name}_{r.instance_id}",
+                TransformStamped(header=header, child_frame_id=self.frame_id(r.class_name, r.instance_id),
                                  transform=T_to_transform(r.T_cam_obj)) for r in results])
         if self.p["publish_markers"]:
             self.markers_pub.publish(self._markers(header, results))

@@ -22,7 +22,7 @@ from pose_ros.core.transforms import rotation_angle_rad
 from pose_ros.msg import ObjectPoseArray
 from pose_ros.nodes.image_conversions import stamp_to_ns
 from pose_ros.nodes.params import ParamSpec, declare_parameters
-from pose_ros.nodes.qos import result_qos, sensor_qos
+from pose_ros.nodes.qos import CameraSubscriptions, image_qos_mode, result_qos
 from pose_ros.nodes.ros_conversions import pose_to_T
 from pose_ros.nodes.runner import run_node
 from pose_ros.nodes.topics import COLOR_TOPIC, DEPTH_TOPIC, GROUND_TRUTH_TOPIC, INFO_TOPIC
@@ -38,7 +38,8 @@ PARAMETERS = [
     ParamSpec("summary_file", "", "write totals as JSON here on exit (and at each report)"),
     ParamSpec("errors_file", "", "append one JSON line per scored ground-truth instance here (stamp, class, "
               "found, errors): the run's timeline, e.g. how long a wrong first pose lasted"),
-    ParamSpec("image_qos", "reliable", "camera subscription reliability: reliable | best_effort"),
+    ParamSpec("image_qos", "auto", "camera subscription reliability: auto (match the publisher: best_effort if "
+              "it publishes best-effort, else reliable) | reliable | best_effort"),
 ]
 
 
@@ -74,6 +75,7 @@ class TopicMonitorNode(Node):
     def __init__(self) -> None:
         super().__init__("topic_monitor")
         self.p = declare_parameters(self, PARAMETERS)
+        image_qos_mode(self.p["image_qos"])
         self.rates: dict[str, _Rate] = defaultdict(_Rate)
         self.last_image: dict[str, str] = {}
         self.objects_in_view: list[str] = []
@@ -83,10 +85,10 @@ class TopicMonitorNode(Node):
         self.unmatched_gt = 0
         self._errors_out = self._open_errors_file()
         self.models = self._load_models()
-        qos = sensor_qos(reliability=self.p["image_qos"])
-        self.create_subscription(Image, self.p["color_topic"], lambda m: self._on_image("color", m), qos)
-        self.create_subscription(Image, self.p["depth_topic"], lambda m: self._on_image("depth", m), qos)
-        self.create_subscription(CameraInfo, self.p["info_topic"], lambda m: self.rates["camera_info"].tick(), qos)
+        self.camera_subs = CameraSubscriptions(self, self.p["image_qos"])
+        self.camera_subs.add(Image, self.p["color_topic"], lambda m: self._on_image("color", m))
+        self.camera_subs.add(Image, self.p["depth_topic"], lambda m: self._on_image("depth", m))
+        self.camera_subs.add(CameraInfo, self.p["info_topic"], lambda m: self.rates["camera_info"].tick())
         self.create_subscription(ObjectPoseArray, self.p["ground_truth_topic"], self._on_gt, result_qos())
         if self.p["object_poses_topic"]:
             self.create_subscription(ObjectPoseArray, self.p["object_poses_topic"], self._on_poses, result_qos())
