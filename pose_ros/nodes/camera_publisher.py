@@ -2,6 +2,8 @@
 
 Shared by the synthetic and dataset camera nodes so both look exactly like a RealSense to the
 rest of the graph: same topic names, encodings, frame id and one stamp for all three images.
+With `publish_compressed` they also publish what image_transport's compressed plugins would:
+`<color_topic>/compressed` (JPEG/PNG) and `<depth_topic>/compressedDepth` (PNG), same stamps.
 """
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ from typing import Sequence
 
 import numpy as np
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from pose_ros.core.camera import PinholeCamera
 from pose_ros.msg import ObjectPose, ObjectPoseArray
-from pose_ros.nodes.image_conversions import camera_to_camera_info, depth_m_to_image, numpy_to_image
+from pose_ros.nodes.image_conversions import (camera_to_camera_info, depth_m_to_image, depth_to_compressed_depth,
+                                              numpy_to_image, rgb_to_compressed, transport_topic)
 from pose_ros.nodes.params import ParamSpec
 from pose_ros.nodes.qos import camera_publisher_qos, result_qos
 from pose_ros.nodes.ros_conversions import T_to_pose
@@ -41,6 +44,11 @@ CAMERA_OUTPUT_PARAMS = [
     ParamSpec("color_encoding", "rgb8", "rgb8 or bgr8"),
     ParamSpec("depth_encoding", "16UC1", "16UC1 (millimetres, like realsense-ros) or 32FC1 (metres)"),
     ParamSpec("reliable", True, "reliable publishers (like realsense-ros); false = best effort"),
+    ParamSpec("publish_compressed", False, "also publish <color_topic>/compressed and <depth_topic>/compressedDepth "
+              "(sensor_msgs/CompressedImage as image_transport's compressed and compressedDepth plugins write them)"),
+    ParamSpec("compressed_format", "jpeg", "colour codec of <color_topic>/compressed: jpeg | png"),
+    ParamSpec("jpeg_quality", 95, "JPEG quality of <color_topic>/compressed (image_transport's default: 95)",
+              min=1, max=100),
 ]
 
 
@@ -50,12 +58,20 @@ class RgbdPublisher:
             raise ValueError(f"color_encoding must be rgb8 or bgr8, got '{params['color_encoding']}'")
         if params["depth_encoding"] not in ("16UC1", "32FC1"):
             raise ValueError(f"depth_encoding must be 16UC1 or 32FC1, got '{params['depth_encoding']}'")
+        if params["compressed_format"] not in ("jpeg", "png"):
+            raise ValueError(f"compressed_format must be jpeg or png, got '{params['compressed_format']}'")
         self._p = params
         qos = camera_publisher_qos(reliable=bool(params["reliable"]))
         self.color_pub = node.create_publisher(Image, params["color_topic"], qos)
         self.depth_pub = node.create_publisher(Image, params["depth_topic"], qos)
         self.info_pub = node.create_publisher(CameraInfo, params["info_topic"], qos)
         self.gt_pub = node.create_publisher(ObjectPoseArray, params["ground_truth_topic"], result_qos())
+        self.color_compressed_pub = self.depth_compressed_pub = None
+        if params["publish_compressed"]:
+            self.color_compressed_pub = node.create_publisher(
+                CompressedImage, transport_topic(params["color_topic"], "compressed")[1], qos)
+            self.depth_compressed_pub = node.create_publisher(
+                CompressedImage, transport_topic(params["depth_topic"], "compressedDepth")[1], qos)
         self.published = 0
 
     def publish(self, stamp, rgb: np.ndarray, depth_m: np.ndarray, camera: PinholeCamera,
@@ -64,6 +80,11 @@ class RgbdPublisher:
         colour = rgb if self._p["color_encoding"] == "rgb8" else np.ascontiguousarray(rgb[:, :, ::-1])
         self.color_pub.publish(numpy_to_image(colour, self._p["color_encoding"], header))
         self.depth_pub.publish(depth_m_to_image(depth_m, self._p["depth_encoding"], header))
+        if self.color_compressed_pub is not None:
+            self.color_compressed_pub.publish(rgb_to_compressed(
+                rgb, self._p["compressed_format"], header, encoding=self._p["color_encoding"],
+                jpeg_quality=int(self._p["jpeg_quality"])))
+            self.depth_compressed_pub.publish(depth_to_compressed_depth(depth_m, self._p["depth_encoding"], header))
         self.info_pub.publish(camera_to_camera_info(camera, header))
         gt = ObjectPoseArray(header=header)
         for i, inst in enumerate(ground_truth):

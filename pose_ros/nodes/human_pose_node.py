@@ -10,7 +10,9 @@ the frame; each kind is logged the first time and its count is repeated in the p
 Publishes ~/skeletons (pose_ros/HumanSkeletonArray, header = colour stamp and frame),
 ~/markers (LINE_LIST bones + SPHERE_LIST joints per person, deleted when the person leaves) and
 ~/debug_image (overlay, only while someone subscribes). Camera subscriptions match the publishers'
-reliability (image_qos: auto, nodes/qos.py).
+reliability (image_qos: auto, nodes/qos.py). Colour and depth arrive raw or compressed (image_transport:
+compressed -> <color_topic>/compressed, depth_image_transport: compressedDepth -> <depth_topic>/compressedDepth;
+nodes/image_conversions.py), e.g. over Wi-Fi.
 """
 from __future__ import annotations
 
@@ -21,13 +23,13 @@ import time
 import numpy as np
 from geometry_msgs.msg import Point
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from pose_ros.msg import HumanKeypoint, HumanSkeleton, HumanSkeletonArray
-from pose_ros.nodes.image_conversions import (camera_info_to_camera, image_to_depth_m, image_to_rgb,
-                                              numpy_to_image, stamp_to_ns)
+from pose_ros.nodes.image_conversions import (camera_info_to_camera, decode_depth_m, decode_rgb,
+                                              image_transport_name, numpy_to_image, stamp_to_ns, transport_topic)
 from pose_ros.nodes.drop_log import DropLog
 from pose_ros.nodes.params import ParamSpec, declare_parameters
 from pose_ros.nodes.qos import CameraSubscriptions, camera_publisher_qos, image_qos_mode, result_qos
@@ -39,6 +41,11 @@ PARAMETERS = [
     ParamSpec("color_topic", COLOR_TOPIC, "colour image topic (rgb8/bgr8)"),
     ParamSpec("depth_topic", DEPTH_TOPIC, "depth aligned to colour (16UC1 mm or 32FC1 m)"),
     ParamSpec("info_topic", INFO_TOPIC, "colour camera_info topic"),
+    ParamSpec("image_transport", "raw", "colour transport: raw (sensor_msgs/Image on color_topic) | compressed "
+              "(JPEG/PNG sensor_msgs/CompressedImage on <color_topic>/compressed, as image_transport names it; "
+              "for remote operation over Wi-Fi)"),
+    ParamSpec("depth_image_transport", "raw", "depth transport: raw (Image on depth_topic) | compressedDepth "
+              "(image_transport's PNG CompressedImage on <depth_topic>/compressedDepth; 16UC1 exact, 32FC1 quantised)"),
     ParamSpec("use_depth", True, "lift keypoints with depth; false = colour only (model landmarks placed by PnP)"),
     ParamSpec("depth_scale_m", 0.001, "metres per 16UC1 depth unit (RealSense: 0.001)", min=1e-6, max=1.0),
     ParamSpec("sync_slop_s", 0.03, "max colour/depth stamp difference to pair them", min=0.0, max=1.0),
@@ -104,6 +111,9 @@ class HumanPoseNode(Node):
         super().__init__(node_name, **kwargs)
         self.p = declare_parameters(self, PARAMETERS)
         image_qos_mode(self.p["image_qos"])   # a wrong value stops the node before MediaPipe loads
+        color_type, self.color_in = transport_topic(self.p["color_topic"], image_transport_name(self.p["image_transport"]))
+        depth_type, self.depth_in = transport_topic(
+            self.p["depth_topic"], image_transport_name(self.p["depth_image_transport"], depth=True))
         from pose_ros.human.keypoint_backend import MediaPipePoseBackend
         from pose_ros.human.lifting import LiftingConfig
         from pose_ros.human.one_euro import OneEuroConfig
@@ -133,7 +143,7 @@ class HumanPoseNode(Node):
         self.debug_pub = self.create_publisher(Image, "~/debug_image", camera_publisher_qos(depth=1))
 
         self._camera_info: CameraInfo | None = None
-        self._pending: tuple[Image, Image | None, int] | None = None   # colour, depth, pairing time (ns)
+        self._pending: tuple | None = None   # colour, depth or None (Image or CompressedImage), pairing time (ns)
         self._camera_key: tuple | None = None
         self._camera = None
         self._cond = threading.Condition()
@@ -150,24 +160,24 @@ class HumanPoseNode(Node):
         self.camera_subs.add(CameraInfo, p["info_topic"], self._on_info)
         if p["use_depth"]:
             self._sync = ApproximateTimeSync(2, int(float(p["sync_slop_s"]) * 1e9), self._on_pair, queue_size=5)
-            self.camera_subs.add(Image, p["color_topic"], lambda m: self._sync.add(0, stamp_to_ns(m.header.stamp), m))
-            self.camera_subs.add(Image, p["depth_topic"], lambda m: self._sync.add(1, stamp_to_ns(m.header.stamp), m))
+            self.camera_subs.add(color_type, self.color_in, lambda m: self._sync.add(0, stamp_to_ns(m.header.stamp), m))
+            self.camera_subs.add(depth_type, self.depth_in, lambda m: self._sync.add(1, stamp_to_ns(m.header.stamp), m))
         else:
             self._sync = None
-            self.camera_subs.add(Image, p["color_topic"], lambda m: self._on_pair(m, None))
+            self.camera_subs.add(color_type, self.color_in, lambda m: self._on_pair(m, None))
 
         self._worker = threading.Thread(target=self._work, name="human_pose_worker", daemon=True)
         self._worker.start()
         self.create_timer(float(p["status_period_s"]), self._status)
         self.get_logger().info(
-            f"human pose: {p['color_topic']} + {p['depth_topic'] if p['use_depth'] else '(no depth)'} -> "
+            f"human pose: {self.color_in} + {self.depth_in if p['use_depth'] else '(no depth)'} -> "
             f"{self.skeleton_pub.topic_name} ({p['convention']}, operator: {p['operator_selection']})")
 
     # ------------------------------------------------------------------ callbacks (never block)
     def _on_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
 
-    def _on_pair(self, color: Image, depth: Image | None) -> None:
+    def _on_pair(self, color: Image | CompressedImage, depth: Image | CompressedImage | None) -> None:
         t_pair = self.get_clock().now().nanoseconds
         with self._cond:
             if self._pending is not None:
@@ -204,7 +214,7 @@ class HumanPoseNode(Node):
                     return
                 self.drops.record(f"unexpected {type(exc).__name__}", str(exc))
 
-    def _process(self, color: Image, depth: Image | None, t_pair_ns: int) -> None:
+    def _process(self, color: Image | CompressedImage, depth: Image | CompressedImage | None, t_pair_ns: int) -> None:
         t_start_ns = self.get_clock().now().nanoseconds
         t0 = time.perf_counter()
         info = self._camera_info
@@ -216,10 +226,10 @@ class HumanPoseNode(Node):
             self._camera = camera_info_to_camera(info)
             self._camera_key = key
         camera = self._camera
-        rgb = image_to_rgb(color)
+        rgb = decode_rgb(color)
         depth_m = None
         if depth is not None:
-            depth_m = image_to_depth_m(depth, float(self.p["depth_scale_m"]))
+            depth_m = decode_depth_m(depth, float(self.p["depth_scale_m"]))
             if depth_m.shape != rgb.shape[:2]:
                 self.drops.record("depth size mismatch",
                            f"depth {depth_m.shape[1]}x{depth_m.shape[0]} vs colour {rgb.shape[1]}x{rgb.shape[0]}: "

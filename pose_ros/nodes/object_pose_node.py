@@ -17,7 +17,9 @@ Outputs (all stamped with the colour image's stamp and frame):
   ~/debug_image    sensor_msgs/Image          colour with model contours and axes
   /diagnostics     diagnostic_msgs/DiagnosticArray  rates, drops by reason, stage times
   TF               <frame_prefix><class>_<instance> (<class> as in the topic), where tf2_ros is installed
-Camera subscriptions match the publishers' reliability (image_qos: auto, nodes/qos.py).
+Camera subscriptions match the publishers' reliability (image_qos: auto, nodes/qos.py). Colour and depth
+arrive raw or compressed (image_transport: compressed -> <color_topic>/compressed, depth_image_transport:
+compressedDepth -> <depth_topic>/compressedDepth; nodes/image_conversions.py), e.g. over Wi-Fi.
 Services: ~/reset_tracking (std_srvs/Trigger), ~/set_object_enabled (pose_ros/SetObjectEnabled).
 """
 from __future__ import annotations
@@ -33,14 +35,15 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray, PoseStamped
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
 from pose_ros.msg import ObjectPose, ObjectPoseArray, PoseRefinementStats
 from pose_ros.nodes.image_conversions import (CameraInfoError, ImageConversionError, camera_info_to_camera,
-                                              image_to_depth_m, image_to_rgb, numpy_to_image, stamp_to_ns)
+                                              decode_depth_m, decode_rgb, image_transport_name, numpy_to_image,
+                                              stamp_to_ns, transport_topic)
 from pose_ros.nodes.drop_log import DropLog
 from pose_ros.nodes.params import ParamSpec, declare_parameters
 from pose_ros.nodes.names import unique_ros_name_tokens
@@ -107,6 +110,11 @@ PARAMETERS = [
     ParamSpec("color_topic", COLOR_TOPIC, "colour image (rgb8/bgr8)"),
     ParamSpec("depth_topic", DEPTH_TOPIC, "depth aligned to colour (16UC1 mm or 32FC1 m)"),
     ParamSpec("info_topic", INFO_TOPIC, "colour camera_info"),
+    ParamSpec("image_transport", "raw", "colour transport: raw (sensor_msgs/Image on color_topic) | compressed "
+              "(JPEG/PNG sensor_msgs/CompressedImage on <color_topic>/compressed, as image_transport names it; "
+              "for remote operation over Wi-Fi)"),
+    ParamSpec("depth_image_transport", "raw", "depth transport: raw (Image on depth_topic) | compressedDepth "
+              "(image_transport's PNG CompressedImage on <depth_topic>/compressedDepth; 16UC1 exact, 32FC1 quantised)"),
     ParamSpec("image_qos", "auto", "camera subscription reliability: auto (match the publisher: best_effort if "
               "it publishes best-effort, else reliable) | reliable | best_effort"),
     ParamSpec("sync_slop_s", 0.02, "max stamp difference between colour, depth and camera_info", min=0.0, max=1.0),
@@ -131,6 +139,9 @@ class ObjectPoseNode(Node):
         super().__init__("object_pose")
         self.p = declare_parameters(self, PARAMETERS)
         image_qos_mode(self.p["image_qos"])   # a wrong value stops the node before the model loads
+        color_type, self.color_in = transport_topic(self.p["color_topic"], image_transport_name(self.p["image_transport"]))
+        depth_type, self.depth_in = transport_topic(
+            self.p["depth_topic"], image_transport_name(self.p["depth_image_transport"], depth=True))
         self.drops = DropLog(self.get_logger(), "/diagnostics")
         self.processed = 0
         self.stage_ms: deque[dict] = deque(maxlen=100)
@@ -182,8 +193,8 @@ class ObjectPoseNode(Node):
         self.sync = ApproximateTimeSync(3, int(self.p["sync_slop_s"] * 1e9), self._on_frame,
                                         queue_size=int(self.p["sync_queue_size"]))
         self.camera_subs = CameraSubscriptions(self, self.p["image_qos"], depth=5)
-        self.camera_subs.add(Image, self.p["color_topic"], lambda m: self._offer(0, m))
-        self.camera_subs.add(Image, self.p["depth_topic"], lambda m: self._offer(1, m))
+        self.camera_subs.add(color_type, self.color_in, lambda m: self._offer(0, m))
+        self.camera_subs.add(depth_type, self.depth_in, lambda m: self._offer(1, m))
         self.camera_subs.add(CameraInfo, self.p["info_topic"], lambda m: self._offer(2, m))
         if self.p["init_poses_topic"]:
             self.create_subscription(ObjectPoseArray, self.p["init_poses_topic"], self._on_init_poses, out_qos)
@@ -206,7 +217,7 @@ class ObjectPoseNode(Node):
         self.get_logger().info(
             f"object pose: model {self.model_path}, objects {sorted(self.enabled)}, ICP {'on' if self.p['use_icp'] else 'off'}, "
             f"tracking {'on' if self.p['tracking'] else 'off'}, TF {'on' if self.tf_broadcaster else 'off (tf2_ros not installed)'}; "
-            f"listening on {self.p['color_topic']} (image_qos {self.p['image_qos']})")
+            f"listening on {self.color_in} + {self.depth_in} (image_qos {self.p['image_qos']})")
 
     # ------------------------------------------------------------------ setup
     def _meshes_root(self) -> Path:
@@ -307,7 +318,7 @@ class ObjectPoseNode(Node):
         self._seeds = seeds
         self._seeds_fresh = True
 
-    def _on_frame(self, colour: Image, depth: Image, info: CameraInfo) -> None:
+    def _on_frame(self, colour: Image | CompressedImage, depth: Image | CompressedImage, info: CameraInfo) -> None:
         with self._pending_lock:
             if self._pending is not None:
                 self.drops["superseded (processing slower than camera)"] += 1
@@ -319,7 +330,8 @@ class ObjectPoseNode(Node):
         if counts[0] > 0 and counts[2] == 0:
             self.drops.record("no camera_info", f"no messages on {self.p['info_topic']}; is the driver publishing it?")
         if counts[0] > 0 and counts[1] == 0:
-            self.drops.record("no depth", f"no messages on {self.p['depth_topic']}; enable aligned depth in the driver")
+            self.drops.record("no depth", f"no messages on {self.depth_in}; enable aligned depth in the driver"
+                              + (" and its compressedDepth transport" if self.depth_in != self.p["depth_topic"] else ""))
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
@@ -342,10 +354,10 @@ class ObjectPoseNode(Node):
                     return
                 self.drops.record("estimator error", repr(exc))
 
-    def _decode(self, colour: Image, depth: Image, info: CameraInfo):
+    def _decode(self, colour: Image | CompressedImage, depth: Image | CompressedImage, info: CameraInfo):
         try:
-            rgb = image_to_rgb(colour)
-            depth_m = image_to_depth_m(depth)
+            rgb = decode_rgb(colour)
+            depth_m = decode_depth_m(depth)
         except ImageConversionError as exc:
             self.drops.record("bad image", str(exc))
             return None
@@ -367,7 +379,7 @@ class ObjectPoseNode(Node):
             self.drops["depth all zero (PnP only, lowered score)"] += 1
         return rgb, depth_m, camera
 
-    def _process(self, colour: Image, depth: Image, info: CameraInfo) -> None:
+    def _process(self, colour: Image | CompressedImage, depth: Image | CompressedImage, info: CameraInfo) -> None:
         decoded = self._decode(colour, depth, info)
         if decoded is None:
             return
