@@ -68,10 +68,10 @@ class RgbdPublisher:
         self.gt_pub = node.create_publisher(ObjectPoseArray, params["ground_truth_topic"], result_qos())
         self.color_compressed_pub = self.depth_compressed_pub = None
         if params["publish_compressed"]:
-            self.color_compressed_pub = node.create_publisher(
-                CompressedImage, transport_topic(params["color_topic"], "compressed")[1], qos)
-            self.depth_compressed_pub = node.create_publisher(
-                CompressedImage, transport_topic(params["depth_topic"], "compressedDepth")[1], qos)
+            _, color_compressed = transport_topic(params["color_topic"], "compressed")
+            _, depth_compressed = transport_topic(params["depth_topic"], "compressedDepth")
+            self.color_compressed_pub = node.create_publisher(CompressedImage, color_compressed, qos)
+            self.depth_compressed_pub = node.create_publisher(CompressedImage, depth_compressed, qos)
         self.published = 0
 
     def publish(self, stamp, rgb: np.ndarray, depth_m: np.ndarray, camera: PinholeCamera,

@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-vsd", action="store_true", help="skip VSD (slowest metric)")
     p.add_argument("--score-threshold", type=float, default=0.3,
                    help="poses scoring below are not published (default: the node's score_threshold)")
+    p.add_argument("--no-score-calibration", action="store_true",
+                   help="score with the uncalibrated depth score even when the model file has a calibration (ablation)")
     p.add_argument("--no-objectness", action="store_true",
                    help="no depth objectness (gate and proposals), for ablation")
     p.add_argument("--depth-proposals", type=float, default=None, metavar="P",
@@ -62,7 +64,7 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
                    progress: bool = True, appearance_check: bool = True,
                    search_hypotheses: int | None = None, layout: str = "auto",
                    ppf_baseline: bool = False, depth_objectness: bool = True,
-                   depth_proposals: float | None = None) -> dict[str, Any]:
+                   depth_proposals: float | None = None, score_calibration: bool = True) -> dict[str, Any]:
     """Run the estimator on every frame; returns reports (with/without ICP), estimates, timings and
     false positives per frame (published poses that are not a correct pose of an object in view)."""
     import numpy as np
@@ -78,6 +80,7 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
     est = PoseEstimator(model_path, meshes=meshes, use_icp=True, score_threshold=score_threshold,
                         appearance_check=appearance_check, depth_objectness=depth_objectness,
                         objectness_config=ObjectnessConfig(fg_prob_on_objectness=depth_proposals),
+                        use_score_calibration=score_calibration,
                         depth_search_config=None if search_hypotheses is None
                         else DepthSearchConfig(max_verified=search_hypotheses))
     models = {int(m.obj_id): m for m in est.models.values()}
@@ -188,6 +191,7 @@ class _PpfRunner:
         self.frames = 0
 
     def frame(self, f: Any, gt: list[Any], vsd: bool) -> None:
+        from pose_ros.core.transforms import make_T, orthonormalize
         from pose_ros.eval.pose_metrics import PoseRecord, add_s_error
         from pose_ros.objects.ppf_baseline import PpfBaseline, PpfConfig
 
@@ -199,7 +203,7 @@ class _PpfRunner:
             t0 = time.perf_counter()
             hyps = self._det[oid].estimate_hypotheses(f.depth_m, f.camera, None)
             self.times_ms.append((time.perf_counter() - t0) * 1e3)
-            T = hyps[0].T_cam_obj if hyps else None
+            T = make_T(orthonormalize(hyps[0].T_cam_obj[:3, :3]), hyps[0].T_cam_obj[:3, 3]) if hyps else None
             m = self.models[oid]
             self.records.append(PoseRecord(oid, m, g.T_cam_obj, T, f.camera, f.depth_m if vsd else None,
                                            f.scene_id, f.im_id, hyps[0].score if hyps else 0.0))
@@ -271,7 +275,8 @@ def run(args: argparse.Namespace) -> int:
                              vsd=not args.no_vsd, score_threshold=args.score_threshold,
                              appearance_check=not args.no_appearance, search_hypotheses=args.search_hypotheses,
                              layout=args.layout, ppf_baseline=args.ppf_baseline,
-                             depth_objectness=not args.no_objectness, depth_proposals=args.depth_proposals)
+                             depth_objectness=not args.no_objectness, depth_proposals=args.depth_proposals,
+                             score_calibration=not args.no_score_calibration)
     except (ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
