@@ -344,11 +344,15 @@ def rgb_to_compressed(rgb: np.ndarray, codec: str = "jpeg", header: Header | Non
     ok, buf = cv2.imencode(".jpg" if codec == "jpeg" else ".png", np.ascontiguousarray(rgb[:, :, ::-1]), params)
     if not ok:
         raise ImageConversionError(f"OpenCV could not encode a {rgb.shape[1]}x{rgb.shape[0]} image as {codec}")
+    return _compressed_message(header, f"{encoding}; {codec} compressed bgr8", buf.tobytes())
+
+
+def _compressed_message(header: Header | None, fmt: str, data: bytes) -> CompressedImage:
     msg = CompressedImage()
     if header is not None:
         msg.header = header
-    msg.format = f"{encoding}; {codec} compressed bgr8"
-    msg.data = buf.tobytes()
+    msg.format = fmt
+    msg.data = data
     return msg
 
 
@@ -384,12 +388,7 @@ def depth_to_compressed_depth(depth_m: np.ndarray, encoding: str = "16UC1", head
     ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
     if not ok:
         raise ImageConversionError(f"OpenCV could not encode a {image.shape[1]}x{image.shape[0]} depth PNG")
-    msg = CompressedImage()
-    if header is not None:
-        msg.header = header
-    msg.format = f"{encoding}; compressedDepth png"
-    msg.data = head + buf.tobytes()
-    return msg
+    return _compressed_message(header, f"{encoding}; compressedDepth png", head + buf.tobytes())
 
 
 _ROS_TO_CV_DISTORTION = {"plumb_bob": "plumb_bob", "rational_polynomial": "rational_polynomial",
