@@ -154,11 +154,17 @@ class CameraSubscriptions:
                 if (p.node_name, p.node_namespace) != (self.node.get_name(), self.node.get_namespace())]
 
     def _poll(self) -> None:
-        for entry in self._topics:
-            if self.mode == "auto":
-                self._match(entry)
-            else:
-                self._warn_incompatible(entry)
+        try:
+            for entry in self._topics:
+                if self.mode == "auto":
+                    self._match(entry)
+                else:
+                    self._warn_incompatible(entry)
+        except Exception as exc:
+            # A poll racing the node's destruction at shutdown: nothing left to match.
+            if "destruction was requested" in str(exc) or not self.node.context.ok():
+                return
+            raise
 
     def _match(self, entry: _CameraTopic) -> None:
         pubs = self._publishers(entry)
