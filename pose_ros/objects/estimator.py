@@ -468,17 +468,16 @@ class PoseEstimator:
         """Per-pixel class (0 = background) over the enabled classes: the network's argmax, and where
         depth says something stands out of the large planes and the network gives objects together
         ``fg_prob_on_objectness``, but found nothing near, a new object region (depth-driven proposals)."""
-        z = seg_logits - seg_logits.max(0, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(0, keepdims=True)
-        class_map = p.argmax(0)
+        class_map = seg_logits.argmax(0)
         off = [c for c in range(1, self.cfg.num_classes + 1) if c not in classes]
         class_map[np.isin(class_map, off)] = 0
-        p[off] = 0.0
         thr = self.objectness_config.fg_prob_on_objectness
         if objectness is not None and thr is not None:
             import cv2
 
+            p = np.exp(seg_logits - seg_logits.max(0, keepdims=True))
+            p /= p.sum(0, keepdims=True)
+            p[off] = 0.0
             fg = p[1:].sum(0)
             boost = objectness & (class_map == 0) & (fg > thr)
             if boost.any():
