@@ -514,30 +514,9 @@ class ObjectPoseNode(Node):
         return arr
 
     def _debug_image(self, rgb: np.ndarray, camera, results) -> np.ndarray:
-        import cv2
-        img = np.ascontiguousarray(rgb.copy())
-        for r in results:
-            colour = tuple(int(255 * c) for c in self.colour_of.get(r.class_name, (0.8, 0.8, 0.8)))
-            model = self._models_by_name.get(r.class_name)
-            pts = model.points_m if model is not None else None
-            T = np.asarray(r.T_cam_obj)
-            if pts is not None and len(pts):
-                cam_pts = pts @ T[:3, :3].T + T[:3, 3]
-                uv = camera.project(cam_pts)
-                ok = np.all(np.isfinite(uv), axis=1)
-                if ok.sum() >= 3:
-                    hull = cv2.convexHull(uv[ok].astype(np.float32)).astype(np.int32)
-                    cv2.polylines(img, [hull], True, colour, 2, cv2.LINE_AA)
-            length = 0.5 * self._diameter(r.class_name)
-            axes = np.array([[0, 0, 0], [length, 0, 0], [0, length, 0], [0, 0, length]])
-            uv = camera.project(axes @ T[:3, :3].T + T[:3, 3])
-            if np.all(np.isfinite(uv)):
-                o = tuple(int(v) for v in uv[0])
-                for k, c in zip(range(1, 4), ((255, 0, 0), (0, 255, 0), (0, 0, 255))):
-                    cv2.line(img, o, tuple(int(v) for v in uv[k]), c, 2, cv2.LINE_AA)
-                cv2.putText(img, f"{r.class_name} {r.score:.2f}", (o[0] + 5, o[1] - 5), cv2.FONT_HERSHEY_SIMPLEX,
-                            0.5, colour, 1, cv2.LINE_AA)
-        return img
+        from pose_ros.objects.pose_overlay import draw_poses
+
+        return draw_poses(rgb, camera, results, self._models_by_name, self.colour_of)
 
     def _diameter(self, name: str) -> float:
         model = self._models_by_name.get(name)

@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-vsd", action="store_true", help="skip VSD (slowest metric)")
     p.add_argument("--score-threshold", type=float, default=0.3,
                    help="poses scoring below are not published (default: the node's score_threshold)")
+    p.add_argument("--overlays", type=int, default=0, metavar="K",
+                   help="write every K-th frame with the published poses (colour) and the ground truth (white) "
+                        "drawn on it to <out>/overlays/")
     p.add_argument("--no-score-calibration", action="store_true",
                    help="score with the uncalibrated depth score even when the model file has a calibration (ablation)")
     p.add_argument("--no-objectness", action="store_true",
@@ -64,7 +67,8 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
                    progress: bool = True, appearance_check: bool = True,
                    search_hypotheses: int | None = None, layout: str = "auto",
                    ppf_baseline: bool = False, depth_objectness: bool = True,
-                   depth_proposals: float | None = None, score_calibration: bool = True) -> dict[str, Any]:
+                   depth_proposals: float | None = None, score_calibration: bool = True,
+                   overlays_every: int = 0, overlays_dir: Path | None = None) -> dict[str, Any]:
     """Run the estimator on every frame; returns reports (with/without ICP), estimates, timings and
     false positives per frame (published poses that are not a correct pose of an object in view)."""
     import numpy as np
@@ -105,6 +109,8 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
         dt = time.perf_counter() - t0
         times.append(dict(est.last_timing_ms))
         gt = [g for g in f.gt if g.obj_id in models and (g.visib_fract is None or g.visib_fract >= min_visib)]
+        if overlays_every > 0 and overlays_dir is not None and (n - 1) % overlays_every == 0:
+            _write_overlay(overlays_dir / f"{f.scene_id:06d}_{f.im_id:06d}.png", f, results, est, models)
         if ppf is not None:
             ppf.frame(f, gt, vsd)
         for mode, use_icp in (("icp", True), ("no_icp", False)):
@@ -152,6 +158,18 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
     out["timing_ms"] = {k: float(np.mean([t.get(k, 0.0) for t in times])) for k in keys}
     out["models"] = models
     return out
+
+
+def _write_overlay(path: Path, frame: Any, results: list[Any], est: Any, models: dict[int, Any]) -> None:
+    import cv2
+
+    from pose_ros.objects.pose_overlay import draw_poses
+
+    by_name = {est.objects[c - 1].name: m for c, m in est.models.items()}
+    img = draw_poses(frame.rgb, frame.camera, results, by_name, {n: (1.0, 0.85, 0.1) for n in by_name},
+                     ground_truth=[(models[g.obj_id], g.T_cam_obj) for g in frame.gt if g.obj_id in models])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
 
 
 class _Visibility:
@@ -276,7 +294,8 @@ def run(args: argparse.Namespace) -> int:
                              appearance_check=not args.no_appearance, search_hypotheses=args.search_hypotheses,
                              layout=args.layout, ppf_baseline=args.ppf_baseline,
                              depth_objectness=not args.no_objectness, depth_proposals=args.depth_proposals,
-                             score_calibration=not args.no_score_calibration)
+                             score_calibration=not args.no_score_calibration, overlays_every=args.overlays,
+                             overlays_dir=(args.out or (args.split_dir / f"eval_{args.model.stem}")) / "overlays")
     except (ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
