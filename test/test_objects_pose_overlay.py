@@ -29,4 +29,4 @@ def test_draws_outline_axes_and_ground_truth_where_the_pose_projects():
     assert (out[changed] == [255, 0, 0]).all(axis=1).any()       # the x axis
     gt = draw_poses(rgb, cam, [], {"box": box}, ground_truth=[(box, T)])
     drawn = gt[np.any(gt != rgb, axis=2)]                        # ground truth: a white (anti-aliased) outline
-    assert len(drawn) and (drawn == drawn[:, :1]).all() and (drawn == 255).all(axis=1).any()
+    assert len(drawn) and (drawn == drawn[:, :1]).all() and drawn.max() > 150
