@@ -96,7 +96,7 @@ def test_comparison_table_rows(models):
     rep_pnp = evaluate_poses(recs[1:3], vsd=False)
     res = {"icp": rep_icp, "no_icp": rep_pnp, "frames": 4, "timing_ms": {"total": 123.4},
            "false_positives": {"icp": {"per_frame": 0.25}, "no_icp": {"per_frame": 1.5}}}
-    lines = comparison_table(res, 0.3).splitlines()
+    lines = comparison_table(res).splitlines()
     assert lines[0].split() == ["method", "ADD(-S)", "AR", "FP/frame", "ms/frame"]
     assert len(lines) == 3
     assert lines[1].startswith("ours: network -> PnP -> ICP -> check")
@@ -105,7 +105,7 @@ def test_comparison_table_rows(models):
     assert lines[2][52:].split() == ["0.0%", "-", "1.50", "nan"]
     res["ppf"] = {"report": evaluate_poses(recs[:2], vsd=False), "false_positives_per_frame": 0.5,
                   "ms_per_object": 200.0}
-    lines = comparison_table(res, 0.3).splitlines()
+    lines = comparison_table(res).splitlines()
     assert len(lines) == 4 and lines[3].startswith("PPF (OpenCV) + ICP")
     assert lines[3][52:].split() == ["50.0%", "-", "0.50", "100"]           # 200 ms x 2 objects / 4 frames
 

@@ -179,20 +179,16 @@ class _Visibility:
 
     def __init__(self, models: dict[int, Any]) -> None:
         self.models = models
-        self._renderers: dict[tuple, Any] = {}
 
     def fill(self, frame: Any) -> None:
-        from pose_ros.synth.renderer import RgbdRenderer
+        from pose_ros.eval.pose_metrics import render_model_depth
 
         for g in frame.gt:
             if g.visib_fract is not None or g.mask_visib is None or g.obj_id not in self.models:
                 continue
-            key = (tuple(frame.camera.K.ravel()), frame.camera.width, frame.camera.height)
-            if key not in self._renderers:
-                self._renderers[key] = RgbdRenderer(frame.camera)
-            res = self._renderers[key].render([(self.models[g.obj_id], g.T_cam_obj)], background=None)
-            alone = int((res.instance_mask == 0).sum())
-            g.visib_fract = float(np.count_nonzero(g.mask_visib & (res.instance_mask == 0)) / alone) if alone else 0.0
+            alone = render_model_depth(self.models[g.obj_id], g.T_cam_obj, frame.camera) > 0
+            n = int(alone.sum())
+            g.visib_fract = float(np.count_nonzero(g.mask_visib & alone) / n) if n else 0.0
 
 
 class _PpfRunner:
@@ -251,7 +247,7 @@ def format_table(rep: Any, models: dict[int, Any], title: str) -> str:
     return "\n".join(lines)
 
 
-def comparison_table(res: dict[str, Any], score_threshold: float) -> str:
+def comparison_table(res: dict[str, Any]) -> str:
     """One line per method: ADD(-S), AR, false positives per frame, time (the README's table)."""
     rows = [("ours: network -> PnP -> ICP -> check", res["icp"].overall, res["false_positives"]["icp"]["per_frame"],
              res["timing_ms"].get("total", float("nan"))),
@@ -315,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"false positives per frame at score >= {args.score_threshold}: {fp['icp']['per_frame']:.2f} "
           f"(object not in view {fp['icp']['absent_object_per_frame']:.2f}, wrong pose of an object in view "
           f"{fp['icp']['wrong_pose_per_frame']:.2f}); PnP only: {fp['no_icp']['per_frame']:.2f}")
-    print(comparison_table(res, args.score_threshold))
+    print(comparison_table(res))
     if "ppf" in res:
         summary["ppf"] = {"overall": res["ppf"]["report"].overall, "ms_per_object": res["ppf"]["ms_per_object"],
                           "false_positives_per_frame": res["ppf"]["false_positives_per_frame"]}
