@@ -82,6 +82,8 @@ class PoseStats:
     appearance: float = float("nan")      # rendered-texture vs image correlation of the final pose
     appearance_flipped: bool = False      # the appearance check replaced the pose by a near-symmetric twin
     protruding_fraction: float = float("nan")  # instance pixels standing out of the scene's large planes
+    correspondences: str = "votes"        # what PnP ran on: "crop" (second stage) | "votes" (first stage)
+    crop_visible_fraction: float = float("nan")  # crop pixels the second stage calls this object
     features: dict[str, float] = field(default_factory=dict)   # score_calibration inputs (when calibrated)
     uncalibrated_score: float = float("nan")  # scoring.pose_score before the calibration replaced it
     source: str = "network"               # "network" | "tracking"
@@ -139,7 +141,8 @@ class PoseEstimator:
                  allow_mesh_mismatch: bool = False, threads: int | None = None, seed: int = 0,
                  depth_search: bool = True, depth_search_below: float = 0.8, appearance_check: bool = True,
                  depth_search_config: Any = None, depth_objectness: bool = True, objectness_config: Any = None,
-                 use_score_calibration: bool = True):
+                 use_score_calibration: bool = True, use_correspondence_stage: bool = True,
+                 class_hypotheses: int = 2, min_class_share: float = 0.2):
         import torch
 
         from pose_ros.objects.model_file import check_meshes, load_model_file
@@ -172,6 +175,8 @@ class PoseEstimator:
         self.depth_search_config = depth_search_config      # None: DepthSearchConfig() defaults
         self.appearance_check = bool(appearance_check)
         self.depth_objectness = bool(depth_objectness)
+        self.class_hypotheses = int(class_hypotheses)        # classes tried per instance (``_instances``)
+        self.min_class_share = float(min_class_share)
         self.calibration: Any = None
         if use_score_calibration and self.loaded.raw.get("score_calibration"):
             from pose_ros.objects.score_calibration import ScoreCalibration
@@ -196,6 +201,14 @@ class PoseEstimator:
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
         self.drops: Counter[str] = Counter()
+        # how instances were posed: crop_pnp (second stage PnP ok), depth_search (fallback run), depth_search_won
+        self.stage_counts: Counter[str] = Counter()
+        self.correspondence = None
+        if use_correspondence_stage:
+            from pose_ros.objects.correspondence_pose import stage_from_model
+
+            self.correspondence = stage_from_model(self.loaded, device)
+        self._crop_visible: list[float] = []
         self.last_timing_ms: dict[str, float] = {}
         self._next_instance = 0
 
@@ -315,16 +328,18 @@ class PoseEstimator:
         dmap = None               # depth at the map's pixel centres: parts same-class objects one behind another
         if depth is not None:
             dmap = depth[v_img, u_img]
-        instances = split_instances(class_map, votes, min_pixels=self.min_instance_pixels, depth_m=dmap)
+        instances = self._instances(class_map, votes, dmap)
         timing["instances"] = (time.perf_counter() - t0) * 1e3 - timing.get("objectness", 0.0)
 
         has_depth = depth is not None and bool(np.any(depth > 0))
         results: list[PoseResult] = []
         acc = Counter()
         f = st / s                                             # output px -> image px
-        for cls, m_out in instances:
+        kept = []                    # instances that pass the objectness gate: (cls, m_out, mask, stats)
+        group_of: list[int] = []     # the object instance each class hypothesis belongs to
+        result_group: list[int] = []
+        for group, cls, m_out in instances:
             spec = self.objects[cls - 1]
-            model = self.models.get(cls)
             stats = PoseStats(mask_pixels=int(m_out.sum()))
             mask_img = cv2.resize(m_out[:ho, :wo].astype(np.uint8), (int(round(wo * f)), int(round(ho * f))),
                                   interpolation=cv2.INTER_NEAREST)
@@ -337,6 +352,12 @@ class PoseEstimator:
                 if not verdict.keep:
                     self.drops[f"objectness:{verdict.reason}"] += 1
                     continue
+            kept.append((cls, m_out, mask, stats))
+            group_of.append(group)
+        crop_pnp = self._crop_pnp(kept, rgb, depth, camera, acc)
+        for n, (cls, m_out, mask, stats) in enumerate(kept):
+            spec = self.objects[cls - 1]
+            model = self.models.get(cls)
             tv = time.perf_counter()
             vs, us = np.nonzero(m_out)
             v = vec[cls - 1][:, :, vs, us].transpose(2, 0, 1)
@@ -345,15 +366,22 @@ class PoseEstimator:
             kp_cov = vr.covariance * f * f
             stats.vote_inlier_ratio = float(vr.inlier_ratio[vr.valid].mean()) if vr.valid.any() else 0.0
             acc["voting"] += (time.perf_counter() - tv) * 1e3
-            tp = time.perf_counter()
-            pnp = solve_pnp(spec.keypoints_m, kp_uv, camera, kp_cov, vr.valid, spec.diameter_m, self.pnp_config)
-            acc["pnp"] += (time.perf_counter() - tp) * 1e3
+            pnp = crop_pnp[n]
+            if pnp is not None and pnp.ok:
+                stats.correspondences = "crop"
+                stats.crop_visible_fraction = self._crop_visible[n]
+            else:
+                tp = time.perf_counter()
+                pnp = solve_pnp(spec.keypoints_m, kp_uv, camera, kp_cov, vr.valid, spec.diameter_m, self.pnp_config)
+                acc["pnp"] += (time.perf_counter() - tp) * 1e3
             stats.pnp_keypoints = pnp.num_keypoints_used
             stats.pnp_inliers = int(len(pnp.inliers))
             stats.reprojection_error_px = pnp.reprojection_error_px
             if not pnp.ok:
                 self.drops[f"pnp:{pnp.reason.split(' ')[0]}"] += 1
-            inlier_ratio = stats.pnp_inliers / max(1, len(spec.keypoints_m)) if pnp.ok else 0.0
+            inlier_ratio = stats.pnp_inliers / max(1, min(stats.pnp_keypoints, len(spec.keypoints_m))
+                                                   if stats.correspondences == "votes" else stats.pnp_keypoints) \
+                if pnp.ok else 0.0
             depth_here = has_depth and model is not None and bool(np.count_nonzero(depth[mask] > 0) >= 20)
             scene = None                 # the instance's ICP scene, prepared once for every refinement
             if self.use_icp and depth_here:
@@ -385,6 +413,7 @@ class PoseEstimator:
                 from pose_ros.objects.depth_search import depth_pose_search
 
                 ts = time.perf_counter()
+                self.stage_counts["depth_search"] += 1
                 extra = [pnp.T_cam_obj[:3, :3]] if pnp.ok else None
                 kps = None
                 if vr.valid.any():
@@ -404,6 +433,8 @@ class PoseEstimator:
                     if best is None or sc > best[0]:
                         best = (sc, icp.T_cam_obj, icp_covariance(icp.inlier_rmse_m, spec.diameter_m),
                                 "depth_search+icp", icp, ag)
+                if best is not None and best[3] == "depth_search+icp":
+                    self.stage_counts["depth_search_won"] += 1
                 acc["depth_search"] += (time.perf_counter() - ts) * 1e3
             if best is None:
                 continue
@@ -436,16 +467,50 @@ class PoseEstimator:
             results.append(PoseResult(spec.name, cls, spec.obj_id, -1, T, float(score), cov, stats,
                                       T_pnp_cam_obj=pnp.T_cam_obj if pnp.ok else None, keypoints_uv=kp_uv,
                                       mask=mask))
+            result_group.append(group_of[n])
+        results = self._best_class_per_instance(results, result_group)
         results = self._suppress_duplicates(results)
         self._assign_ids(results, prev)
         timing.update({k: float(v) for k, v in acc.items()})
-        for k in ("voting", "pnp", "icp", "depth_search", "appearance", "scoring"):
+        for k in ("voting", "pnp", "crop_network", "crop_pnp", "icp", "depth_search", "appearance", "scoring"):
             timing.setdefault(k, 0.0)
         timing["total"] = (time.perf_counter() - t_all) * 1e3
         for r in results:
             r.stats.time_ms = dict(timing)
         self.last_timing_ms = timing
         return results
+
+    def _crop_pnp(self, kept: list, rgb: np.ndarray | None, depth: np.ndarray | None, camera: PinholeCamera,
+                  acc: Counter) -> list[Any]:
+        """Second stage for every kept instance in one batch: PnP results (None where it did not run)."""
+        from pose_ros.objects.correspondence_pose import (correspondences_from_maps, instance_depth_reference,
+                                                          pose_from_correspondences)
+
+        self._crop_visible = [float("nan")] * len(kept)
+        out: list[Any] = [None] * len(kept)
+        if self.correspondence is None or rgb is None or not kept:
+            return out
+        t0 = time.perf_counter()
+        stage = self.correspondence
+        boxes = stage.boxes([m for _, _, m, _ in kept])
+        use = [i for i, b in enumerate(boxes) if b is not None]
+        specs = [self.objects[kept[i][0] - 1] for i in use]
+        maps = stage.infer(rgb, depth, [boxes[i] for i in use], [kept[i][0] for i in use],
+                           [instance_depth_reference(depth, kept[i][2]) for i in use], [s.diameter_m for s in specs])
+        t1 = time.perf_counter()
+        acc["crop_network"] += (t1 - t0) * 1e3
+        for i, spec, m in zip(use, specs, maps):
+            corr = correspondences_from_maps(m, boxes[i], spec.keypoints_m[-1], spec.diameter_m, stage.config.pad)
+            self._crop_visible[i] = corr.visible_fraction
+            if len(corr.uv) < 8:
+                self.drops["crop:too_few_correspondences"] += 1
+                continue
+            out[i] = pose_from_correspondences(corr, spec.keypoints_m[-1], camera, spec.diameter_m, depth,
+                                               self.pnp_config)
+            if out[i].ok:
+                self.stage_counts["crop_pnp"] += 1
+        acc["crop_pnp"] += (time.perf_counter() - t1) * 1e3
+        return out
 
     def _pose_features(self, model: Any, T: np.ndarray, rgb: np.ndarray | None, depth: np.ndarray,
                        camera: PinholeCamera, mask: np.ndarray, stats: PoseStats, inlier_ratio: float) -> dict[str, float]:
@@ -585,14 +650,52 @@ class PoseEstimator:
             return pose_score(agree, fit, None if inlier_ratio is None else float(np.clip(inlier_ratio, 0, 1))), agree
         return NO_DEPTH_SCORE_CAP * float(inlier_ratio or 0.0) * max(float(vote_ratio or 0.0), 0.0), float("nan")
 
+    def _instances(self, class_map: np.ndarray, votes: np.ndarray, dmap: np.ndarray | None,
+                   ) -> list[tuple[int, int, np.ndarray]]:
+        """(instance, class hypothesis, mask) at the output resolution.
+
+        With ``class_hypotheses`` > 1, instances are found on the foreground of all classes together
+        and each is tried as every class that labels at least ``min_class_share`` of its pixels
+        (most first): on real images the network finds an object far more reliably than it names it
+        (a red gelatin box labelled partly cracker box, a mug partly foam brick), and a class split
+        would cut the object into fragments that no mesh fits. The pose check decides the class.
+        """
+        if self.class_hypotheses <= 1:
+            return [(n, c, m) for n, (c, m) in enumerate(split_instances(
+                class_map, votes, min_pixels=self.min_instance_pixels, depth_m=dmap))]
+        fg = (class_map > 0).astype(np.int64)
+        out: list[tuple[int, int, np.ndarray]] = []
+        for n, (_, m) in enumerate(split_instances(fg, votes, min_pixels=self.min_instance_pixels, depth_m=dmap)):
+            labels, counts = np.unique(class_map[m], return_counts=True)
+            order = np.argsort(-counts)
+            share = counts[order] / float(counts.sum())
+            for c, sh in list(zip(labels[order], share))[:self.class_hypotheses]:
+                if sh >= self.min_class_share or c == labels[order[0]]:
+                    out.append((n, int(c), m))
+        return out
+
+    def _best_class_per_instance(self, results: list[PoseResult], groups: list[int]) -> list[PoseResult]:
+        """Of the class hypotheses of one instance, the best-scoring pose."""
+        best: dict[int, PoseResult] = {}
+        for r, g in zip(results, groups):
+            if g not in best or r.score > best[g].score:
+                if g in best:
+                    self.drops["other_class_hypothesis"] += 1
+                best[g] = r
+            else:
+                self.drops["other_class_hypothesis"] += 1
+        return list(best.values())
+
     def _suppress_duplicates(self, results: list[PoseResult]) -> list[PoseResult]:
-        """Same class, centres closer than a third of the diameter: keep the higher score."""
+        """Centres closer than a third of the (smaller) diameter: keep the higher score. Whatever the
+        classes: two solid objects cannot share that space, so one of them is a second reading
+        (another class hypothesis, another fragment) of the same object."""
         results = sorted(results, key=lambda r: -r.score)
         keep: list[PoseResult] = []
         for r in results:
             d = self.objects[r.class_id - 1].diameter_m
-            if any(k.class_id == r.class_id and np.linalg.norm(k.T_cam_obj[:3, 3] - r.T_cam_obj[:3, 3]) < d / 3
-                   for k in keep):
+            if any(np.linalg.norm(k.T_cam_obj[:3, 3] - r.T_cam_obj[:3, 3])
+                   < min(d, self.objects[k.class_id - 1].diameter_m) / 3 for k in keep):
                 self.drops["duplicate"] += 1
                 continue
             keep.append(r)

@@ -199,6 +199,7 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
 
     metrics: list[dict] = []
     prog = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "images_seen": 0, "finished": False, "train_time_s": 0.0}
+    carried: dict[str, Any] = {}     # the crop stage depends on the objects only, so it survives retraining
     if resume and out_path.exists():
         loaded = load_model_file(out_path, meshes=list(models))
         net_cfg = loaded.config
@@ -232,6 +233,7 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
             cfg.use_depth, cfg.input_width, cfg.input_height = (net_cfg.use_depth, net_cfg.input_width,
                                                                 net_cfg.input_height)
         raw = {}
+        carried = {"correspondence": base.raw["correspondence"]} if base.raw.get("correspondence") else {}
         init_info = {"path": str(init_from), "training": base.raw.get("training", {}),
                      "metrics": base.raw.get("metrics", [])[-1:], "progress": base.raw.get("progress", {})}
     else:
@@ -244,6 +246,8 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
         net = KeypointNet(net_cfg).to(device)
         raw = {}
 
+    if resume and raw.get("correspondence"):
+        carried = {"correspondence": raw["correspondence"]}
     fill_near_symmetries(specs, list(models))       # files from before they were stored (resume / --init)
     f = net_cfg.input_width / 320.0
     scene_cfg = SceneConfig(width=net_cfg.input_width, height=net_cfg.input_height,
@@ -283,7 +287,7 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
     def save(finished: bool = False) -> None:
         prog["finished"] = finished
         save_model_file(out_path, net, specs, training=training_info, metrics=metrics, progress=prog,
-                        optimizer_state=opt.state_dict())
+                        optimizer_state=opt.state_dict(), extra=carried)
 
     t_call = time.time()
     t_prev = prog.get("train_time_s", 0.0)

@@ -53,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "frame, for each object present (the training-free baseline), in the same table")
     p.add_argument("--no-appearance", action="store_true",
                    help="no render-and-compare check (geometry-only hypothesis ranking), for ablation")
+    p.add_argument("--no-crop-stage", action="store_true",
+                   help="PnP on the first stage's voted keypoints even when the model has a crop stage (ablation)")
+    p.add_argument("--class-hypotheses", type=int, default=2, metavar="N",
+                   help="classes tried per found object (1: the network's class split, as before)")
+    p.add_argument("--no-depth-search", action="store_true",
+                   help="no depth-search fallback: PnP + ICP + check only (ablation)")
     p.add_argument("--search-hypotheses", type=int, default=None, metavar="N",
                    help="most depth-search hypotheses per instance (default: DepthSearchConfig's; 8 = the fast search)")
     p.add_argument("--make-testset", type=int, default=None, metavar="N",
@@ -68,7 +74,8 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
                    search_hypotheses: int | None = None, layout: str = "auto",
                    ppf_baseline: bool = False, depth_objectness: bool = True,
                    depth_proposals: float | None = None, score_calibration: bool = True,
-                   overlays_every: int = 0, overlays_dir: Path | None = None) -> dict[str, Any]:
+                   overlays_every: int = 0, overlays_dir: Path | None = None, crop_stage: bool = True,
+                   depth_search: bool = True, class_hypotheses: int = 2) -> dict[str, Any]:
     """Run the estimator on every frame; returns reports (with/without ICP), estimates, timings and
     false positives per frame (published poses that are not a correct pose of an object in view)."""
     import numpy as np
@@ -84,8 +91,8 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
     est = PoseEstimator(model_path, meshes=meshes, use_icp=True, score_threshold=score_threshold,
                         appearance_check=appearance_check, depth_objectness=depth_objectness,
                         objectness_config=ObjectnessConfig(fg_prob_on_objectness=depth_proposals),
-                        use_score_calibration=score_calibration,
-                        depth_search_config=None if search_hypotheses is None
+                        use_score_calibration=score_calibration, use_correspondence_stage=crop_stage,
+                        depth_search=depth_search, class_hypotheses=class_hypotheses, depth_search_config=None if search_hypotheses is None
                         else DepthSearchConfig(max_verified=search_hypotheses))
     models = {int(m.obj_id): m for m in est.models.values()}
     if not models:
@@ -136,7 +143,8 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
                                            adds_error(m.points_m, T, g.T_cam_obj), m.diameter_m))
     if n == 0:
         raise ValueError(f"no frames found in {split_dir}; is it a BOP split folder (scene dirs 000000/ ...)?")
-    out: dict[str, Any] = {"frames": n, "drops": dict(est.drops), "bop": bop, "records": recs,
+    out: dict[str, Any] = {"frames": n, "drops": dict(est.drops), "stages": dict(est.stage_counts),
+                           "crop_stage": est.correspondence is not None, "bop": bop, "records": recs,
                            "false_positives": {m: {"per_frame": float(np.mean([a + b for a, b in c])),
                                                    "absent_object_per_frame": float(np.mean([a for a, _ in c])),
                                                    "wrong_pose_per_frame": float(np.mean([b for _, b in c]))}
@@ -291,6 +299,8 @@ def run(args: argparse.Namespace) -> int:
                              layout=args.layout, ppf_baseline=args.ppf_baseline,
                              depth_objectness=not args.no_objectness, depth_proposals=args.depth_proposals,
                              score_calibration=not args.no_score_calibration, overlays_every=args.overlays,
+                             crop_stage=not args.no_crop_stage, depth_search=not args.no_depth_search,
+                             class_hypotheses=args.class_hypotheses,
                              overlays_dir=(args.out or (args.split_dir / f"eval_{args.model.stem}")) / "overlays")
     except (ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -298,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or (args.split_dir / f"eval_{args.model.stem}")
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"split": str(args.split_dir), "model": str(args.model), "frames": res["frames"],
-                               "timing_ms_mean": res["timing_ms"], "drops": res["drops"]}
+                               "timing_ms_mean": res["timing_ms"], "drops": res["drops"], "stages": res["stages"]}
     for mode, label in (("icp", "with ICP"), ("no_icp", "without ICP (PnP only)")):
         rep = res[mode]
         print(format_table(rep, res["models"], f"== {label}: {res['frames']} frames, recall in % =="))
@@ -317,6 +327,10 @@ def run(args: argparse.Namespace) -> int:
                           "false_positives_per_frame": res["ppf"]["false_positives_per_frame"]}
     print("mean time per frame [ms]: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
     print(f"drops: {res['drops']}")
+    st = res["stages"]
+    print(f"how instances were posed: PnP on {'crop-stage correspondences' if res['crop_stage'] else 'voted keypoints'}"
+          f" ok for {st.get('crop_pnp', 0)}; depth-search fallback ran for {st.get('depth_search', 0)} and won "
+          f"{st.get('depth_search_won', 0)}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"wrote {out}/summary.json, results_*.csv (BOP format), recall_*.png")
     return 0
