@@ -110,6 +110,8 @@ SYSTEMS: dict[str, SystemSpec] = {
                       "(config/robots/unitree_g1.yaml for the Unitree G1)"),
             LaunchArg("bvh", "", "BVH file replayed when camera:=replay (default: CMU 131 walk if present)"),
             LaunchArg("engage", "false", "engage teleoperation on start; otherwise call /retarget/engage"),
+            LaunchArg("hands", "false", "human_pose also finds the operator's hands (21 keypoints each), which drive "
+                      "/retarget/gripper_*; about doubles human_pose's time per frame"),
             # Measured with bench-teleop on the 2-core machine (10 interleaved runs each, with the DDS
             # profile): colour -> command p50 ~24 ms either way, p95 52 ms composed vs 52 ms separate,
             # same CPU. Not better, so one process per node stays the default (restart, inspect one).
@@ -123,12 +125,15 @@ SYSTEMS: dict[str, SystemSpec] = {
             LaunchArg("trajectory_controller", "", "ros2_control joint_trajectory_controller to drive (e.g. "
                       "joint_trajectory_controller): /retarget/joint_trajectory is remapped to "
                       "/<name>/joint_trajectory; empty = no remap"),
+            LaunchArg("gripper_controller", "", "ros2_control forward_command_controller over the two gripper "
+                      "joints [left, right] (e.g. gripper_controller): /retarget/gripper_commands is remapped to "
+                      "/<name>/commands; empty = no remap"),
         ),
         (
             NodeSpec("realsense_camera", "realsense_camera_node", "realsense_camera", "realsense_camera.yaml",
                      condition="camera==realsense"),
             NodeSpec("human_pose", "human_pose_node", "human_pose", "human_pose.yaml",
-                     condition="camera!=replay"),
+                     arg_params={"hands": "hands"}, condition="camera!=replay"),
             NodeSpec("skeleton_replay", "skeleton_replay_node", "skeleton_replay", "skeleton_replay.yaml",
                      arg_params={"bvh": "bvh_file"}, remappings=(("skeletons", "/human_pose/skeletons"),),
                      condition="camera==replay"),
@@ -136,7 +141,8 @@ SYSTEMS: dict[str, SystemSpec] = {
                      arg_params={"robot": "robot_urdf", "mapping": "mapping_file", "engage": "engage_on_start"},
                      remappings=(("skeletons", "/human_pose/skeletons"),),
                      arg_remappings={"forward_controller": ("~/forward_command", "/{}/commands"),
-                                     "trajectory_controller": ("~/joint_trajectory", "/{}/joint_trajectory")}),
+                                     "trajectory_controller": ("~/joint_trajectory", "/{}/joint_trajectory"),
+                                     "gripper_controller": ("~/gripper_commands", "/{}/commands")}),
             # Commanded joint states -> TF for RViz's RobotModel (ROS installs only). The URDF is the
             # `robot` argument, or the one the mapping names when that is empty.
             NodeSpec("robot_state_publisher", "", "robot_state_publisher", package="robot_state_publisher",

@@ -93,3 +93,36 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def set_remote_parameter(node, target: str, name: str, value, timeout_s: float = 60.0):
+    """What `ros2 param set <target> <name> <value>` does: the SetParameters service of node `target`
+    (fully qualified, e.g. '/object_pose'); returns its rcl_interfaces/SetParametersResult."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    client = node.create_client(SetParameters, f"{target}/set_parameters")
+    try:
+        assert client.wait_for_service(timeout_sec=timeout_s), f"{target}/set_parameters not available"
+        # an empty list has no element type: a string array, as pose_ros's list parameters are
+        param = Parameter(name, Parameter.Type.STRING_ARRAY, []) if value == [] else Parameter(name, value=value)
+        future = client.call_async(SetParameters.Request(parameters=[param.to_parameter_msg()]))
+        assert wait_for(future.done, timeout_s), f"{target}/set_parameters did not answer in {timeout_s} s"
+        return future.result().results[0]
+    finally:
+        node.destroy_client(client)
+
+
+def get_remote_parameter(node, target: str, name: str, timeout_s: float = 60.0):
+    """The current value of parameter `name` of node `target` (`ros2 param get`)."""
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    client = node.create_client(GetParameters, f"{target}/get_parameters")
+    try:
+        assert client.wait_for_service(timeout_sec=timeout_s), f"{target}/get_parameters not available"
+        future = client.call_async(GetParameters.Request(names=[name]))
+        assert wait_for(future.done, timeout_s), f"{target}/get_parameters did not answer in {timeout_s} s"
+        return parameter_value_to_python(future.result().values[0])
+    finally:
+        node.destroy_client(client)

@@ -68,3 +68,31 @@ def test_cli_writes_results_metrics_and_plot(tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     rc = main(["eval-coco", "--ann", str(tmp_path / "missing.json"), "--images", str(root / "images")])
     assert rc == 2 and "not found" in capsys.readouterr().out
+
+
+def test_hand_wrists_against_the_annotated_wrists_on_real_photos():
+    """eval-coco --hands on two real photos: both of the child's hands and the woman's right hand
+    (her left crop holds the right hand and is dropped); found wrists within a few pixels."""
+    from pycocotools.coco import COCO
+
+    from pose_ros.eval.coco_hands import evaluate_hand_wrists, format_hand_report
+    from pose_ros.human.hand_keypoints import MediaPipeHandBackend
+    from pose_ros.human.keypoint_backend import MediaPipePoseBackend
+
+    root = shared_data_path("coco_person_dev")
+    full = load_coco(root / "person_keypoints_train2017.json")
+    ids = [463557, 535506]
+    coco = COCO()
+    coco.dataset = {"images": full.loadImgs(ids), "categories": full.loadCats([1]),
+                    "annotations": full.loadAnns(full.getAnnIds(imgIds=ids))}
+    coco.createIndex()
+    with MediaPipePoseBackend(static_image_mode=True) as body, MediaPipeHandBackend(static_image_mode=True) as hands:
+        report = evaluate_hand_wrists(coco, root / "train2017", body, hands)
+    assert report.visible_wrists == report.body_found == 4
+    assert report.hands_found == 3 and report.handedness_agrees == 3
+    assert np.median(report.hand_error_px) < 15 and min(report.hand_oks) > 0.6
+    assert len(report.body_error_px) == len(report.body_oks) == 3
+    text = format_hand_report(report, "two photos")
+    assert "hand found 3 (75%)" in text and "hand model (HAND21 wrist)" in text
+    with pytest.raises(CocoDataError, match="not found"):
+        evaluate_hand_wrists(coco, root / "no_such_folder", body, hands)

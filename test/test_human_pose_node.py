@@ -226,3 +226,53 @@ def test_rate_limiter_caps_the_average_rate_but_not_jittery_frames():
     assert 295 <= started <= 30 * 10 + 2 + 1
     with pytest.raises(ValueError):
         RateLimiter(0.0)
+
+
+def test_node_publishes_the_operators_hands(tmp_path):
+    """hands:=true on a real photo with both hands in view: HumanSkeleton.hands carries them, 21
+    named keypoints each, 3D from the depth image like the body; hand bones in the markers."""
+    from pose_ros.human.conventions import HAND21, HAND21_NAMES
+
+    path = shared_data_path("coco_person_dev", "train2017", "000000463557.jpg")
+    rgb = np.ascontiguousarray(cv2.imread(str(path))[:, :, ::-1])
+    height, width = rgb.shape[:2]
+    camera = PinholeCamera.from_fov(width, height, 60.0)
+    depth_m = np.full((height, width), 1.5, np.float32)
+    log = tmp_path / "human_pose.log"
+    proc = start_node_process(
+        "human_pose_node", *REMAP, params_file=REPO_ROOT / "config" / "human_pose.yaml", log_path=log,
+        params={"color_topic": f"{PREFIX}/color", "depth_topic": f"{PREFIX}/depth", "info_topic": f"{PREFIX}/info",
+                "hands": True})
+    skeletons: list[HumanSkeletonArray] = []
+    try:
+        with ros_context() as context:
+            import rclpy
+
+            pub_node = rclpy.create_node("fake_camera_hands", context=context)
+            sub_node = rclpy.create_node("hands_listener", context=context)
+            cam = FakeCamera(pub_node, rgb, depth_m, camera)
+            sub_node.create_subscription(HumanSkeletonArray, f"{PREFIX}/out/skeletons", skeletons.append, result_qos())
+            with SpinThread(context, pub_node, sub_node):
+                assert wait_for(lambda: cam.color.get_subscription_count() > 0
+                                and cam.depth.get_subscription_count() > 0, 30.0), "node never subscribed"
+
+                def two_hands() -> bool:
+                    cam.publish()
+                    return wait_for(lambda: any(len(s.hands) == 2 for a in skeletons for s in a.skeletons), 0.1)
+                assert wait_for(two_hands, 30.0, period_s=0.0), "no hands from the node"
+    finally:
+        rc = stop_process(proc)
+    text = log.read_text()
+    assert rc == 0, text[-2000:]
+    assert "hands: on" in text
+    person = next(s for a in skeletons for s in a.skeletons if len(s.hands) == 2)
+    assert person.is_operator and [h.side for h in person.hands] == ["left", "right"]
+    for hand in person.hands:
+        assert hand.convention == HAND21 and 0.5 <= hand.score <= 1.0 and hand.handedness_score > 0.5
+        assert [k.name for k in hand.keypoints] == list(HAND21_NAMES)
+        on_depth = [k for k in hand.keypoints if k.source == HumanKeypoint.SOURCE_DEPTH]
+        assert len(on_depth) >= 15
+        for k in on_depth:   # on the flat depth, on the ray of its pixel
+            assert abs(k.position.z - 1.5) < 0.02
+            uv = camera.project(np.array([[k.position.x, k.position.y, k.position.z]]))[0]
+            assert np.allclose(uv, [k.u, k.v], atol=0.5)

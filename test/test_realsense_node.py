@@ -274,3 +274,61 @@ def test_node_plays_a_realsense_recording_and_loops(ros, tmp_path):
     depths = listener.wait(RAW_DEPTH, 3)
     assert depths and (depths[0].width, depths[0].height) == (DEPTH_CAM.width, DEPTH_CAM.height)
     assert depths[0].header.stamp.sec > 0  # recorded device times are mapped onto ROS time
+
+
+def test_node_publishes_camera_frames_with_the_device_extrinsics_on_tf_static(ros):
+    """On opening a device: camera_link -> camera_{depth,color}_frame -> optical frames on /tf_static
+    (realsense-ros's tree), the colour optical frame where the depth-to-colour extrinsics put it, for a
+    plain TFMessage subscriber that joins later (transient local)."""
+    tf2_msgs = pytest.importorskip("tf2_msgs.msg")
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    from pose_ros.core.transforms import T_from_pos_quat
+
+    T_color_depth = np.eye(4)
+    T_color_depth[:3, 3] = [-0.015, 0.0, 0.0]     # depth points -> colour: colour sensor 15 mm to the right
+    sw = SoftwareRealSense(COLOR_CAM, DEPTH_CAM, T_color_depth)
+    node = ros(RealSenseCameraNode(device=sw.device, parameter_overrides=size_params(base_frame_id="rs_link")))
+    sw.start_stream(content, rate_hz=20)
+    try:
+        assert wait_until(lambda: node.published >= 2, 20.0), "no frames published"
+        static: dict = {}
+        lock = threading.Lock()
+
+        def on_static(msg):
+            with lock:
+                static.update({t.child_frame_id: t for t in msg.transforms})
+
+        listener = ros(rclpy.create_node("realsense_tf_listener"))
+        listener.create_subscription(tf2_msgs.TFMessage, "/tf_static", on_static, QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        want = {"camera_depth_frame", "camera_depth_optical_frame", "camera_color_frame", "camera_color_optical_frame"}
+        assert wait_until(lambda: want <= set(static), 30.0), sorted(static)
+    finally:
+        sw.stop_stream()
+
+    def T_of(child):
+        t = static[child]
+        tr, q = t.transform.translation, t.transform.rotation
+        return t.header.frame_id, T_from_pos_quat(np.array([tr.x, tr.y, tr.z]), np.array([q.x, q.y, q.z, q.w]))
+
+    parents = {c: T_of(c)[0] for c in want}
+    assert parents == {"camera_depth_frame": "rs_link", "camera_color_frame": "rs_link",
+                       "camera_depth_optical_frame": "camera_depth_frame",
+                       "camera_color_optical_frame": "camera_color_frame"}
+    T_link_depth_opt = T_of("camera_depth_frame")[1] @ T_of("camera_depth_optical_frame")[1]
+    T_link_color_opt = T_of("camera_color_frame")[1] @ T_of("camera_color_optical_frame")[1]
+    # colour optical frame in the depth optical frame = the inverse of the depth -> colour extrinsics
+    np.testing.assert_allclose(np.linalg.inv(T_link_depth_opt) @ T_link_color_opt, np.linalg.inv(T_color_depth),
+                               atol=1e-9)
+    np.testing.assert_allclose(T_of("camera_color_frame")[1][:3, 3], [0.0, -0.015, 0.0], atol=1e-9)  # right = -y
+
+
+def wait_until(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

@@ -241,12 +241,15 @@ def test_node_parameters_are_validated_and_g1_mapping_loads():
         teleop = SYSTEMS["teleop"]
         spec = next(s for s in teleop.nodes if s.name == "retarget")
         rules = remappings_for(spec, resolve_args(teleop, {"forward_controller": f"fwd_{suffix}",
-                                                           "trajectory_controller": f"jtc_{suffix}"}))
+                                                           "trajectory_controller": f"jtc_{suffix}",
+                                                           "gripper_controller": f"grip_{suffix}"}))
         wired = RetargetNode(f"rt_wired_{suffix}", context=ctx, cli_args=[
             "--ros-args", *[a for src, dst in rules for a in ("-r", f"{src}:={dst}")]],
             parameter_overrides=_params({"trajectory_horizon_s": 0.1, "skeletons_topic": f"sk_{suffix}"}))
         assert wired.fwd_pub.topic_name == f"/fwd_{suffix}/commands"
         assert wired.traj_pub.topic_name == f"/jtc_{suffix}/joint_trajectory"
+        assert wired.grippers_pub.topic_name == f"/grip_{suffix}/commands"
+        assert wired.gripper_pubs["left"].topic_name == f"/rt_wired_{suffix}/gripper_left"
         assert wired.js_pub.topic_name == f"/rt_wired_{suffix}/joint_states"     # not a controller topic
         assert wired.trajectory_horizon_s == 0.1
         wired.destroy_node()
@@ -270,3 +273,204 @@ def test_node_parameters_are_validated_and_g1_mapping_loads():
         assert np.all((uv[:, 0] > 0) & (uv[:, 0] < 640) & (uv[:, 1] > 0) & (uv[:, 1] < 480))
         for node in (g1, coco):
             node.destroy_node()
+
+
+def _hand_msg(side: str, ratio: float, wrist_cam_m: np.ndarray):
+    """A HAND21 HumanHand whose thumb-index tip gap is `ratio` times its size (9 cm), at a wrist."""
+    from geometry_msgs.msg import Point
+    from pose_ros.human.conventions import HAND21, HAND21_NAMES
+    from pose_ros.msg import HumanHand, HumanKeypoint
+
+    p = np.tile(wrist_cam_m, (21, 1))
+    p[9] += [0.0, -0.09, 0.0]
+    p[4] += [-0.045 * ratio, -0.12, 0.0]
+    p[8] += [0.045 * ratio, -0.12, 0.0]
+    return HumanHand(side=side, convention=HAND21, score=0.9, handedness_score=0.95, keypoints=[
+        HumanKeypoint(name=n, position=Point(x=float(x), y=float(y), z=float(z)), confidence=0.9, source=1)
+        for n, (x, y, z) in zip(HAND21_NAMES, p)])
+
+
+def test_gripper_commands_follow_the_hands_through_the_safety_layer_over_dds():
+    """Real mocap body + hands of a set aperture -> retarget node -> ~/gripper_left/right and
+    ~/gripper_commands: home while disengaged, rate-limited closing once engaged, held when the
+    hand is lost, then back home slowly."""
+    bvh = shared_data_path("mocap_cmu131", "resources", "scaled_131_01.bvh")
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import Float64, Float64MultiArray
+    from std_srvs.srv import Trigger
+
+    from pose_ros.human.bvh import bvh_to_camera_skeletons, load_bvh
+    from pose_ros.human.conventions import BLAZEPOSE33_NAMES
+    from pose_ros.human.safety import TeleopState
+    from pose_ros.msg import HumanKeypoint, HumanSkeleton, HumanSkeletonArray, TeleopStatus
+    from pose_ros.nodes.qos import result_qos
+    from pose_ros.nodes.retarget_node import RetargetNode
+
+    body = bvh_to_camera_skeletons(load_bvh(bvh, scale_to_m="auto"))[0][0]    # one standing frame, camera frame
+    wrists = {"left": body[BLAZEPOSE33_NAMES.index("left_wrist")], "right": body[BLAZEPOSE33_NAMES.index("right_wrist")]}
+    rate, hold_s = 2.0, 0.5
+    suffix = f"{os.getpid()}_{int(time.time() * 1000) % 100000}"
+    ns, skel_topic = f"/rt_grip_{suffix}", f"sk_grip_{suffix}"
+    got: dict[str, list] = {"left": [], "right": [], "both": [], "status": []}
+    lock = threading.Lock()
+
+    def keep(key):
+        def cb(msg):
+            with lock:
+                got[key].append((time.monotonic(), msg))
+        return cb
+
+    with ros_context() as ctx:
+        retarget = RetargetNode(f"rt_grip_{suffix}", context=ctx, parameter_overrides=_params(
+            {"mapping_file": str(MAPPING), "skeletons_topic": skel_topic, "status_period_s": 60.0,
+             "measured_joint_states_topic": f"/joint_states_{suffix}", "gripper_max_rate_per_s": rate,
+             "gripper_hold_time_s": hold_s}))
+        from rclpy.node import Node
+        probe = Node(f"grip_probe_{suffix}", context=ctx)
+        qos = result_qos(depth=500)
+        probe.create_subscription(Float64, f"{ns}/gripper_left", keep("left"), qos)
+        probe.create_subscription(Float64, f"{ns}/gripper_right", keep("right"), qos)
+        probe.create_subscription(Float64MultiArray, f"{ns}/gripper_commands", keep("both"), qos)
+        probe.create_subscription(TeleopStatus, f"{ns}/status", keep("status"), qos)
+        pub = probe.create_publisher(HumanSkeletonArray, skel_topic, qos)
+        engage = probe.create_client(Trigger, f"{ns}/engage")
+
+        def publish(seconds: float, left: float | None, right: float | None) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                sk = HumanSkeleton(track_id=1, convention="blazepose33", is_operator=True, score=1.0, keypoints=[
+                    HumanKeypoint(name=n, position=Point(x=float(x), y=float(y), z=float(z)), confidence=1.0, source=2)
+                    for n, (x, y, z) in zip(BLAZEPOSE33_NAMES, body)])
+                sk.hands = [_hand_msg(side, r, wrists[side]) for side, r in (("left", left), ("right", right))
+                            if r is not None]
+                msg = HumanSkeletonArray(skeletons=[sk])
+                msg.header.stamp = probe.get_clock().now().to_msg()
+                msg.header.frame_id = "camera_color_optical_frame"
+                pub.publish(msg)
+                time.sleep(1 / 30)
+
+        def last(key):
+            with lock:
+                return got[key][-1][1] if got[key] else None
+
+        with SpinThread(ctx, retarget, probe):
+            assert wait_for(lambda: pub.get_subscription_count() > 0 and last("left") is not None, 15.0)
+            publish(1.0, left=0.2, right=1.2)                   # disengaged: the grippers stay home (open)
+            assert last("status").state == TeleopState.DISENGAGED
+            with lock:
+                t_engage = time.monotonic()
+                n_disengaged = len(got["left"])
+            assert engage.wait_for_service(timeout_sec=10.0)
+            fut = engage.call_async(Trigger.Request())
+            closed = False
+            for _ in range(150):                                # engage: the left gripper closes on the pinch
+                publish(0.1, left=0.2, right=1.2)
+                if last("left").data == 0.0 and last("status").state == TeleopState.ENGAGED:
+                    closed = True
+                    break
+            assert fut.done() and fut.result().success and closed, (last("left"), last("status"))
+            publish(0.3, left=0.2, right=1.2)
+            with lock:
+                t_lost = time.monotonic()
+            publish(2.5, left=None, right=1.2)                  # the left hand leaves the view
+            for node in (retarget, probe):
+                node.destroy_node()
+
+    with lock:
+        left = [(t, m.data) for t, m in got["left"]]
+        right = [(t, m.data) for t, m in got["right"]]
+        both = [(t, list(m.data)) for t, m in got["both"]]
+    values = np.array([v for _, v in left] + [v for _, v in right])
+    assert np.all((values >= 0.0) & (values <= 1.0))
+    assert all(v == 1.0 for _, v in left[:n_disengaged])          # home (open) while disengaged
+    assert all(v == 1.0 for _, v in right)                         # the open right hand kept it open
+    assert all(len(v) == 2 and v[1] == 1.0 for _, v in both)       # [left, right]
+    assert sorted({round(v[0], 9) for _, v in both}) == sorted({round(v, 9) for _, v in left})
+    # rate limited: the step between two commands is at most rate * the safety layer's longest step
+    steps = np.abs(np.diff([v for _, v in left]))
+    assert steps.max() <= rate * 0.1 + 1e-9
+    t_start = next(t for t, v in left if t > t_engage and v < 1.0)
+    t_closed = next(t for t, v in left if t > t_engage and v == 0.0)
+    assert t_closed - t_start >= 0.8 / rate * 0.5      # a full stroke takes 1/rate = 0.5 s; arrival jitter margin
+    # lost: held closed (tracking timeout 0.3 s + hold 0.5 s), then slowly back home, never a jump
+    after = [(t - t_lost, v) for t, v in left if t > t_lost]
+    t_open = next(t for t, v in after if v > 0.0)
+    assert t_open >= 0.5, t_open
+    assert after[-1][1] > 0.5                          # on its way home (open) or there
+
+
+
+def test_replayed_operator_and_retargeted_robot_share_the_camera_tf_tree():
+    """skeleton_replay's virtual camera frames on /tf_static (camera_link -> camera_color_frame -> optical frame)
+    and retarget's robot root link on /tf below the skeleton's optical frame, where the operator stands:
+    RViz's RobotModel (robot_state_publisher) and the camera frames then share the fixed frame camera_link.
+    Received by a plain TFMessage subscriber. publish_all_joints, set live, changes ~/joint_states at once."""
+    tf2_msgs = pytest.importorskip("tf2_msgs.msg")
+    bvh = shared_data_path("mocap_cmu131", "resources", "scaled_131_01.bvh")
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+
+    from pose_ros.human.retarget_mapping import load_mapping
+    from pose_ros.nodes.qos import result_qos
+    from pose_ros.nodes.retarget_node import RetargetNode
+    from pose_ros.nodes.skeleton_replay_node import SkeletonReplayNode
+    from pose_ros.nodes.tf_publisher import tf_qos
+    from ros_helpers import set_remote_parameter
+
+    mapping = load_mapping(MAPPING)
+    suffix = f"{os.getpid()}_{int(time.time() * 1000) % 100000}"
+    base, optical = f"cam_{suffix}_link", f"cam_{suffix}_color_optical_frame"
+    skel_topic = f"skeletons_tf_{suffix}"
+    static, dynamic, js = {}, [], []
+    lock = threading.Lock()
+
+    def on_static(msg):
+        with lock:
+            static.update({t.child_frame_id: t for t in msg.transforms})
+
+    def on_tf(msg):
+        with lock:
+            dynamic.extend(t for t in msg.transforms if t.header.frame_id == optical)
+
+    def on_js(msg):
+        with lock:
+            js.append((time.monotonic(), msg))
+
+    with ros_context() as ctx:
+        replay = SkeletonReplayNode(f"skeleton_replay_tf_{suffix}", context=ctx, parameter_overrides=_params(
+            {"bvh_file": str(bvh), "rate_hz": 30.0, "topic": skel_topic, "frame_id": optical, "base_frame_id": base}))
+        retarget = RetargetNode(f"retarget_tf_{suffix}", context=ctx, parameter_overrides=_params(
+            {"mapping_file": str(MAPPING), "skeletons_topic": skel_topic, "status_period_s": 60.0,
+             "measured_joint_states_topic": f"/joint_states_tf_{suffix}"}))
+        probe = Node(f"tf_probe_{suffix}", context=ctx)
+        probe.create_subscription(tf2_msgs.TFMessage, "/tf_static", on_static, QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        probe.create_subscription(tf2_msgs.TFMessage, "/tf", on_tf, tf_qos())
+        probe.create_subscription(JointState, f"/retarget_tf_{suffix}/joint_states", on_js, result_qos(depth=50))
+        with SpinThread(ctx, replay, retarget, probe):
+            assert wait_for(lambda: {f"cam_{suffix}_color_frame", optical} <= set(static), 30.0), sorted(static)
+            assert wait_for(lambda: len(dynamic) >= 3, 60.0), "no robot transform on /tf"
+            with lock:
+                before = [m for _, m in js]
+            res = set_remote_parameter(probe, f"/retarget_tf_{suffix}", "publish_all_joints", False)
+            assert res.successful, res.reason
+            t_set = time.monotonic()
+            assert wait_for(lambda: any(t > t_set + 0.2 for t, _ in list(js)), 30.0)
+            res = set_remote_parameter(probe, f"/retarget_tf_{suffix}", "rate_hz", 20.0)
+            assert not res.successful and res.reason.startswith("rate_hz is read at start-up"), res.reason
+        for node in (replay, retarget, probe):
+            node.destroy_node()
+
+    assert static[f"cam_{suffix}_color_frame"].header.frame_id == base
+    assert static[optical].header.frame_id == f"cam_{suffix}_color_frame"
+    t = dynamic[-1]
+    assert t.child_frame_id == mapping.model.root
+    z = t.transform.translation.z
+    assert 1.0 < z < 4.0, f"robot root {z:.2f} m in front of the camera; the replayed operator stands ~2.5 m away"
+    with lock:
+        after = [m for when, m in js if when > t_set + 0.2]
+    from pose_ros.human.safety import SafetyConfig
+    assert before and len(before[-1].name) == len(mapping.model.actuated_joint_names) > len(after[-1].name)
+    assert list(after[-1].name) == list(SafetyConfig.from_mapping(mapping).joint_names)

@@ -9,7 +9,7 @@ from geometry_msgs.msg import Point
 from std_msgs.msg import Header
 from builtin_interfaces.msg import Time
 
-from pose_ros.msg import (HumanKeypoint, HumanSkeleton, HumanSkeletonArray, ObjectPose,
+from pose_ros.msg import (HumanHand, HumanKeypoint, HumanSkeleton, HumanSkeletonArray, ObjectPose,
                           ObjectPoseArray, PoseRefinementStats, TeleopStatus)
 from pose_ros.srv import SetObjectEnabled
 from ros_helpers import SpinThread, ros_context, wait_for
@@ -42,6 +42,11 @@ def _keypoint(i: int) -> HumanKeypoint:
                          v=240.25, confidence=0.5, source=HumanKeypoint.SOURCE_DEPTH if i % 2 else HumanKeypoint.SOURCE_MODEL)
 
 
+def _hand(side: str) -> HumanHand:
+    return HumanHand(side=side, convention="hand21", score=0.875, handedness_score=0.96875,
+                     keypoints=[_keypoint(i) for i in range(21)])
+
+
 def _header() -> Header:
     return Header(stamp=Time(sec=1234, nanosec=5678), frame_id="camera_color_optical_frame")
 
@@ -51,8 +56,10 @@ SAMPLES = {
     "refinement_stats": (PoseRefinementStats, _stats),
     "object_pose_array": (ObjectPoseArray, lambda: ObjectPoseArray(header=_header(), objects=[_object_pose(i) for i in range(3)])),
     "human_keypoint": (HumanKeypoint, lambda: _keypoint(4)),
+    "human_hand": (HumanHand, lambda: _hand("right")),
     "human_skeleton": (HumanSkeleton, lambda: HumanSkeleton(track_id=7, convention="coco17", is_operator=True, score=0.8125,
-                                                             keypoints=[_keypoint(i) for i in range(17)])),
+                                                             keypoints=[_keypoint(i) for i in range(17)],
+                                                             hands=[_hand("left"), _hand("right")])),
     "human_skeleton_array": (HumanSkeletonArray, lambda: HumanSkeletonArray(header=_header(), skeletons=[
         HumanSkeleton(track_id=t, convention="blazepose33", keypoints=[_keypoint(i) for i in range(33)]) for t in range(2)])),
     "teleop_status": (TeleopStatus, lambda: TeleopStatus(header=_header(), state=TeleopStatus.STATE_HOLDING, state_name="HOLDING",

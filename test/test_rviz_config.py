@@ -20,6 +20,7 @@ import yaml
 
 from pose_ros.launch_specs import SYSTEMS, NodeSpec
 from pose_ros.nodes.params import parameters_in_yaml
+from pose_ros.nodes.tf_publisher import BASE_FRAME
 from pose_ros.nodes.topics import COLOR_OPTICAL_FRAME
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,12 +167,19 @@ def _topic_of(display: dict) -> dict | None:
 DISPLAYS = _displays(_load()["Visualization Manager"]["Displays"])
 
 
-def test_rviz_file_is_an_rviz2_config_in_the_camera_optical_frame():
+def test_rviz_file_is_an_rviz2_config_in_the_frame_robot_and_objects_share():
+    """Fixed frame camera_link: the root every camera's static TF starts from (the object frames and markers
+    hang below its colour optical frame) and, through retarget's robot_tf, the robot model's too."""
     config = _load()
     manager = config["Visualization Manager"]
-    assert manager["Global Options"]["Fixed Frame"] == COLOR_OPTICAL_FRAME
-    camera_frame = parameters_in_yaml(ROOT / "config" / "synthetic_camera.yaml")["synthetic_camera"]["frame_id"]
-    assert camera_frame == COLOR_OPTICAL_FRAME, "the camera publishes in another frame than RViz shows"
+    assert manager["Global Options"]["Fixed Frame"] == BASE_FRAME == "camera_link"
+    for node, frame_param in (("synthetic_camera", "frame_id"), ("dataset_camera", "frame_id"),
+                              ("realsense_camera", "color_frame_id"), ("skeleton_replay", "frame_id")):
+        section = parameters_in_yaml(ROOT / "config" / f"{node}.yaml")[node]
+        assert section["base_frame_id"] == BASE_FRAME, f"{node} roots its TF elsewhere than RViz's fixed frame"
+        assert section[frame_param] == COLOR_OPTICAL_FRAME, f"{node} publishes in another frame than the objects"
+    assert parameters_in_yaml(ROOT / "config" / "retarget.yaml")["retarget"]["robot_tf"] is True, \
+        "without robot_tf the robot model has no transform to the fixed frame"
     assert manager["Views"]["Current"]["Class"].startswith("rviz_default_plugins/")
     assert {p["Class"] for p in config["Panels"]} >= {"rviz_common/Displays"}
     names = [d["Name"] for d in DISPLAYS]

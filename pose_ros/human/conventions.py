@@ -116,6 +116,34 @@ BLAZEPOSE33_TORSO = tuple(BLAZEPOSE33_NAMES.index(n) for n in
                           ("left_shoulder", "right_shoulder", "left_hip", "right_hip"))
 
 
+# Hands: the 21 keypoints of MediaPipe Hands, in its order (wire order of HumanHand.keypoints).
+# Separate from CONVENTIONS: a hand is part of a skeleton, not a skeleton convention of its own.
+HAND21 = "hand21"
+HAND21_NAMES: tuple[str, ...] = (
+    "wrist",
+    "thumb_cmc", "thumb_mcp", "thumb_ip", "thumb_tip",
+    "index_finger_mcp", "index_finger_pip", "index_finger_dip", "index_finger_tip",
+    "middle_finger_mcp", "middle_finger_pip", "middle_finger_dip", "middle_finger_tip",
+    "ring_finger_mcp", "ring_finger_pip", "ring_finger_dip", "ring_finger_tip",
+    "pinky_mcp", "pinky_pip", "pinky_dip", "pinky_tip",
+)
+HAND21_EDGES = _edges(HAND21_NAMES, [
+    ("wrist", "thumb_cmc"), ("thumb_cmc", "thumb_mcp"), ("thumb_mcp", "thumb_ip"), ("thumb_ip", "thumb_tip"),
+    ("wrist", "index_finger_mcp"), ("index_finger_mcp", "index_finger_pip"),
+    ("index_finger_pip", "index_finger_dip"), ("index_finger_dip", "index_finger_tip"),
+    ("index_finger_mcp", "middle_finger_mcp"), ("middle_finger_mcp", "middle_finger_pip"),
+    ("middle_finger_pip", "middle_finger_dip"), ("middle_finger_dip", "middle_finger_tip"),
+    ("middle_finger_mcp", "ring_finger_mcp"), ("ring_finger_mcp", "ring_finger_pip"),
+    ("ring_finger_pip", "ring_finger_dip"), ("ring_finger_dip", "ring_finger_tip"),
+    ("ring_finger_mcp", "pinky_mcp"), ("wrist", "pinky_mcp"), ("pinky_mcp", "pinky_pip"),
+    ("pinky_pip", "pinky_dip"), ("pinky_dip", "pinky_tip"),
+])
+# Palm keypoints (wrist + the four knuckles): the rigid part of the hand, anchors for 3D lifting.
+HAND21_PALM = tuple(HAND21_NAMES.index(n) for n in
+                    ("wrist", "index_finger_mcp", "middle_finger_mcp", "ring_finger_mcp", "pinky_mcp"))
+HAND_SIDES = ("left", "right")
+
+
 class UnknownConventionError(ValueError):
     """A keypoint convention name that is not one of CONVENTIONS."""
 

@@ -1,8 +1,9 @@
 """Per-frame human pipeline: rgb + aligned depth + camera -> 3D skeletons.
 
-backend (2D + model 3D) -> depth lifting -> operator tracking -> One-Euro smoothing per track.
-The ROS node, the CLI and the benchmarks all call `SkeletonEstimator.process`, so what is
-measured offline is what runs on the robot.
+backend (2D + model 3D) -> depth lifting -> operator tracking -> One-Euro smoothing per track,
+and with a hand backend the operator's hands (hand_keypoints: crops at the body's wrists, lifted
+and smoothed the same way). The ROS node, the CLI and the benchmarks all call
+`SkeletonEstimator.process`, so what is measured offline is what runs on the robot.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import numpy as np
 
 from pose_ros.core.camera import PinholeCamera
 from pose_ros.human.conventions import (BLAZEPOSE33, BLAZEPOSE33_NAMES, COCO17, COCO17_NAMES,
-                                        CONVENTIONS, SOURCE_DEPTH, SOURCE_NONE, blazepose_to_coco17)
-from pose_ros.human.keypoint_backend import KeypointBackend, validate_rgb
+                                        CONVENTIONS, HAND21_EDGES, SOURCE_DEPTH, SOURCE_NONE, blazepose_to_coco17)
+from pose_ros.human.hand_keypoints import Hand3D, HandBackend, hand_lifting_config, lift_hand
+from pose_ros.human.keypoint_backend import Detection2D, KeypointBackend, validate_rgb
 from pose_ros.human.lifting import DepthImageError, LiftingConfig, lift_keypoints
 from pose_ros.human.one_euro import OneEuroConfig, OneEuroFilter
 from pose_ros.human.operator_tracking import OperatorTracker, TrackerConfig
@@ -35,6 +37,7 @@ class Skeleton3D:
     track_id: int
     is_operator: bool
     convention: str = BLAZEPOSE33
+    hands: list[Hand3D] = field(default_factory=list)   # the operator's, 0-2, left first
 
     @property
     def score(self) -> float:
@@ -61,6 +64,7 @@ class SkeletonEstimatorConfig:
     min_score: float = 0.3                # detections with lower mean confidence are dropped
     filter_enabled: bool = True
     lifting: LiftingConfig = field(default_factory=LiftingConfig)
+    hand_lifting: LiftingConfig = field(default_factory=hand_lifting_config)
     tracking: TrackerConfig = field(default_factory=TrackerConfig)
     filter: OneEuroConfig = field(default_factory=OneEuroConfig)
 
@@ -70,19 +74,30 @@ class SkeletonEstimatorConfig:
 
 
 class SkeletonEstimator:
-    """Holds the backend, tracker and filters; call `process` once per frame."""
+    """Holds the backend, tracker and filters; call `process` once per frame.
 
-    def __init__(self, backend: KeypointBackend, config: SkeletonEstimatorConfig | None = None) -> None:
+    hand_backend (optional): finds the operator's hands from the image and the operator's body
+    keypoints; None = no hands (Skeleton3D.hands stays empty)."""
+
+    def __init__(self, backend: KeypointBackend, config: SkeletonEstimatorConfig | None = None,
+                 hand_backend: HandBackend | None = None) -> None:
         self.backend = backend
         self.config = config or SkeletonEstimatorConfig()
+        self.hand_backend = hand_backend
         self.tracker = OperatorTracker(self.config.tracking)
         self._filters: dict[int, OneEuroFilter] = {}
+        self._hand_filters: dict[tuple[int, str], OneEuroFilter] = {}
+        self._hand_track_id: int | None = None
         self.last_operator_lost = False
 
     def reset(self) -> None:
         """Forget tracks and filter state (e.g. after a camera change)."""
         self.tracker.reset()
         self._filters.clear()
+        self._hand_filters.clear()
+        self._hand_track_id = None
+        if self.hand_backend is not None:
+            self.hand_backend.reset()
 
     def process(self, rgb: np.ndarray, depth_m: np.ndarray | None, camera: PinholeCamera,
                 stamp_s: float) -> list[Skeleton3D]:
@@ -108,6 +123,8 @@ class SkeletonEstimator:
         self.last_operator_lost = update.operator_lost
         for tid in update.lost_ids:
             self._filters.pop(tid, None)
+        if update.lost_ids:
+            self._hand_filters = {k: f for k, f in self._hand_filters.items() if k[0] not in update.lost_ids}
 
         skeletons = []
         for i, (det, lift) in enumerate(zip(detections, lifted)):
@@ -119,12 +136,30 @@ class SkeletonEstimator:
             if self.config.filter_enabled:
                 filt = self._filters.setdefault(tid, OneEuroFilter(self.config.filter))
                 pos = filt.filter(pos, stamp_s)
+            hands = self._hands(rgb, depth_m, camera, det, tid, stamp_s) if is_op else []
             skel = Skeleton3D(names=BLAZEPOSE33_NAMES, positions_cam_m=pos, uv_px=det.uv_px.copy(),
                               confidence=det.confidence.copy(), source=lift.source.copy(),
-                              track_id=tid, is_operator=is_op, convention=BLAZEPOSE33)
+                              track_id=tid, is_operator=is_op, convention=BLAZEPOSE33, hands=hands)
             skeletons.append(skel.to_convention(self.config.convention))
         skeletons.sort(key=lambda s: not s.is_operator)
         return skeletons
+
+    def _hands(self, rgb: np.ndarray, depth_m: np.ndarray | None, camera: PinholeCamera, det: Detection2D,
+               track_id: int, stamp_s: float) -> list[Hand3D]:
+        """The operator's hands, lifted like the body and smoothed per (track, side)."""
+        if self.hand_backend is None:
+            return []
+        if track_id != self._hand_track_id:   # another operator: the hand crops tracked so far are not theirs
+            self.hand_backend.reset()
+            self._hand_track_id = track_id
+        hands = []
+        for found in self.hand_backend.detect(rgb, det.uv_px, det.confidence):
+            hand = lift_hand(found, depth_m, camera, self.config.hand_lifting)
+            if self.config.filter_enabled:
+                filt = self._hand_filters.setdefault((track_id, hand.side), OneEuroFilter(self.config.filter))
+                hand = replace(hand, positions_cam_m=filt.filter(hand.positions_cam_m, stamp_s))
+            hands.append(hand)
+        return hands
 
 
 def depth_fraction(skeleton: Skeleton3D) -> float:
@@ -136,6 +171,7 @@ def draw_skeletons(rgb: np.ndarray, skeletons: list[Skeleton3D], min_confidence:
     """Copy of rgb with bones and joints drawn (operator green, others orange), for debug images.
 
     Joint colour encodes the 3D source: white = depth, yellow = model fallback, red = none.
+    Hands: thin bones, cyan for the left hand, magenta for the right.
     """
     import cv2
 
@@ -153,6 +189,13 @@ def draw_skeletons(rgb: np.ndarray, skeletons: list[Skeleton3D], min_confidence:
         for i in np.flatnonzero(ok):
             colour = source_colour.get(int(s.source[i]), (255, 255, 0))
             cv2.circle(out, tuple(int(round(v)) for v in s.uv_px[i]), 3, colour, -1, cv2.LINE_AA)
+        for hand in s.hands:
+            colour = (0, 220, 255) if hand.side == "left" else (255, 0, 220)
+            hand_ok = np.isfinite(hand.uv_px).all(axis=1) & (hand.confidence > 0)
+            for a, b in HAND21_EDGES:
+                if hand_ok[a] and hand_ok[b]:
+                    cv2.line(out, tuple(int(round(v)) for v in hand.uv_px[a]),
+                             tuple(int(round(v)) for v in hand.uv_px[b]), colour, 1, cv2.LINE_AA)
         if np.any(ok):
             x, y = s.uv_px[ok].min(axis=0)
             cv2.putText(out, f"id {s.track_id}{' OP' if s.is_operator else ''}", (int(x), max(12, int(y) - 6)),

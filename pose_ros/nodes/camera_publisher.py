@@ -4,6 +4,9 @@ Shared by the synthetic and dataset camera nodes so both look exactly like a Rea
 rest of the graph: same topic names, encodings, frame id and one stamp for all three images.
 With `publish_compressed` they also publish what image_transport's compressed plugins would:
 `<color_topic>/compressed` (JPEG/PNG) and `<depth_topic>/compressedDepth` (PNG), same stamps.
+The camera's static frames go on /tf_static as realsense-ros publishes them (`base_frame_id` ->
+`camera_color_frame` -> `frame_id`, and -> `camera_depth_frame` -> `depth_frame_id`; nodes/tf_publisher.py):
+the depth is rendered or recorded in the colour camera, so both optical frames share one origin.
 """
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ from pose_ros.nodes.image_conversions import (camera_to_camera_info, depth_m_to_
 from pose_ros.nodes.params import ParamSpec
 from pose_ros.nodes.qos import camera_publisher_qos, result_qos
 from pose_ros.nodes.ros_conversions import T_to_pose
-from pose_ros.nodes.topics import COLOR_OPTICAL_FRAME, COLOR_TOPIC, DEPTH_TOPIC, GROUND_TRUTH_TOPIC, INFO_TOPIC
+from pose_ros.nodes.tf_publisher import BASE_FRAME, TfPublisher, camera_frame_transforms
+from pose_ros.nodes.topics import (COLOR_OPTICAL_FRAME, COLOR_TOPIC, DEPTH_OPTICAL_FRAME, DEPTH_TOPIC,
+                                   GROUND_TRUTH_TOPIC, INFO_TOPIC)
 
 
 @dataclass
@@ -41,6 +46,11 @@ CAMERA_OUTPUT_PARAMS = [
     ParamSpec("ground_truth_topic", GROUND_TRUTH_TOPIC,
               "ground-truth object poses (pose_ros/ObjectPoseArray; score = visible fraction)"),
     ParamSpec("frame_id", COLOR_OPTICAL_FRAME, "optical frame id stamped on every message"),
+    ParamSpec("base_frame_id", BASE_FRAME, "camera body frame of the static TF (/tf_static) to the optical frames, "
+              "as realsense-ros: <base> -> camera_color_frame -> frame_id and <base> -> camera_depth_frame -> "
+              "depth_frame_id; empty = no TF"),
+    ParamSpec("depth_frame_id", DEPTH_OPTICAL_FRAME, "depth optical frame in the static TF (the depth images "
+              "are aligned to colour and stamped with frame_id)"),
     ParamSpec("color_encoding", "rgb8", "rgb8 or bgr8"),
     ParamSpec("depth_encoding", "16UC1", "16UC1 (millimetres, like realsense-ros) or 32FC1 (metres)"),
     ParamSpec("reliable", True, "reliable publishers (like realsense-ros); false = best effort"),
@@ -73,6 +83,10 @@ class RgbdPublisher:
             self.color_compressed_pub = node.create_publisher(CompressedImage, color_compressed, qos)
             self.depth_compressed_pub = node.create_publisher(CompressedImage, depth_compressed, qos)
         self.published = 0
+        self.tf = TfPublisher(node)
+        if params["base_frame_id"]:
+            self.tf.send_static(camera_frame_transforms(params["base_frame_id"], params["frame_id"],
+                                                        params["depth_frame_id"], node.get_clock().now().to_msg()))
 
     def publish(self, stamp, rgb: np.ndarray, depth_m: np.ndarray, camera: PinholeCamera,
                 ground_truth: Sequence[GroundTruthInstance] = ()) -> None:

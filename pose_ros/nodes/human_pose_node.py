@@ -7,12 +7,14 @@ is busy, a newer pair replaces the waiting one (newest frame wins) and the repla
 counted as dropped. Bad input (unsupported encoding, size mismatch, no camera_info yet) drops
 the frame; each kind is logged the first time and its count is repeated in the periodic status.
 
-Publishes ~/skeletons (pose_ros/HumanSkeletonArray, header = colour stamp and frame),
-~/markers (LINE_LIST bones + SPHERE_LIST joints per person, deleted when the person leaves) and
-~/debug_image (overlay, only while someone subscribes). Camera subscriptions match the publishers'
+Publishes ~/skeletons (pose_ros/HumanSkeletonArray, header = colour stamp and frame; with `hands`
+the operator's hands in HumanSkeleton.hands), ~/markers (LINE_LIST bones, hands included, +
+SPHERE_LIST joints per person, deleted when the person leaves) and ~/debug_image (overlay, only
+while someone subscribes). Camera subscriptions match the publishers'
 reliability (image_qos: auto, nodes/qos.py). Colour and depth arrive raw or compressed (image_transport:
 compressed -> <color_topic>/compressed, depth_image_transport: compressedDepth -> <depth_topic>/compressedDepth;
-nodes/image_conversions.py), e.g. over Wi-Fi.
+nodes/image_conversions.py), e.g. over Wi-Fi. /diagnostics: processing rate, people, drops (nodes/diagnostics.py).
+Parameters marked live take effect on `ros2 param set`; the others are read at start-up (a set is refused).
 """
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from pose_ros.msg import HumanKeypoint, HumanSkeleton, HumanSkeletonArray
+from pose_ros.msg import HumanHand, HumanKeypoint, HumanSkeleton, HumanSkeletonArray
 from pose_ros.nodes.image_conversions import (camera_info_to_camera, decode_depth_m, decode_rgb,
                                               image_transport_name, numpy_to_image, stamp_to_ns, transport_topic)
+from pose_ros.nodes.diagnostics import OK, WARN, DiagnosticReport, NodeDiagnostics, RateMeter, drop_values
 from pose_ros.nodes.drop_log import DropLog
 from pose_ros.nodes.params import ParamSpec, declare_parameters
 from pose_ros.nodes.qos import CameraSubscriptions, camera_publisher_qos, image_qos_mode, result_qos
@@ -47,10 +50,11 @@ PARAMETERS = [
     ParamSpec("depth_image_transport", "raw", "depth transport: raw (Image on depth_topic) | compressedDepth "
               "(image_transport's PNG CompressedImage on <depth_topic>/compressedDepth; 16UC1 exact, 32FC1 quantised)"),
     ParamSpec("use_depth", True, "lift keypoints with depth; false = colour only (model landmarks placed by PnP)"),
-    ParamSpec("depth_scale_m", 0.001, "metres per 16UC1 depth unit (RealSense: 0.001)", min=1e-6, max=1.0),
+    ParamSpec("depth_scale_m", 0.001, "metres per 16UC1 depth unit (RealSense: 0.001)", min=1e-6, max=1.0,
+              live=True),
     ParamSpec("sync_slop_s", 0.03, "max colour/depth stamp difference to pair them", min=0.0, max=1.0),
     ParamSpec("max_rate_hz", 30.0, "process at most this many frames per second on average (0 = as fast as "
-              "possible); camera jitter around the cap does not delay a frame", min=0.0, max=1000.0),
+              "possible); camera jitter around the cap does not delay a frame", min=0.0, max=1000.0, live=True),
     ParamSpec("image_qos", "auto", "camera subscription reliability: auto (match the publisher: best_effort if "
               "it publishes best-effort, else reliable) | reliable | best_effort"),
     ParamSpec("image_queue_depth", 2, "colour/depth subscription history: small = only the newest frames wait "
@@ -75,9 +79,30 @@ PARAMETERS = [
               "reject keypoint depths disagreeing with the model's relative depth by more", min=0.01, max=5.0),
     ParamSpec("joint_depth_offset_m", 0.0, "added to depth-lifted keypoints (skin surface -> joint centre)",
               min=-0.2, max=0.2),
-    ParamSpec("marker_joint_size_m", 0.04, "joint sphere diameter in ~/markers", min=0.001, max=1.0),
-    ParamSpec("status_period_s", 10.0, "period of the status log line (rate, latency, drops)", min=0.5, max=3600.0),
+    ParamSpec("hands", False, "21 keypoints per hand of the operator (MediaPipe hand landmarks in crops at the body's "
+              "wrists, 3D from depth like the body) in HumanSkeleton.hands, for the retarget node's grippers; off by "
+              "default: it about doubles the time per frame (README, measured results)"),
+    ParamSpec("hand_model_complexity", 1, "hand landmark model: 1 = full, 0 = lite (faster, less accurate); both "
+              "bundled", min=0, max=1),
+    ParamSpec("hand_min_presence", 0.5, "hand landmark model's hand presence threshold", min=0.0, max=1.0),
+    ParamSpec("hand_min_handedness", 0.3, "drop a hand whose own left/right classifier gives its side (the body "
+              "wrist it was found at) a lower probability: the crop caught the other hand", min=0.0, max=1.0),
+    ParamSpec("marker_joint_size_m", 0.04, "joint sphere diameter in ~/markers", min=0.001, max=1.0, live=True),
+    ParamSpec("status_period_s", 10.0, "period of the status log line (rate, latency, drops)", min=0.5, max=3600.0,
+              live=True),
 ]
+
+
+def _keypoint_msgs(points) -> list[HumanKeypoint]:
+    """HumanKeypoint list of a Skeleton3D or Hand3D (names, 3D, pixels, confidence, source)."""
+    out = []
+    for i, name in enumerate(points.names):
+        kp = HumanKeypoint(name=name, confidence=float(points.confidence[i]), source=int(points.source[i]))
+        x, y, z = (float(v) for v in points.positions_cam_m[i])
+        kp.position = Point(x=x, y=y, z=z)
+        kp.u, kp.v = float(points.uv_px[i, 0]), float(points.uv_px[i, 1])
+        out.append(kp)
+    return out
 
 
 class RateLimiter:
@@ -106,10 +131,14 @@ class RateLimiter:
         self._tokens -= 1.0
 
 
+def _limiter(rate_hz: float) -> RateLimiter | None:
+    return RateLimiter(rate_hz) if rate_hz > 0 else None
+
+
 class HumanPoseNode(Node):
     def __init__(self, node_name: str = "human_pose", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.p = declare_parameters(self, PARAMETERS)
+        self.p = declare_parameters(self, PARAMETERS, apply=self._apply_parameter)
         image_qos_mode(self.p["image_qos"])   # a wrong value stops the node before MediaPipe loads
         color_type, self.color_in = transport_topic(self.p["color_topic"], image_transport_name(self.p["image_transport"]))
         depth_type, self.depth_in = transport_topic(
@@ -136,7 +165,14 @@ class HumanPoseNode(Node):
         backend = MediaPipePoseBackend(min_detection_confidence=float(p["min_detection_confidence"]),
                                        min_tracking_confidence=float(p["min_tracking_confidence"]),
                                        static_image_mode=False)
-        self.estimator = SkeletonEstimator(backend, config)
+        hand_backend = None
+        if p["hands"]:
+            from pose_ros.human.hand_keypoints import MediaPipeHandBackend
+
+            hand_backend = MediaPipeHandBackend(model_complexity=int(p["hand_model_complexity"]),
+                                                min_presence=float(p["hand_min_presence"]),
+                                                min_handedness=float(p["hand_min_handedness"]))
+        self.estimator = SkeletonEstimator(backend, config, hand_backend=hand_backend)
 
         self.skeleton_pub = self.create_publisher(HumanSkeletonArray, "~/skeletons", result_qos())
         self.marker_pub = self.create_publisher(MarkerArray, "~/markers", result_qos())
@@ -148,8 +184,11 @@ class HumanPoseNode(Node):
         self._camera = None
         self._cond = threading.Condition()
         self._running = True
-        self.drops = DropLog(self.get_logger(), "the status line")
+        self.drops = DropLog(self.get_logger(), "the status line and /diagnostics")
         self.processed = 0
+        self._rate = RateMeter()
+        self._people = 0
+        self._limiter = _limiter(float(self.p["max_rate_hz"]))   # the worker takes the current one each frame
         self._proc_ms: list[float] = []
         # Per processed frame (ms): colour stamp -> paired, paired -> worker start, start -> published.
         self._stage_ms: list[tuple[float, float, float]] = []
@@ -168,10 +207,38 @@ class HumanPoseNode(Node):
 
         self._worker = threading.Thread(target=self._work, name="human_pose_worker", daemon=True)
         self._worker.start()
-        self.create_timer(float(p["status_period_s"]), self._status)
+        self._status_timer = self.create_timer(float(p["status_period_s"]), self._status)
+        self.diagnostics = NodeDiagnostics(self, self._diagnostics)
         self.get_logger().info(
             f"human pose: {self.color_in} + {self.depth_in if p['use_depth'] else '(no depth)'} -> "
-            f"{self.skeleton_pub.topic_name} ({p['convention']}, operator: {p['operator_selection']})")
+            f"{self.skeleton_pub.topic_name} ({p['convention']}, operator: {p['operator_selection']}, "
+            f"hands: {'on' if p['hands'] else 'off'})")
+
+    # ------------------------------------------------------------------ live parameters, diagnostics
+    def _apply_parameter(self, name: str, value) -> None:
+        """Live parameters the node does not simply read from self.p while it runs (max_rate_hz: the worker
+        reads the new limiter at its next frame)."""
+        if name == "max_rate_hz":
+            self._limiter = _limiter(float(value))
+        elif name == "status_period_s":
+            self._status_timer.timer_period_ns = int(float(value) * 1e9)
+            self._status_timer.reset()
+
+    def _diagnostics(self) -> DiagnosticReport:
+        rate = self._rate.rate_hz()
+        drops = dict(self.drops)
+        limiter = self._limiter
+        values = {"frames_processed": self.processed, "rate_hz": round(rate, 2), "people": self._people,
+                  "max_rate_hz": 1.0 / limiter.period_s if limiter is not None else 0.0,
+                  "camera_info": "received" if self._camera_info is not None else "waiting",
+                  "camera_qos": self.camera_subs.summary(), **drop_values(drops)}
+        if self._sync is not None:
+            st = self._sync.stats
+            values.update({"frames_received": " / ".join(str(n) for n in st.received) + " (colour / depth)",
+                           "sync_matched_sets": st.matched_sets, "sync_dropped_unmatched": st.dropped_unmatched})
+        bad = [k for k in drops if not k.startswith("overrun")]
+        return DiagnosticReport(f"{self.processed} frames processed ({rate:.1f} Hz), {self._people} people, "
+                                f"{sum(drops.values())} dropped", values, WARN if bad else OK)
 
     # ------------------------------------------------------------------ callbacks (never block)
     def _on_info(self, msg: CameraInfo) -> None:
@@ -187,9 +254,8 @@ class HumanPoseNode(Node):
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
-        rate = float(self.p["max_rate_hz"])
-        limiter = RateLimiter(rate) if rate > 0 else None
         while True:
+            limiter = self._limiter   # replaced when max_rate_hz is set live
             with self._cond:
                 while self._running and self._pending is None:
                     self._cond.wait(timeout=0.5)
@@ -238,6 +304,8 @@ class HumanPoseNode(Node):
         stamp_ns = stamp_to_ns(color.header.stamp)
         skeletons = self.estimator.process(rgb, depth_m, camera, stamp_ns * 1e-9)
         self.processed += 1
+        self._rate.tick()
+        self._people = len(skeletons)
         self._proc_ms.append((time.perf_counter() - t0) * 1e3)
         self._publish(color.header, skeletons)
         t_pub_ns = self.get_clock().now().nanoseconds
@@ -256,17 +324,15 @@ class HumanPoseNode(Node):
         for s in skeletons:
             msg = HumanSkeleton(track_id=int(s.track_id), convention=s.convention, is_operator=bool(s.is_operator),
                                 score=float(s.score))
-            for i, name in enumerate(s.names):
-                kp = HumanKeypoint(name=name, confidence=float(s.confidence[i]), source=int(s.source[i]))
-                x, y, z = (float(v) for v in s.positions_cam_m[i])
-                kp.position = Point(x=x, y=y, z=z)
-                kp.u, kp.v = float(s.uv_px[i, 0]), float(s.uv_px[i, 1])
-                msg.keypoints.append(kp)
+            msg.keypoints = _keypoint_msgs(s)
+            for h in s.hands:
+                msg.hands.append(HumanHand(side=h.side, convention=h.convention, score=float(h.presence),
+                                           handedness_score=float(h.handedness_score), keypoints=_keypoint_msgs(h)))
             out.skeletons.append(msg)
         self.skeleton_pub.publish(out)
 
     def _markers(self, header: Header, skeletons: list) -> MarkerArray:
-        from pose_ros.human.conventions import edges_for
+        from pose_ros.human.conventions import HAND21_EDGES, edges_for
 
         arr = MarkerArray()
         size = float(self.p["marker_joint_size_m"])
@@ -282,6 +348,12 @@ class HumanPoseNode(Node):
             for a, b in edges_for(s.convention):
                 if ok[a] and ok[b]:
                     bones.points += [pts[a], pts[b]]
+            for h in s.hands:   # hand bones in the same marker: deleted with the person
+                h_ok = np.isfinite(h.positions_cam_m).all(axis=1)
+                h_pts = [Point(x=float(q[0]), y=float(q[1]), z=float(q[2])) for q in h.positions_cam_m]
+                for a, b in HAND21_EDGES:
+                    if h_ok[a] and h_ok[b]:
+                        bones.points += [h_pts[a], h_pts[b]]
             joints = Marker(header=header, ns="joints", id=int(s.track_id), type=Marker.SPHERE_LIST,
                             action=Marker.ADD)
             joints.scale.x = joints.scale.y = joints.scale.z = size

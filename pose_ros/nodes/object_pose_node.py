@@ -15,12 +15,16 @@ Outputs (all stamped with the colour image's stamp and frame):
                    valid ROS name, nodes/names.py: `002_master_chef_can` -> `obj_002_master_chef_can`)
   ~/markers        visualization_msgs/MarkerArray  mesh + label per instance, deleted when gone
   ~/debug_image    sensor_msgs/Image          colour with model contours and axes
-  /diagnostics     diagnostic_msgs/DiagnosticArray  rates, drops by reason, stage times
-  TF               <frame_prefix><class>_<instance> (<class> as in the topic), where tf2_ros is installed
+  /diagnostics     diagnostic_msgs/DiagnosticArray  rates, drops by reason, stage times (nodes/diagnostics.py)
+  /tf              one frame per published object, <frame_prefix><class>_<instance> (<class> as in the topic),
+                   child of the colour image's optical frame; tf2_ros where installed, else tf2_msgs/TFMessage
+                   directly (nodes/tf_publisher.py), so the frames reach RViz/tf2 from a plain venv too
 Camera subscriptions match the publishers' reliability (image_qos: auto, nodes/qos.py). Colour and depth
 arrive raw or compressed (image_transport: compressed -> <color_topic>/compressed, depth_image_transport:
 compressedDepth -> <depth_topic>/compressedDepth; nodes/image_conversions.py), e.g. over Wi-Fi.
 Services: ~/reset_tracking (std_srvs/Trigger), ~/set_object_enabled (pose_ros/SetObjectEnabled).
+Parameters marked live below take effect on `ros2 param set`; the others are read at start-up and a set is
+refused with that reason (nodes/params.py).
 """
 from __future__ import annotations
 
@@ -32,7 +36,6 @@ from collections import Counter, deque
 from pathlib import Path
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray, PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -44,6 +47,7 @@ from pose_ros.msg import ObjectPose, ObjectPoseArray, PoseRefinementStats
 from pose_ros.nodes.image_conversions import (CameraInfoError, ImageConversionError, camera_info_to_camera,
                                               decode_depth_m, decode_rgb, image_transport_name, numpy_to_image,
                                               stamp_to_ns, transport_topic)
+from pose_ros.nodes.diagnostics import OK, WARN, DiagnosticReport, NodeDiagnostics, RateMeter, drop_values
 from pose_ros.nodes.drop_log import DropLog
 from pose_ros.nodes.params import ParamSpec, declare_parameters
 from pose_ros.nodes.names import unique_ros_name_tokens
@@ -51,6 +55,7 @@ from pose_ros.nodes.qos import CameraSubscriptions, image_qos_mode, result_qos, 
 from pose_ros.nodes.ros_conversions import T_to_pose, T_to_transform
 from pose_ros.nodes.runner import run_node
 from pose_ros.nodes.sync import ApproximateTimeSync
+from pose_ros.nodes.tf_publisher import TfPublisher
 from pose_ros.nodes.topics import COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC
 from pose_ros.srv import SetObjectEnabled
 
@@ -62,7 +67,9 @@ PARAMETERS = [
               "empty = the mesh paths recorded in the model file"),
     ParamSpec("init_poses_topic", "", "initial poses (pose_ros/ObjectPoseArray) to refine on depth when "
               "model_file is empty, e.g. from another detector"),
-    ParamSpec("enabled_objects", [], "object names to estimate; empty = all objects in the model"),
+    ParamSpec("enabled_objects", [], "object names to estimate; empty = all objects in the model (applied "
+              "live; the ~/set_object_enabled service switches single objects without changing this parameter)",
+              live=True),
     ParamSpec("score_threshold", 0.3, "poses scoring below this are not published", min=0.0, max=1.0),
     ParamSpec("use_icp", True, "refine poses with ICP on the depth image"),
     ParamSpec("appearance_check", True, "render-and-compare check (texture, silhouette, depth) ranking the "
@@ -102,11 +109,11 @@ PARAMETERS = [
     ParamSpec("tracking_twin_check_every", 3, "with tracking and appearance_check: render-and-compare one track's "
               "near-symmetric twins every N frames (fixes a wrong turn, catches drift); 0 = off", min=0, max=10000),
     ParamSpec("status_period_s", 10.0, "period of the status log line (frames, time per frame, tracking losses "
-              "by reason, drops)", min=0.5, max=3600.0),
-    ParamSpec("max_rate_hz", 30.0, "upper bound on processed frames per second", min=0.1, max=1000.0),
+              "by reason, drops)", min=0.5, max=3600.0, live=True),
+    ParamSpec("max_rate_hz", 30.0, "upper bound on processed frames per second", min=0.1, max=1000.0, live=True),
     ParamSpec("device", "auto", "network device: auto | cpu | cuda"),
     ParamSpec("frame_prefix", "", "prefix of the TF child frames <prefix><class>_<instance> (<class>: the class "
-              "name as a valid ROS name, as in the ~/<class>/pose topics)"),
+              "name as a valid ROS name, as in the ~/<class>/pose topics)", live=True),
     ParamSpec("color_topic", COLOR_TOPIC, "colour image (rgb8/bgr8)"),
     ParamSpec("depth_topic", DEPTH_TOPIC, "depth aligned to colour (16UC1 mm or 32FC1 m)"),
     ParamSpec("info_topic", INFO_TOPIC, "colour camera_info"),
@@ -119,9 +126,10 @@ PARAMETERS = [
               "it publishes best-effort, else reliable) | reliable | best_effort"),
     ParamSpec("sync_slop_s", 0.02, "max stamp difference between colour, depth and camera_info", min=0.0, max=1.0),
     ParamSpec("sync_queue_size", 5, "per-topic synchroniser queue length", min=1, max=100),
-    ParamSpec("publish_markers", True, "publish ~/markers (mesh + label per instance)"),
-    ParamSpec("publish_debug_image", True, "publish ~/debug_image (contours and axes)"),
-    ParamSpec("marker_mesh_scheme", "file", "mesh marker resource scheme: file (absolute path) | package"),
+    ParamSpec("publish_markers", True, "publish ~/markers (mesh + label per instance; off deletes the shown ones)",
+              live=True),
+    ParamSpec("publish_debug_image", True, "publish ~/debug_image (contours and axes)", live=True),
+    ParamSpec("marker_mesh_scheme", "file", "mesh marker resource scheme: file (absolute path) | package", live=True),
 ]
 
 CLASS_COLOURS = [(0.9, 0.3, 0.2), (0.2, 0.7, 0.3), (0.2, 0.4, 0.9), (0.9, 0.8, 0.2), (0.7, 0.3, 0.8),
@@ -137,7 +145,8 @@ def _finite(x: float, default: float = 0.0) -> float:
 class ObjectPoseNode(Node):
     def __init__(self) -> None:
         super().__init__("object_pose")
-        self.p = declare_parameters(self, PARAMETERS)
+        self.p = declare_parameters(self, PARAMETERS, check=self._check_parameter, apply=self._apply_parameter)
+        _check_frame_prefix(self.p["frame_prefix"])
         image_qos_mode(self.p["image_qos"])   # a wrong value stops the node before the model loads
         color_type, self.color_in = transport_topic(self.p["color_topic"], image_transport_name(self.p["image_transport"]))
         depth_type, self.depth_in = transport_topic(
@@ -186,8 +195,7 @@ class ObjectPoseNode(Node):
                            for n in self.estimator.class_names}
         self.markers_pub = self.create_publisher(MarkerArray, "~/markers", out_qos)
         self.debug_pub = self.create_publisher(Image, "~/debug_image", sensor_qos(depth=1))
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
-        self.tf_broadcaster = self._make_tf_broadcaster()
+        self.tf = TfPublisher(self)
         self._marker_ids: set[tuple[str, int]] = set()
 
         self.sync = ApproximateTimeSync(3, int(self.p["sync_slop_s"] * 1e9), self._on_frame,
@@ -208,15 +216,16 @@ class ObjectPoseNode(Node):
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._worker.start()
         self._last_info_ns = time.monotonic_ns()
-        self.create_timer(1.0, self._publish_diagnostics)
+        self._rate = RateMeter()
+        self.diagnostics = NodeDiagnostics(self, self._diagnostics)
         self.create_timer(5.0, self._check_inputs)
         self._period_ms: list[float] = []           # frame times and losses since the last status line:
         self._lost_by_reason: Counter = Counter()   # written by the worker, read by the timer (_status_lock)
         self._status_lock = threading.Lock()
-        self.create_timer(float(self.p["status_period_s"]), self._status)
+        self._status_timer = self.create_timer(float(self.p["status_period_s"]), self._status)
         self.get_logger().info(
             f"object pose: model {self.model_path}, objects {sorted(self.enabled)}, ICP {'on' if self.p['use_icp'] else 'off'}, "
-            f"tracking {'on' if self.p['tracking'] else 'off'}, TF {'on' if self.tf_broadcaster else 'off (tf2_ros not installed)'}; "
+            f"tracking {'on' if self.p['tracking'] else 'off'}, {self.tf.describe()}; "
             f"listening on {self.color_in} + {self.depth_in} (image_qos {self.p['image_qos']})")
 
     # ------------------------------------------------------------------ setup
@@ -293,12 +302,29 @@ class ObjectPoseNode(Node):
         token = self.ros_name.get(class_name) or unique_ros_name_tokens([class_name])[class_name]
         return f"{self.p['frame_prefix']}{token}_{int(instance_id)}"
 
-    def _make_tf_broadcaster(self):
-        try:
-            from tf2_ros import TransformBroadcaster
-        except ImportError:
-            return None
-        return TransformBroadcaster(self)
+    # ------------------------------------------------------------------ live parameters
+    def _check_parameter(self, name: str, value) -> str | None:
+        """Why a live parameter's new value is refused (None = accepted); type and range are checked already."""
+        if name == "enabled_objects":
+            unknown = sorted(set(value) - set(self.estimator.class_names))
+            if unknown:
+                return f"enabled_objects names {unknown}, which are not in the model (it has {self.estimator.class_names})"
+        elif name == "marker_mesh_scheme" and value not in ("file", "package"):
+            return f"marker_mesh_scheme must be file or package, got {value!r}"
+        elif name == "frame_prefix":
+            try:
+                _check_frame_prefix(value)
+            except ValueError as exc:
+                return str(exc)
+        return None
+
+    def _apply_parameter(self, name: str, value) -> None:
+        """Live parameters the node does not simply read from self.p while it runs."""
+        if name == "enabled_objects":
+            self.enabled = set(value) or set(self.estimator.class_names)
+        elif name == "status_period_s":
+            self._status_timer.timer_period_ns = int(float(value) * 1e9)
+            self._status_timer.reset()
 
     # ------------------------------------------------------------------ input
     def _offer(self, index: int, msg) -> None:
@@ -412,6 +438,7 @@ class ObjectPoseNode(Node):
         total_ms = (time.perf_counter() - t0) * 1e3
         self._tracks = results if self.p["tracking"] else None
         self.processed += 1
+        self._rate.tick()
         self.stage_ms.append({"total": total_ms})
         with self._status_lock:
             self._period_ms.append(total_ms)
@@ -449,13 +476,15 @@ class ObjectPoseNode(Node):
         for name, o in best.items():
             if name in self.class_pubs:
                 self.class_pubs[name].publish(PoseStamped(header=header, pose=o.pose.pose))
-        if self.tf_broadcaster is not None and results:
+        if results:
             from geometry_msgs.msg import TransformStamped
-            self.tf_broadcaster.sendTransform([
-                TransformStamped(header=header, child_frame_id=self.frame_id(r.class_name, r.instance_id),
-                                 transform=T_to_transform(r.T_cam_obj)) for r in results])
+            self.tf.send([TransformStamped(header=header, child_frame_id=self.frame_id(r.class_name, r.instance_id),
+                                           transform=T_to_transform(r.T_cam_obj)) for r in results])
         if self.p["publish_markers"]:
             self.markers_pub.publish(self._markers(header, results))
+        elif self._marker_ids:   # switched off while running: remove the markers shown
+            self.markers_pub.publish(MarkerArray(markers=[Marker(header=header, action=Marker.DELETEALL)]))
+            self._marker_ids = set()
         if self.p["publish_debug_image"] and self.debug_pub.get_subscription_count() > 0:
             self.debug_pub.publish(numpy_to_image(self._debug_image(rgb, camera, results), "rgb8", header))
 
@@ -558,25 +587,25 @@ class ObjectPoseNode(Node):
         drops = self.drops.summary()
         self.get_logger().info(f"processed {self.processed} ({timing}){tracking}; drops: {drops}")
 
-    def _publish_diagnostics(self) -> None:
+    def _diagnostics(self) -> DiagnosticReport:
         stats = self.sync.stats
-        times = sorted(s["total"] for s in self.stage_ms) or [float("nan")]
-        values = {"frames_processed": self.processed, "sync_matched_sets": stats.matched_sets,
+        times = sorted(s["total"] for s in list(self.stage_ms)) or [float("nan")]
+        rate = self._rate.rate_hz()
+        drops = dict(self.drops)
+        values = {"frames_processed": self.processed, "rate_hz": round(rate, 2),
+                  "frames_received": " / ".join(str(n) for n in stats.received) + " (colour / depth / camera_info)",
+                  "sync_matched_sets": stats.matched_sets,
                   "sync_dropped_unmatched": stats.dropped_unmatched, "sync_dropped_out_of_order": stats.dropped_out_of_order,
                   "sync_time_jumps": stats.time_jumps, "estimate_ms_p50": round(times[len(times) // 2], 1),
                   **({f"tracking_{k}": v for k, v in self.tracker.counters.items()} if self.tracker else {}),
                   **({"detector_ready": self.detector.ready, "detector_busy": self.detector.busy,
                       "detector_restarts": self.detector.restarts, "detector_errors": self.detector.errors,
                       "detector_last_error": self.detector.last_error or ""} if self.detector else {}),
-                  **{f"drop: {k}": v for k, v in self.drops.items()}}
-        level = DiagnosticStatus.WARN if any(k.startswith(("bad", "no ", "colour/depth", "camera_info")) for k in self.drops) \
-            else DiagnosticStatus.OK
-        status = DiagnosticStatus(level=level, name=f"pose_ros: {self.get_name()}", hardware_id="",
-                                  message=f"{self.processed} frames processed, {sum(self.drops.values())} dropped",
-                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+                  "objects_enabled": ", ".join(sorted(self.enabled)), "tf": self.tf.backend or "off",
+                  **drop_values(drops)}
+        level = WARN if any(k.startswith(("bad", "no ", "colour/depth", "camera_info")) for k in drops) else OK
+        return DiagnosticReport(f"{self.processed} frames processed ({rate:.1f} Hz), {sum(drops.values())} dropped",
+                                values, level)
 
     def destroy_node(self) -> None:
         # Also called by rclpy.shutdown() on a node whose constructor failed (a bad parameter): only
@@ -589,6 +618,12 @@ class ObjectPoseNode(Node):
         if getattr(self, "detector", None) is not None:
             self.detector.close()
         super().destroy_node()
+
+
+def _check_frame_prefix(prefix: str) -> None:
+    """TF frame ids: tf2 refuses a leading '/', and a space would make names no tool can type."""
+    if prefix.startswith("/") or any(c.isspace() for c in prefix):
+        raise ValueError(f"frame_prefix {prefix!r} must not start with '/' or contain spaces (TF frame ids)")
 
 
 def _reason_kind(reason: str) -> str:

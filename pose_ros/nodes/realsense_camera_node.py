@@ -10,6 +10,12 @@ Stamps: one stamp per frameset on all messages: the colour frame's librealsense 
 when it is host-clock based (``global_time``/``system_time``, D400 default with global time
 on), i.e. the exposure time; otherwise (hardware clock, playback, software device) the device
 timestamp shifted onto ROS time at the first frame (see ``StampMapper``).
+
+TF: each time a device opens, the static camera frames go on /tf_static as realsense-ros publishes
+them (``base_frame_id`` -> ``camera_depth_frame`` -> ``depth_frame_id`` and -> ``camera_color_frame``
+-> ``color_frame_id``, with the device's depth-to-colour extrinsics; nodes/tf_publisher.py).
+/diagnostics: connection state, frame rate, timeouts, reconnects, the last error (hardware_id: the device).
+All parameters are read at start-up (the device is configured with them): `ros2 param set` is refused.
 """
 from __future__ import annotations
 
@@ -21,16 +27,17 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from pose_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticReport, NodeDiagnostics, RateMeter
 from pose_ros.nodes.image_conversions import camera_to_camera_info, ns_to_stamp, numpy_to_image
 from pose_ros.nodes.params import ParamSpec, declare_parameters
 from pose_ros.nodes.qos import camera_publisher_qos
 from pose_ros.nodes.runner import run_node
-from pose_ros.nodes.topics import COLOR_OPTICAL_FRAME, COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC
+from pose_ros.nodes.tf_publisher import BASE_FRAME, TfPublisher, camera_frame_transforms
+from pose_ros.nodes.topics import COLOR_OPTICAL_FRAME, COLOR_TOPIC, DEPTH_OPTICAL_FRAME, DEPTH_TOPIC, INFO_TOPIC
 
 ALIGNED_DEPTH_INFO_TOPIC = "/camera/camera/aligned_depth_to_color/camera_info"
 RAW_DEPTH_TOPIC = "/camera/camera/depth/image_rect_raw"
 RAW_DEPTH_INFO_TOPIC = "/camera/camera/depth/camera_info"
-DEPTH_OPTICAL_FRAME = "camera_depth_optical_frame"
 
 PARAMETERS = [
     ParamSpec("serial_no", "", "device serial number; empty = first device found"),
@@ -64,6 +71,9 @@ PARAMETERS = [
     ParamSpec("raw_depth_info_topic", RAW_DEPTH_INFO_TOPIC, "depth camera_info topic when align_depth is false"),
     ParamSpec("color_frame_id", COLOR_OPTICAL_FRAME, "colour (and aligned depth) optical frame id"),
     ParamSpec("depth_frame_id", DEPTH_OPTICAL_FRAME, "depth optical frame id (unaligned depth only)"),
+    ParamSpec("base_frame_id", BASE_FRAME, "camera body frame of the static TF (/tf_static) to the optical frames, "
+              "as realsense-ros: <base> -> camera_depth_frame -> depth_frame_id, <base> -> camera_color_frame -> "
+              "color_frame_id (device extrinsics); empty = no TF"),
     ParamSpec("reliable", True, "reliable publishers (realsense-ros default SYSTEM_DEFAULT = reliable); "
               "false = best effort (SENSOR_DATA)"),
     ParamSpec("retry_period_s", 2.0, "seconds between attempts to open an absent device", min=0.05, max=3600.0),
@@ -136,6 +146,9 @@ class RealSenseCameraNode(Node):
             CameraInfo, self.p["depth_info_topic"] if aligned else self.p["raw_depth_info_topic"], qos)
         self.published = 0
         self._lock = threading.Lock()
+        self._rate = RateMeter()
+        self.tf = TfPublisher(self)
+        self.diagnostics = NodeDiagnostics(self, self._diagnostics, hardware_id=self._hardware_id)
         self.supervisor = CameraSupervisor(
             self._open_capture, self._publish, retry_period_s=float(self.p["retry_period_s"]),
             max_timeouts=int(self.p["max_timeouts"]), read_timeout_s=float(self.p["frame_timeout_s"]),
@@ -144,7 +157,7 @@ class RealSenseCameraNode(Node):
         source = self.settings.playback_file or (f"serial '{self.settings.serial_no}'" if self.settings.serial_no
                                                  else "first device")
         self.get_logger().info(f"RealSense camera ({source}) -> {self.p['color_topic']}, "
-                               f"{self.depth_pub.topic_name}, {self.p['info_topic']}")
+                               f"{self.depth_pub.topic_name}, {self.p['info_topic']}; {self.tf.describe()}")
 
     # -------------------------------------------------------------- device handling
     def _discover(self) -> Any:
@@ -174,7 +187,40 @@ class RealSenseCameraNode(Node):
         dev = self._provider()
         cap = RealSenseCapture(dev, self.settings).start()
         self._current_device = dev
+        self._publish_camera_tf(cap.T_color_depth)
         return cap
+
+    def _publish_camera_tf(self, T_color_depth) -> None:
+        """Static camera frames of the opened device: camera_link at the depth sensor, the colour
+        optical frame where the depth-to-colour extrinsics put it."""
+        if not self.p["base_frame_id"]:
+            return
+        import numpy as np
+
+        from pose_ros.core.transforms import invert_T
+        T_depth_color = invert_T(np.asarray(T_color_depth, dtype=np.float64))
+        self.tf.send_static(camera_frame_transforms(self.p["base_frame_id"], self.p["color_frame_id"],
+                                                    self.p["depth_frame_id"], self.get_clock().now().to_msg(),
+                                                    T_depth_color=T_depth_color))
+
+    def _hardware_id(self) -> str:
+        cap = self.supervisor.capture if hasattr(self, "supervisor") else None
+        return str(cap.info) if cap is not None else (self.settings.playback_file or self.settings.serial_no)
+
+    def _diagnostics(self) -> DiagnosticReport:
+        st = self.supervisor.stats
+        rate = self._rate.rate_hz()
+        connected = self.supervisor.connected
+        values = {"connected": connected, "frames_published": self.published, "rate_hz": rate,
+                  "opens": st.opens, "reconnects": st.reconnects, "open_failures": st.open_failures,
+                  "read_timeouts": st.read_timeouts, "callback_errors": st.callback_errors,
+                  "last_error": st.last_error}
+        if not connected:
+            return DiagnosticReport(f"no camera ({st.last_error or 'opening'}); retrying every "
+                                    f"{float(self.p['retry_period_s']):g} s", values, ERROR)
+        level = WARN if rate == 0.0 else OK
+        return DiagnosticReport(f"streaming {rate:.1f} Hz, {self.published} framesets, {st.reconnects} reconnects",
+                                values, level)
 
     # -------------------------------------------------------------- publishing
     def _publish(self, frame) -> None:
@@ -188,6 +234,7 @@ class RealSenseCameraNode(Node):
             self.info_pub.publish(camera_to_camera_info(frame.color_camera, color_header))
             self.depth_info_pub.publish(camera_to_camera_info(frame.depth_camera, depth_header))
             self.published += 1
+        self._rate.tick()
 
     def destroy_node(self) -> None:
         self.supervisor.stop()

@@ -4,7 +4,9 @@ Subscribes to the camera topics, the ground truth and (when present) the object 
 prints a compact report every few seconds: rates, frame sizes/encodings, objects in view,
 pose error against ground truth (translation, rotation, ADD(-S) / diameter) and end-to-end
 latency (receive time - input stamp). With `summary_file` it also writes the totals as JSON on
-exit, which is what the latency benchmark and the tests read.
+exit, which is what the latency benchmark and the tests read. /diagnostics: the rates it measures and
+the pose score so far. `report_period_s` is applied live (`ros2 param set`); the other parameters are read
+at start-up and a set is refused with that reason.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from pose_ros.core.transforms import rotation_angle_rad
 from pose_ros.msg import ObjectPoseArray
+from pose_ros.nodes.diagnostics import OK, WARN, DiagnosticReport, NodeDiagnostics
 from pose_ros.nodes.image_conversions import stamp_to_ns
 from pose_ros.nodes.params import ParamSpec, declare_parameters
 from pose_ros.nodes.qos import CameraSubscriptions, image_qos_mode, result_qos
@@ -34,7 +37,7 @@ PARAMETERS = [
     ParamSpec("ground_truth_topic", GROUND_TRUTH_TOPIC, "ground-truth poses (pose_ros/ObjectPoseArray)"),
     ParamSpec("object_poses_topic", "", "estimated poses to score (pose_ros/ObjectPoseArray); empty = none"),
     ParamSpec("meshes_dir", "", "object meshes for ADD(-S); empty = demo objects; missing = translation/rotation only"),
-    ParamSpec("report_period_s", 5.0, "seconds between printed reports", min=0.5, max=3600.0),
+    ParamSpec("report_period_s", 5.0, "seconds between printed reports", min=0.5, max=3600.0, live=True),
     ParamSpec("summary_file", "", "write totals as JSON here on exit (and at each report)"),
     ParamSpec("errors_file", "", "append one JSON line per scored ground-truth instance here (stamp, class, "
               "found, errors): the run's timeline, e.g. how long a wrong first pose lasted"),
@@ -74,7 +77,7 @@ def _per_class(errors: list[dict]) -> dict:
 class TopicMonitorNode(Node):
     def __init__(self) -> None:
         super().__init__("topic_monitor")
-        self.p = declare_parameters(self, PARAMETERS)
+        self.p = declare_parameters(self, PARAMETERS, apply=self._apply_parameter)
         image_qos_mode(self.p["image_qos"])
         self.rates: dict[str, _Rate] = defaultdict(_Rate)
         self.last_image: dict[str, str] = {}
@@ -92,7 +95,28 @@ class TopicMonitorNode(Node):
         self.create_subscription(ObjectPoseArray, self.p["ground_truth_topic"], self._on_gt, result_qos())
         if self.p["object_poses_topic"]:
             self.create_subscription(ObjectPoseArray, self.p["object_poses_topic"], self._on_poses, result_qos())
-        self.create_timer(float(self.p["report_period_s"]), self.report)
+        self._report_timer = self.create_timer(float(self.p["report_period_s"]), self.report)
+        self.diagnostics = NodeDiagnostics(self, self._diagnostics)
+
+    def _apply_parameter(self, name: str, value) -> None:
+        if name == "report_period_s":
+            self._report_timer.timer_period_ns = int(float(value) * 1e9)
+            self._report_timer.reset()
+
+    def _diagnostics(self) -> DiagnosticReport:
+        rates = {k: round(v.hz(), 2) for k, v in list(self.rates.items())}
+        found = sum(1 for e in self.errors if e.get("found"))
+        values = {**{f"rate_hz: {k}": v for k, v in sorted(rates.items())},
+                  **{f"count: {k}": v.count for k, v in sorted(list(self.rates.items()))},
+                  "gt_instances_scored": len(self.errors), "gt_instances_found": found,
+                  "report_period_s": self._report_timer.timer_period_ns * 1e-9,
+                  "camera_qos": self.camera_subs.summary()}
+        colour = self.rates.get("color")
+        if colour is None or not colour.times or time.monotonic() - colour.times[-1] > 3.0:
+            return DiagnosticReport(f"no colour frames on {self.p['color_topic']} (for 3 s or more)", values, WARN)
+        return DiagnosticReport(f"colour {rates.get('color', 0.0):.1f} Hz" + (
+            f", found {found}/{len(self.errors)} ground-truth instances" if self.p["object_poses_topic"] else ""),
+            values, OK)
 
     def _open_errors_file(self):
         """The timeline file, opened once (an entry per scored instance, ~30/s in the demo), line-buffered

@@ -6,3 +6,4 @@ INFO_TOPIC = "/camera/camera/color/camera_info"
 GROUND_TRUTH_TOPIC = "/camera/ground_truth/objects"
 
 COLOR_OPTICAL_FRAME = "camera_color_optical_frame"
+DEPTH_OPTICAL_FRAME = "camera_depth_optical_frame"

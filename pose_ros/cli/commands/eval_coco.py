@@ -19,6 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=float, default=0.25, help="crop margin per side, fraction of box size")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--min-detection-confidence", type=float, default=0.5)
+    p.add_argument("--hands", action="store_true",
+                   help="also run the hand keypoint backend at each found body's wrists: share of visible annotated "
+                        "wrists with a hand found, and the hand model's wrist vs the annotated wrist (COCO has no "
+                        "other hand keypoints)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -41,6 +45,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     stem = args.ann.stem
     print(format_report(report, f"{stem} (margin {args.margin})"))
+    if args.hands:
+        from pose_ros.eval.coco_hands import evaluate_hand_wrists, format_hand_report
+        from pose_ros.human.hand_keypoints import MediaPipeHandBackend
+
+        with MediaPipePoseBackend(static_image_mode=True, min_detection_confidence=args.min_detection_confidence) \
+                as body, MediaPipeHandBackend(static_image_mode=True) as hands:
+            hand_report = evaluate_hand_wrists(coco, args.images, body, hands, margin=args.margin, limit=args.limit)
+        print(format_hand_report(hand_report, f"{stem} (margin {args.margin})"))
     if args.out is not None:
         for path in write_outputs(report, args.out, stem):
             print(f"wrote {path}")
