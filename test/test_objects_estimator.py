@@ -394,3 +394,75 @@ def test_eval_cli_on_a_rendered_bop_split(estimator, tmp_path, capsys):
         read_bop_results(tmp_path / "out" / f"results_{mode}.csv")
         assert (tmp_path / "out" / f"recall_{mode}.png").stat().st_size > 1000
     assert "with ICP" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- class hypotheses
+def _logits_for(class_map: np.ndarray, num_classes: int, second: dict[int, float] | None = None) -> np.ndarray:
+    """Seg logits whose argmax is ``class_map``; ``second`` {class: logit} adds a runner-up everywhere."""
+    lg = np.full((num_classes + 1,) + class_map.shape, -6.0)
+    for c in range(num_classes + 1):
+        lg[c][class_map == c] = 4.0
+    for c, v in (second or {}).items():
+        lg[c][class_map > 0] = np.maximum(lg[c][class_map > 0], v)
+    return lg
+
+
+def _centre_votes(class_map: np.ndarray, centres: list[tuple[float, float]]) -> np.ndarray:
+    """Every foreground pixel votes for the nearest of ``centres`` (u, v)."""
+    h, w = class_map.shape
+    gv, gu = np.mgrid[0:h, 0:w]
+    c = np.asarray(centres, float)
+    d = (gu[..., None] - c[:, 0]) ** 2 + (gv[..., None] - c[:, 1]) ** 2
+    k = d.argmin(-1)
+    return np.stack([c[k, 0], c[k, 1]], -1)
+
+
+def test_an_object_split_between_two_classes_is_also_tried_whole(estimator):
+    est = estimator
+    C = est.cfg.num_classes
+    cm = np.zeros((60, 80), np.int64)
+    cm[20:40, 20:30] = 1          # one object (centre (30, 30)), half labelled class 1 ...
+    cm[20:40, 30:40] = 2          # ... half class 2
+    votes = _centre_votes(cm, [(30.0, 30.0)])
+    hyps = est._instances(cm, votes, None, _logits_for(cm, C), set(range(1, C + 1)))
+    frags = [(c, int(m.sum())) for g, c, m, merged in hyps if not merged]
+    whole = [(c, int(m.sum())) for g, c, m, merged in hyps if merged]
+    assert sorted(frags) == [(1, 200), (2, 200)]
+    assert sorted(c for c, _ in whole) == [1, 2] and all(n == 400 for _, n in whole)
+    assert len({g for g, *_ in hyps}) == 1                     # fragments and whole: one object
+    # one class only: a single fragment, nothing merged to try ...
+    cm1 = np.where(cm > 0, 1, 0)
+    hyps1 = est._instances(cm1, votes, None, _logits_for(cm1, C), set(range(1, C + 1)))
+    assert [(c, merged) for _, c, _, merged in hyps1] == [(1, False)]
+    # ... unless the network gives another class a real share of its probability
+    hyps2 = est._instances(cm1, votes, None, _logits_for(cm1, C, {3: 3.5}), set(range(1, C + 1)))
+    assert [(c, merged) for _, c, _, merged in hyps2] == [(1, False), (1, True), (3, True)]
+    # class_hypotheses=1: the network's class split only
+    est.class_hypotheses = 1
+    try:
+        assert [(c, merged) for _, c, _, merged in est._instances(cm, votes, None, _logits_for(cm, C),
+                                                                  set(range(1, C + 1)))] == [(1, False), (2, False)]
+    finally:
+        est.class_hypotheses = 2
+
+
+def test_whole_object_reading_replaces_fragments_only_when_it_scores_better(estimator):
+    from pose_ros.objects.estimator import PoseResult, PoseStats
+
+    def res(cls: int, score: float) -> PoseResult:
+        return PoseResult(f"c{cls}", cls, cls, -1, np.eye(4), score, np.eye(6), PoseStats())
+
+    est = estimator
+    # object 0: fragments 0.4 and 0.2, whole 0.7 -> the whole reading joins them (duplicates decide);
+    # object 1: its whole reading (0.5) is worse than its fragment (0.9) and is dropped
+    results = [res(1, 0.4), res(2, 0.2), res(2, 0.7), res(1, 0.9), res(3, 0.5)]
+    kept = est._merged_or_fragments(results, [0, 0, 0, 1, 1], [False, False, True, False, True])
+    assert sorted((r.class_id, r.score) for r in kept) == [(1, 0.4), (1, 0.9), (2, 0.2), (2, 0.7)]
+    # touching objects the network names right: both fragments stay, the weaker whole reading goes
+    kept = est._merged_or_fragments([res(1, 0.8), res(2, 0.85), res(1, 0.6)], [5, 5, 5], [False, False, True])
+    assert sorted((r.class_id, r.score) for r in kept) == [(1, 0.8), (2, 0.85)]
+    # the whole reading at the place of a fragment's pose: one of them survives duplicate suppression
+    frag, whole = res(2, 0.2), res(3, 0.7)
+    whole.T_cam_obj = frag.T_cam_obj.copy()
+    kept = est._suppress_duplicates(est._merged_or_fragments([frag, whole], [0, 0], [False, True]))
+    assert [(r.class_id, r.score) for r in kept] == [(3, 0.7)]

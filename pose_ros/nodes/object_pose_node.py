@@ -79,6 +79,9 @@ PARAMETERS = [
               "says something stands out (objects/depth_objectness.py)"),
     ParamSpec("score_calibration", True, "use the pose score calibration stored in the model file (probability of a "
               "right pose; `pose-ros calibrate-score`); off = the uncalibrated depth score"),
+    ParamSpec("class_hypotheses", 2, "classes tried per found object: its fragments as the network names them, "
+              "and the whole object as its most likely classes when they disagree (real images); 1 = the "
+              "network's class split only", min=1, max=5),
     ParamSpec("search_max_hypotheses", 24, "full detection: most rotation hypotheses the depth search refines "
               "and render-and-compares for one instance while none looks right (8 = faster, less accurate)",
               min=1, max=240),
@@ -286,6 +289,7 @@ class ObjectPoseNode(Node):
                   "device": device, "appearance_check": bool(self.p["appearance_check"]),
                   "depth_objectness": bool(self.p["depth_objectness"]),
                   "use_score_calibration": bool(self.p["score_calibration"]),
+                  "class_hypotheses": int(self.p["class_hypotheses"]),
                   "depth_search_config": DepthSearchConfig(max_verified=int(self.p["search_max_hypotheses"])),
                   "icp_config": IcpConfig(max_correspondence_m=tuple(coarse / (2 ** i) for i in range(steps)))}
         if self.p["tracking"] and self.p["detect_aside"]:

@@ -1,4 +1,4 @@
-"""End-to-end object pose estimator: network -> instances -> voting -> PnP -> ICP -> scoring.
+"""End-to-end object pose estimator: network -> instances (class hypotheses) -> PnP -> ICP -> scoring.
 
 Why one object: the ROS node, the CLI (`eval`, `bench`) and the tests all call exactly this, so what
 is measured offline is what runs on the robot. The estimator is stateless between frames except for
@@ -9,6 +9,14 @@ instance's mask, depth and voted keypoints drive ``depth_search.depth_pose_searc
 scored against depth, mask and keypoints, then ICP); the better-scoring pose wins. With a weak
 network this is what finds most poses; with a good one PnP+ICP scores high and the search is
 skipped (it costs ~50-150 ms per instance on 2 CPU cores).
+
+Class hypotheses (``class_hypotheses``): an object whose pixels the network splits between classes is
+also tried whole as its likeliest classes (``_instances``); the pose check picks the reading.
+
+Crop correspondence stage (when the model file has one, ``correspondence_pose``): the instances' crops go
+through one batch and their dense 2D-3D correspondences give the pose (3D-3D RANSAC with depth, PnP
+without) instead of the voted keypoints; the depth search stays the fallback, counted in
+``stage_counts``.
 
 Camera handling: any input resolution. The image is letterboxed into the network input (uniform
 scale, padding bottom/right), so the network always sees undistorted aspect ratios; keypoints are
@@ -201,7 +209,8 @@ class PoseEstimator:
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
         self.drops: Counter[str] = Counter()
-        # how instances were posed: crop_pnp (second stage PnP ok), depth_search (fallback run), depth_search_won
+        # how hypotheses were posed: crop_pnp / votes_pnp (PnP ok on the crop stage's correspondences / the
+        # voted keypoints), depth_search (the fallback ran), depth_search_won (its pose was kept)
         self.stage_counts: Counter[str] = Counter()
         self.correspondence = None
         if use_correspondence_stage:
@@ -328,7 +337,7 @@ class PoseEstimator:
         dmap = None               # depth at the map's pixel centres: parts same-class objects one behind another
         if depth is not None:
             dmap = depth[v_img, u_img]
-        instances = self._instances(class_map, votes, dmap)
+        instances = self._instances(class_map, votes, dmap, seg[:, :ho, :wo], classes)
         timing["instances"] = (time.perf_counter() - t0) * 1e3 - timing.get("objectness", 0.0)
 
         has_depth = depth is not None and bool(np.any(depth > 0))
@@ -337,8 +346,10 @@ class PoseEstimator:
         f = st / s                                             # output px -> image px
         kept = []                    # instances that pass the objectness gate: (cls, m_out, mask, stats)
         group_of: list[int] = []     # the object instance each class hypothesis belongs to
+        merged_of: list[bool] = []
         result_group: list[int] = []
-        for group, cls, m_out in instances:
+        result_merged: list[bool] = []
+        for group, cls, m_out, is_merged in instances:
             spec = self.objects[cls - 1]
             stats = PoseStats(mask_pixels=int(m_out.sum()))
             mask_img = cv2.resize(m_out[:ho, :wo].astype(np.uint8), (int(round(wo * f)), int(round(ho * f))),
@@ -354,6 +365,7 @@ class PoseEstimator:
                     continue
             kept.append((cls, m_out, mask, stats))
             group_of.append(group)
+            merged_of.append(is_merged)
         crop_pnp = self._crop_pnp(kept, rgb, depth, camera, acc)
         for n, (cls, m_out, mask, stats) in enumerate(kept):
             spec = self.objects[cls - 1]
@@ -374,6 +386,8 @@ class PoseEstimator:
                 tp = time.perf_counter()
                 pnp = solve_pnp(spec.keypoints_m, kp_uv, camera, kp_cov, vr.valid, spec.diameter_m, self.pnp_config)
                 acc["pnp"] += (time.perf_counter() - tp) * 1e3
+                if pnp.ok:
+                    self.stage_counts["votes_pnp"] += 1
             stats.pnp_keypoints = pnp.num_keypoints_used
             stats.pnp_inliers = int(len(pnp.inliers))
             stats.reprojection_error_px = pnp.reprojection_error_px
@@ -468,7 +482,8 @@ class PoseEstimator:
                                       T_pnp_cam_obj=pnp.T_cam_obj if pnp.ok else None, keypoints_uv=kp_uv,
                                       mask=mask))
             result_group.append(group_of[n])
-        results = self._best_class_per_instance(results, result_group)
+            result_merged.append(merged_of[n])
+        results = self._merged_or_fragments(results, result_group, result_merged)
         results = self._suppress_duplicates(results)
         self._assign_ids(results, prev)
         timing.update({k: float(v) for k, v in acc.items()})
@@ -651,40 +666,68 @@ class PoseEstimator:
         return NO_DEPTH_SCORE_CAP * float(inlier_ratio or 0.0) * max(float(vote_ratio or 0.0), 0.0), float("nan")
 
     def _instances(self, class_map: np.ndarray, votes: np.ndarray, dmap: np.ndarray | None,
-                   ) -> list[tuple[int, int, np.ndarray]]:
-        """(instance, class hypothesis, mask) at the output resolution.
+                   seg_logits: np.ndarray, classes: set[int]) -> list[tuple[int, int, np.ndarray, bool]]:
+        """(object, class hypothesis, mask, is_merged) at the output resolution.
 
-        With ``class_hypotheses`` > 1, instances are found on the foreground of all classes together
-        and each is tried as every class that labels at least ``min_class_share`` of its pixels
-        (most first): on real images the network finds an object far more reliably than it names it
-        (a red gelatin box labelled partly cracker box, a mug partly foam brick), and a class split
-        would cut the object into fragments that no mesh fits. The pose check decides the class.
+        The network's class-by-class instances (its fragments) always come first. With
+        ``class_hypotheses`` > 1, the foreground of all classes is also split into objects, and each
+        object whose fragments disagree on the class, or whose pixels give another class a mean
+        probability of at least ``min_class_share``, is also tried whole, as its most likely classes.
+        Why: on real images the network finds an object far more reliably than it names it (a red
+        gelatin box labelled two thirds cracker box, a pudding box mostly gelatin box); split by
+        class, such an object is fragments that no mesh fits. ``_merged_or_fragments`` keeps, per
+        object, whichever reading scores better, so touching objects that the network names right stay
+        apart (merging alone cost 3 points on the demo test set).
         """
+        fragments = split_instances(class_map, votes, min_pixels=self.min_instance_pixels, depth_m=dmap)
         if self.class_hypotheses <= 1:
-            return [(n, c, m) for n, (c, m) in enumerate(split_instances(
-                class_map, votes, min_pixels=self.min_instance_pixels, depth_m=dmap))]
-        fg = (class_map > 0).astype(np.int64)
-        out: list[tuple[int, int, np.ndarray]] = []
-        for n, (_, m) in enumerate(split_instances(fg, votes, min_pixels=self.min_instance_pixels, depth_m=dmap)):
-            labels, counts = np.unique(class_map[m], return_counts=True)
-            order = np.argsort(-counts)
-            share = counts[order] / float(counts.sum())
-            for c, sh in list(zip(labels[order], share))[:self.class_hypotheses]:
-                if sh >= self.min_class_share or c == labels[order[0]]:
-                    out.append((n, int(c), m))
+            return [(n, c, m, False) for n, (c, m) in enumerate(fragments)]
+        objects = [m for _, m in split_instances((class_map > 0).astype(np.int64), votes,
+                                                 min_pixels=self.min_instance_pixels, depth_m=dmap)]
+        owner = np.full(class_map.shape, -1, np.int64)
+        for n, m in enumerate(objects):
+            owner[m] = n
+        out: list[tuple[int, int, np.ndarray, bool]] = []
+        inside: dict[int, list[int]] = {}
+        for c, m in fragments:
+            o = owner[m]
+            o = o[o >= 0]
+            g = int(np.bincount(o).argmax()) if len(o) else len(objects) + len(out)
+            out.append((g, c, m, False))
+            inside.setdefault(g, []).append(c)
+        p = np.exp(seg_logits - seg_logits.max(0, keepdims=True))[1:]
+        off = [c - 1 for c in range(1, self.cfg.num_classes + 1) if c not in classes]
+        p[off] = 0.0
+        p /= np.maximum(p.sum(0, keepdims=True), 1e-12)           # object classes only
+        for n, m in enumerate(objects):
+            mean = p[:, m].mean(1)
+            top = [int(k) + 1 for k in np.argsort(-mean)[:self.class_hypotheses]]
+            own = inside.get(n, [])
+            whole = [c for i, c in enumerate(top) if i == 0 or mean[c - 1] >= self.min_class_share]
+            if len(own) == 1 and whole == own:
+                continue                             # one fragment, named the same: nothing new to try
+            out.extend((n, c, m, True) for c in whole)
         return out
 
-    def _best_class_per_instance(self, results: list[PoseResult], groups: list[int]) -> list[PoseResult]:
-        """Of the class hypotheses of one instance, the best-scoring pose."""
-        best: dict[int, PoseResult] = {}
-        for r, g in zip(results, groups):
-            if g not in best or r.score > best[g].score:
-                if g in best:
-                    self.drops["other_class_hypothesis"] += 1
-                best[g] = r
+    def _merged_or_fragments(self, results: list[PoseResult], groups: list[int], merged: list[bool],
+                             ) -> list[PoseResult]:
+        """Per object: its fragments' poses, plus its best whole-object pose if that outscores them all
+        (``_instances``); where the whole pose and a fragment's pose are the same object,
+        ``_suppress_duplicates`` keeps the better one. Measured: replacing the fragments by the whole
+        reading instead lost a right box touching a mug on the demo test set."""
+        by_group: dict[int, tuple[list[PoseResult], list[PoseResult]]] = {}
+        for r, g, mg in zip(results, groups, merged):
+            by_group.setdefault(g, ([], []))[1 if mg else 0].append(r)
+        out: list[PoseResult] = []
+        for frag, whole in by_group.values():
+            out.extend(frag)
+            best = max(whole, key=lambda r: r.score) if whole else None
+            if best is not None and (not frag or best.score > max(r.score for r in frag)):
+                out.append(best)
+                self.drops["other_class_hypothesis"] += len(whole) - 1
             else:
-                self.drops["other_class_hypothesis"] += 1
-        return list(best.values())
+                self.drops["other_class_hypothesis"] += len(whole)
+        return out
 
     def _suppress_duplicates(self, results: list[PoseResult]) -> list[PoseResult]:
         """Centres closer than a third of the (smaller) diameter: keep the higher score. Whatever the

@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["FEATURES", "FEATURE_SIGNS", "ScoreCalibration", "fit_score_calibration", "feature_vector"]
+__all__ = ["FEATURES", "ScoreCalibration", "fit_score_calibration", "feature_vector"]
 
 # Feature, value used when it is missing (no verdict: no texture, no support plane, no PnP).
 FEATURES: dict[str, float] = {
@@ -35,12 +35,6 @@ FEATURES: dict[str, float] = {
     "chroma_distance": 0.15,
     "protruding_fraction": 1.0,
     "log_mask_pixels": 4.0,
-}
-# +1: more of it is evidence of a right pose; -1: evidence against; 0: no prior direction.
-FEATURE_SIGNS: dict[str, int] = {
-    "depth_agreement": 1, "icp_fitness": 1, "pnp_inlier_ratio": 1, "vote_inlier_ratio": 1, "silhouette_iou": 1,
-    "render_depth": 1, "colour_correlation": 1, "chroma_distance": -1, "protruding_fraction": 1,
-    "log_mask_pixels": 0,
 }
 
 
@@ -85,17 +79,11 @@ class ScoreCalibration:
 
 
 def fit_score_calibration(X: np.ndarray, y: np.ndarray, names: Sequence[str] = tuple(FEATURES),
-                          l2: float = 1.0) -> ScoreCalibration:
-    """L2-regularised logistic regression on standardised features, monotone in the evidence.
+                          l2: float = 1.0, iterations: int = 50) -> ScoreCalibration:
+    """L2-regularised logistic regression (Newton / IRLS) on standardised features.
 
-    X: (N, F) from :func:`feature_vector`; y: (N,) 1 = right pose. Needs both classes. Each weight
-    keeps the sign of ``FEATURE_SIGNS`` (more depth agreement never lowers the score): fitted on
-    renders, an unconstrained fit leans on correlations between features (measured: negative weights
-    on depth agreement and vote inliers) that real images do not share, and real right poses whose
-    evidence is merely weaker than on renders then fall below the threshold.
+    X: (N, F) from :func:`feature_vector`; y: (N,) 1 = right pose. Needs both classes.
     """
-    from scipy.optimize import minimize
-
     X = np.asarray(X, np.float64)
     y = np.asarray(y, np.float64).ravel()
     if X.ndim != 2 or X.shape[0] != y.shape[0] or X.shape[1] != len(names):
@@ -106,19 +94,17 @@ def fit_score_calibration(X: np.ndarray, y: np.ndarray, names: Sequence[str] = t
     std = X.std(0)
     std = np.where(std > 1e-6, std, 1.0)
     Z = np.hstack([np.ones((len(X), 1)), (X - mean) / std])
+    w = np.zeros(Z.shape[1])
     reg = np.full(Z.shape[1], float(l2))
     reg[0] = 1e-6                                  # no shrinkage of the bias
-    sgn = 2.0 * y - 1.0
-
-    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        m = sgn * (Z @ w)
-        f = float(np.logaddexp(0.0, -m).sum() + 0.5 * (reg * w * w).sum())
-        g = Z.T @ (-sgn / (1.0 + np.exp(np.clip(m, -50, 50)))) + reg * w
-        return f, g
-
-    signs = [FEATURE_SIGNS.get(n, 0) for n in names]
-    bounds = [(None, None)] + [(0.0, None) if sg > 0 else (None, 0.0) if sg < 0 else (None, None) for sg in signs]
-    w = minimize(loss, np.zeros(Z.shape[1]), jac=True, method="L-BFGS-B", bounds=bounds).x
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(Z @ w, -50, 50)))
+        g = Z.T @ (p - y) + reg * w
+        H = (Z * (p * (1 - p))[:, None]).T @ Z + np.diag(reg)
+        step = np.linalg.solve(H, g)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
     return ScoreCalibration(tuple(names), mean, std, w[1:].copy(), float(w[0]))
 
 

@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="PnP on the first stage's voted keypoints even when the model has a crop stage (ablation)")
     p.add_argument("--class-hypotheses", type=int, default=2, metavar="N",
                    help="classes tried per found object (1: the network's class split, as before)")
+    p.add_argument("--min-class-share", type=float, default=0.2, metavar="P",
+                   help="a class is tried when its mean probability over the object reaches P")
     p.add_argument("--no-depth-search", action="store_true",
                    help="no depth-search fallback: PnP + ICP + check only (ablation)")
     p.add_argument("--search-hypotheses", type=int, default=None, metavar="N",
@@ -75,7 +77,8 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
                    ppf_baseline: bool = False, depth_objectness: bool = True,
                    depth_proposals: float | None = None, score_calibration: bool = True,
                    overlays_every: int = 0, overlays_dir: Path | None = None, crop_stage: bool = True,
-                   depth_search: bool = True, class_hypotheses: int = 2) -> dict[str, Any]:
+                   depth_search: bool = True, class_hypotheses: int = 2,
+                   min_class_share: float = 0.2) -> dict[str, Any]:
     """Run the estimator on every frame; returns reports (with/without ICP), estimates, timings and
     false positives per frame (published poses that are not a correct pose of an object in view)."""
     import numpy as np
@@ -92,7 +95,8 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
                         appearance_check=appearance_check, depth_objectness=depth_objectness,
                         objectness_config=ObjectnessConfig(fg_prob_on_objectness=depth_proposals),
                         use_score_calibration=score_calibration, use_correspondence_stage=crop_stage,
-                        depth_search=depth_search, class_hypotheses=class_hypotheses, depth_search_config=None if search_hypotheses is None
+                        depth_search=depth_search, class_hypotheses=class_hypotheses,
+                        min_class_share=min_class_share, depth_search_config=None if search_hypotheses is None
                         else DepthSearchConfig(max_verified=search_hypotheses))
     models = {int(m.obj_id): m for m in est.models.values()}
     if not models:
@@ -300,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
                              depth_objectness=not args.no_objectness, depth_proposals=args.depth_proposals,
                              score_calibration=not args.no_score_calibration, overlays_every=args.overlays,
                              crop_stage=not args.no_crop_stage, depth_search=not args.no_depth_search,
-                             class_hypotheses=args.class_hypotheses,
+                             class_hypotheses=args.class_hypotheses, min_class_share=args.min_class_share,
                              overlays_dir=(args.out or (args.split_dir / f"eval_{args.model.stem}")) / "overlays")
     except (ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -328,9 +332,9 @@ def run(args: argparse.Namespace) -> int:
     print("mean time per frame [ms]: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
     print(f"drops: {res['drops']}")
     st = res["stages"]
-    print(f"how instances were posed: PnP on {'crop-stage correspondences' if res['crop_stage'] else 'voted keypoints'}"
-          f" ok for {st.get('crop_pnp', 0)}; depth-search fallback ran for {st.get('depth_search', 0)} and won "
-          f"{st.get('depth_search_won', 0)}")
+    print(f"how pose hypotheses were found: PnP ok on crop-stage correspondences {st.get('crop_pnp', 0)}, on voted "
+          f"keypoints {st.get('votes_pnp', 0)}; depth-search fallback ran {st.get('depth_search', 0)} times, its "
+          f"pose kept {st.get('depth_search_won', 0)}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"wrote {out}/summary.json, results_*.csv (BOP format), recall_*.png")
     return 0

@@ -37,9 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="train on random WxH crops of the input frames ('none' = whole frames; faster on CPU)")
     p.add_argument("--time-budget-min", type=float, default=None,
                    help="stop (checkpointed, resumable) after this many minutes")
-    p.add_argument("--crop-epochs", type=int, default=12,
+    p.add_argument("--crop-epochs", type=int, default=0,
                    help="then train the crop correspondence stage this many epochs on the same scenes "
-                        "(`pose-ros train-crops`; 0: first stage only)")
+                        "(`pose-ros train-crops`; off by default: on CPU budgets its coordinates have not "
+                        "learned enough to beat the depth search, see docs/training.md)")
     p.add_argument("--resume", action="store_true", help="continue the training stored in --out")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this model file's weights (same objects), fresh LR schedule: fine-tune a "
@@ -149,8 +150,13 @@ def run(args: argparse.Namespace) -> int:
         from pose_ros.objects.correspondence_training import CropTrainConfig, train_correspondence
 
         ckpt = args.out.with_name(args.out.name + ".crops.ckpt")
-        out = train_correspondence(args.out, models, data_dir, CropTrainConfig(epochs=args.crop_epochs, seed=args.seed),
-                                   ckpt, resume=args.resume, command=command)
+        try:
+            out = train_correspondence(args.out, models, data_dir, CropTrainConfig(epochs=args.crop_epochs,
+                                                                                   seed=args.seed),
+                                       ckpt, resume=args.resume, command=command)
+        except ValueError as exc:
+            print(f"error: crop stage: {exc}", file=sys.stderr)
+            return 2
         h = out["history"][-1] if out["history"] else {}
         print(f"crop stage: {out['progress']['epoch']}/{args.crop_epochs} epochs; held-out PnP alone ADD(-S) "
               f"{100 * h.get('pnp_add_s', 0):.1f}%")
