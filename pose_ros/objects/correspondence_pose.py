@@ -1,11 +1,13 @@
-"""Second stage at run time: crops of one frame's instances -> one forward pass -> PnP per instance.
+"""Second stage at run time: crops of one frame's instances -> one forward pass -> a pose per instance.
 
 Why one pass: the crops of a frame all have the same size, so every detected instance costs one row
-of a batch instead of a network call. Each crop's confident object pixels become 2D-3D
-correspondences (image pixel, model point), the most certain ``max_points`` go to
-``pnp.solve_pnp`` (EPnP in RANSAC, then LM weighted by the predicted uncertainty, with the plausibility
-checks of the keypoint path). The uncertainty is the network's Laplace scale of the model-coordinate
-error, turned into pixels with the object's projected size.
+of a batch instead of a network call. Each crop's confident object pixels become correspondences
+(image pixel, model point), the most certain ``max_points`` of them. With depth under them, the pixels
+are back-projected and ``rigid_ransac`` solves 3D-3D (errors in metres); without depth ``pnp.solve_pnp``
+(EPnP in RANSAC, then LM weighted by the predicted uncertainty, with the plausibility checks of the
+keypoint path). The uncertainty is the network's Laplace scale of the model-coordinate error, turned
+into pixels with the object's projected size. A pose that explains too few of the correspondences is
+refused, so an untrained or confused stage hands the instance to the fallback instead of a guess.
 """
 from __future__ import annotations
 
