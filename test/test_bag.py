@@ -155,3 +155,101 @@ def test_errors_name_the_problem(tmp_path):
     meta.write_text(meta.read_text().replace("storage_identifier: mcap", "storage_identifier: sqlite3"))
     with pytest.raises(BagError, match="only mcap"):
         BagReader(tmp_path / "x")
+
+
+def test_bag_layout_is_rosbag2s(tmp_path):
+    """What rosbag2 (Jazzy/Kilted: metadata version 9, rosbag2_storage_mcap) writes and reads: every
+    metadata.yaml field in its order, QoS policies by name, both channel metadata keys, and the `rosbag2`
+    MCAP metadata record (serialized_metadata) from which rosbag2 takes the version when it opens the file."""
+    from mcap.reader import make_reader
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from pose_ros.sensors.bag import qos_to_yaml
+
+    with BagWriter(tmp_path / "l") as bag:
+        qos = QoSProfile(depth=7, reliability=ReliabilityPolicy.BEST_EFFORT)
+        bag.add_topic("/camera/camera/color/image_raw", "sensor_msgs/msg/Image", qos_to_yaml([qos]))
+        for n in range(3):
+            bag.write("/camera/camera/color/image_raw", _image(n), 1_700_000_000_000_000_000 + n * 10)
+    meta = yaml.safe_load((tmp_path / "l" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert list(meta) == ["version", "storage_identifier", "duration", "starting_time", "message_count",
+                          "topics_with_message_count", "compression_format", "compression_mode",
+                          "relative_file_paths", "files", "custom_data", "ros_distro"]
+    assert meta["version"] == 9 and meta["storage_identifier"] == "mcap" and meta["ros_distro"]
+    assert meta["files"] == [{"path": "l_0.mcap", "starting_time": {"nanoseconds_since_epoch": 1_700_000_000_000_000_000},
+                              "duration": {"nanoseconds": 20}, "message_count": 3}]
+    topic = meta["topics_with_message_count"][0]
+    assert list(topic) == ["topic_metadata", "message_count"]
+    assert list(topic["topic_metadata"]) == ["name", "type", "serialization_format", "offered_qos_profiles",
+                                             "type_description_hash"]
+    offered = yaml.safe_load(topic["topic_metadata"]["offered_qos_profiles"])
+    assert offered[0]["history"] == "keep_last" and offered[0]["depth"] == 7
+    assert offered[0]["reliability"] == "best_effort" and offered[0]["durability"] == "volatile"
+    assert offered[0]["liveliness"] in ("automatic", "system_default")
+    assert set(offered[0]["deadline"]) == {"sec", "nsec"}
+    with open(tmp_path / "l" / "l_0.mcap", "rb") as fh:
+        reader = make_reader(fh)
+        records = list(reader.iter_metadata())
+        channels = reader.get_summary().channels
+    assert [r.name for r in records] == ["rosbag2"]
+    inner = yaml.safe_load(records[0].metadata["serialized_metadata"])
+    assert inner == meta
+    assert all(set(c.metadata) == {"offered_qos_profiles", "topic_type_hash"} for c in channels.values())
+
+
+def test_play_publishes_the_bag_time_on_clock(ros, tmp_path):
+    """`pose-ros play --clock`: /clock carries the recorded times while the bag plays, and a node with
+    use_sim_time follows it."""
+    import threading
+
+    import rclpy
+    from rclpy.parameter import Parameter
+    from rosgraph_msgs.msg import Clock
+
+    from pose_ros.cli.commands import play as play_cmd
+    from pose_ros.nodes.bag_tools import BagPlayer, clock_qos
+    from ros_helpers import wait_for
+
+    start = 1_700_000_000_000_000_000
+    with BagWriter(tmp_path / "c") as bag:
+        for n in range(16):   # 1.5 s of bag time
+            bag.write("/clock_test/info", _info(n), start + n * 100_000_000)
+    end = start + 15 * 100_000_000
+    lock = threading.Lock()
+    clocks: list[int] = []
+    listener = ros(rclpy.create_node(f"clock_listener_{id(clocks)}"))
+
+    def on_clock(msg):
+        with lock:
+            clocks.append(msg.clock.sec * 1_000_000_000 + msg.clock.nanosec)
+    listener.create_subscription(Clock, "/clock", on_clock, clock_qos())
+    sim = ros(rclpy.create_node(f"sim_time_node_{id(clocks)}",
+                                parameter_overrides=[Parameter("use_sim_time", value=True)]))
+    player_node = ros(rclpy.create_node(f"clock_player_{id(clocks)}"))
+    player = BagPlayer(player_node, BagReader(tmp_path / "c"), rate=1.0, start_delay_s=0.5, clock_hz=50.0)
+    # discovery before the bag starts, so the clock's first ticks (held at the first message time) arrive
+    assert wait_for(lambda: player_node.count_subscribers("/clock") >= 2, 20.0)
+    player.start()
+    sim_times: list[int] = []
+    try:
+        assert wait_for(lambda: (sim_times.append(sim.get_clock().now().nanoseconds) or player.done.is_set()), 30.0,
+                        period_s=0.05)
+    finally:
+        player.stop()
+    assert player.published == 16 and player.clock_published >= 10
+    with lock:
+        got = list(clocks)
+    assert len(got) >= 10, got
+    # a tick after the last message may run past it by a scheduling delay on a loaded machine
+    assert all(start <= t <= end + 1_000_000_000 for t in got), (got[0], got[-1])
+    assert got == sorted(got), "one pass: the bag time never goes back"
+    assert got[-1] - got[0] >= 500_000_000, "the clock advanced with the bag (>= 0.5 of its 1.5 s)"
+    followed = [t for t in sim_times if t >= start]
+    assert followed and all(start <= t <= end + 1_000_000_000 for t in followed), "use_sim_time node follows /clock"
+    # the CLI option: `--clock` alone is 40 Hz, as ros2 bag play; a value sets the rate; off by default
+    import argparse
+    parser = argparse.ArgumentParser()
+    play_cmd.register(parser.add_subparsers())
+    assert parser.parse_args(["play", "b", "--clock"]).clock == 40.0
+    assert parser.parse_args(["play", "b", "--clock", "100"]).clock == 100.0
+    assert parser.parse_args(["play", "b"]).clock == 0.0

@@ -63,9 +63,9 @@ SAMPLES = {
     "human_skeleton_array": (HumanSkeletonArray, lambda: HumanSkeletonArray(header=_header(), skeletons=[
         HumanSkeleton(track_id=t, convention="blazepose33", keypoints=[_keypoint(i) for i in range(33)]) for t in range(2)])),
     "teleop_status": (TeleopStatus, lambda: TeleopStatus(header=_header(), state=TeleopStatus.STATE_HOLDING, state_name="HOLDING",
-                                                          tracking=False, input_age_s=0.5, solve_time_ms=0.6875, ik_residual_rad=0.046875,
+                                                          tracking=False, input_age_s=0.5, command_age_s=0.1875, solve_time_ms=0.6875, ik_residual_rad=0.046875,
                                                           position_limit_clamps=1, velocity_limit_clamps=2, acceleration_limit_clamps=3,
-                                                          invalid_inputs=4, stale_inputs=5, tracking_losses=6, watchdog_trips=7,
+                                                          invalid_inputs=4, stale_inputs=5, stale_commands=8, tracking_losses=6, watchdog_trips=7,
                                                           message="operator lost")),
 }
 

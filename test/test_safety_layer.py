@@ -161,6 +161,52 @@ def test_stale_out_of_order_and_watchdog():
     sim.check_limits(cfg)
 
 
+def test_stale_solve_holds_counts_and_returns_home_like_stale_input():
+    """A solve whose command would leave more than max_command_age_s after its colour frame
+    (here 0.2 s: fresh enough for max_input_age_s 0.3, too old to follow) is not followed."""
+    cfg = _config(max_command_age_s=0.15)
+    target = np.array([0.3, 0.3, 0.8])
+    layer, sim = _engaged(cfg, target)
+    # The chain falls behind: no command for 0.1 s, then each frame 0.1 s late (camera stamps keep
+    # increasing, so nothing is out of order).
+    sim.run(0.1, silent=True)
+    out = sim.run(0.1, target=target, stamp_lag=0.1)             # late but inside the limit: followed
+    assert out.state == TeleopState.ENGAGED and abs(out.command_age_s - 0.1) < 1e-9
+    assert layer.counters.stale_commands == 0
+    sim.run(0.1, silent=True)                                    # ... and 0.1 s further behind
+    q_before = sim.q[-1]
+    moved = target + np.array([0.4, -0.4, 0.4])
+    assert not layer.submit_target(moved, stamp_s=sim.now + DT - 0.2, now_s=sim.now + DT)
+    assert layer.counters.stale_commands == 1 and layer.counters.stale_inputs == 0
+    assert layer.state == TeleopState.HOLDING and "stale solve" in layer.message, layer.message
+    assert "max_command_age_s" in layer.message
+    sim.run(0.3, target=moved, stamp_lag=0.2)                    # the chain stays behind
+    out = sim.q[-1]
+    assert np.allclose(out, q_before, atol=1e-9)                 # held where it was: no step towards `moved`
+    assert layer.state == TeleopState.HOLDING and layer.counters.stale_commands == 1 + 15
+    status = layer.step(sim.now)
+    assert status.counters.stale_commands == 16 and abs(status.command_age_s - 0.2) < 1e-9
+    assert "stale solve" in status.message
+    sim.run(cfg.hold_time_s, target=moved, stamp_lag=0.2)        # ... for longer than hold_time: home
+    assert layer.state == TeleopState.RETURNING_HOME
+    sim.check_limits(cfg)
+
+
+def test_one_stale_solve_holds_until_the_next_fresh_one():
+    cfg = _config(max_command_age_s=0.15)
+    target = np.array([0.3, 0.3, 0.8])
+    layer, sim = _engaged(cfg, target)
+    sim.run(0.22, silent=True)                 # one stall in the chain: the next solve comes 0.22 s late
+    sim.run(DT, target=target, stamp_lag=0.22)
+    assert layer.state == TeleopState.HOLDING and layer.counters.stale_commands == 1
+    sim.run(DT, silent=True)                   # the held-on target is not a reason to resume
+    assert layer.state == TeleopState.HOLDING
+    sim.run(1.0, target=target + 0.1)          # fresh solves again: ramp back to the operator
+    assert layer.state == TeleopState.ENGAGED and layer.counters.stale_commands == 1
+    assert np.allclose(sim.q[-1], target + 0.1, atol=1e-6)
+    sim.check_limits(cfg)
+
+
 def test_nan_input_never_moves_the_robot_and_faults_when_persistent():
     cfg = _config()
     target = np.array([0.3, 0.3, 0.8])

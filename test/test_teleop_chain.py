@@ -35,7 +35,8 @@ def _chain_commands():
     procs = {p.spec.name: p for p in plan(system, {"camera": "realsense"}, {
         "human_pose": {"color_topic": f"{NS}/color", "depth_topic": f"{NS}/depth", "info_topic": f"{NS}/info",
                        "status_period_s": 5.0},
-        "retarget": {"measured_joint_states_topic": f"{NS}/measured_joint_states", "status_period_s": 5.0}})}
+        "retarget": {"measured_joint_states_topic": f"{NS}/measured_joint_states", "status_period_s": 5.0,
+                     "max_command_age_s": CHAIN_MAX_COMMAND_AGE_S}})}
     assert {"human_pose", "retarget"} <= set(procs), sorted(procs)
     out = {}
     for name in ("human_pose", "retarget"):
@@ -43,6 +44,13 @@ def _chain_commands():
                for arg in procs[name].command]
         out[name] = cmd + ["-r", f"__ns:={NS}"]
     return out
+
+
+# These tests check the wiring, the limits and tracking loss. On a CPU-starved CI machine the chain's
+# commands can come later than retarget's default max_command_age_s (0.15 s), and the safety layer
+# then holds on stale solves (as it must); the stale-solve hold itself is tested in
+# test_safety_layer.py and test_retarget_nodes.py, so here the limit is set out of the way.
+CHAIN_MAX_COMMAND_AGE_S = 2.0
 
 
 def _start(cmd, log_path):
@@ -245,7 +253,8 @@ def _composed_command(images) -> list[str]:
     assert [p.spec.name for p in launched] == ["teleop_container"], [p.spec.name for p in launched]
     procs = {p.spec.name: p for p in plan(SYSTEMS["teleop"], {"camera": "realsense"}, {
         "human_pose": {"color_topic": f"{ns}/color", "depth_topic": f"{ns}/depth", "info_topic": f"{ns}/info"},
-        "retarget": {"measured_joint_states_topic": f"{ns}/measured_joint_states"}})}
+        "retarget": {"measured_joint_states_topic": f"{ns}/measured_joint_states",
+                     "max_command_age_s": CHAIN_MAX_COMMAND_AGE_S}})}
     cam = NodeSpec("", "teleop_bench", "bench_camera")
     camera = NodeProcess(cam, node_command(cam, {}, {
         "images": str(images), "rate_hz": RATE_HZ, "color_topic": f"{ns}/color", "depth_topic": f"{ns}/depth",

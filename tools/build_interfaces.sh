@@ -8,9 +8,10 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="$(cd "${1:-$ROOT/.venv}" && pwd)"
 PY="$VENV/bin/python"
 PYVER="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
-# tf2_msgs/msg/TFMessage (for /tf, /tf_static) where no ROS install provides it: a separate,
-# idempotent build of its own (own build dir and output), so it never touches pose_ros's below.
-"$ROOT/tools/build_tf2_msgs.sh" "$VENV"
+# Standard interfaces the PyPI wheels lack (tools/interfaces/<pkg>/: tf2_msgs for /tf and /tf_static,
+# vision_msgs for ~/detections) where no ROS install provides them: separate, idempotent builds of their
+# own (own build dirs and outputs), so they never touch pose_ros's below.
+"$ROOT/tools/build_std_interfaces.sh" "$VENV"
 # Generated Python goes beside, not into, site-packages: the source package `pose_ros`
 # stays importable from the checkout and extends its __path__ to the generated part.
 GEN_PY="$VENV/pose_ros_interfaces"

@@ -64,6 +64,7 @@ class GripperConfig:
     tracking_timeout_s: float = 0.3
     watchdog_timeout_s: float = 0.5
     max_input_age_s: float = 0.5
+    max_command_age_s: float = 0.15    # older hand targets are stale solves (the arm's rule)
     max_consecutive_invalid: int = 25
     max_dt_s: float = 0.1
     smoothing: OneEuroConfig = field(default_factory=_smoothing_default)
@@ -89,7 +90,8 @@ class GripperConfig:
         """The arm's timing (hold, tracking and watchdog timeouts, input age, invalid-input fault,
         step cap) with gripper-specific settings from `overrides`."""
         kw = {name: getattr(safety, name) for name in ("hold_time_s", "tracking_timeout_s", "watchdog_timeout_s",
-                                                       "max_input_age_s", "max_consecutive_invalid", "max_dt_s")}
+                                                       "max_input_age_s", "max_command_age_s", "max_consecutive_invalid",
+                                                       "max_dt_s")}
         kw.update(overrides)
         return cls(**kw)
 
@@ -101,7 +103,8 @@ class GripperConfig:
             engage_velocity_rad_s=self.max_rate_per_s, engage_max_time_s=max(1.0 / self.max_rate_per_s, 0.1),
             return_home_velocity_rad_s=self.return_home_rate_per_s, hold_time_s=self.hold_time_s,
             tracking_timeout_s=self.tracking_timeout_s, watchdog_timeout_s=self.watchdog_timeout_s,
-            max_input_age_s=self.max_input_age_s, max_consecutive_invalid=self.max_consecutive_invalid,
+            max_input_age_s=self.max_input_age_s, max_command_age_s=self.max_command_age_s,
+            max_consecutive_invalid=self.max_consecutive_invalid,
             max_dt_s=self.max_dt_s)
 
 

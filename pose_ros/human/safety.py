@@ -9,6 +9,13 @@ States mirror msg/TeleopStatus.msg: DISENGAGED -> (engage) ENGAGING (rate-limite
 measured joint state) -> ENGAGED (following) -> HOLDING (tracking lost / disengaged: hold for
 hold_time_s) -> RETURNING_HOME (slow) -> DISENGAGED. FAULT freezes commands until disengage.
 
+Stale solves: a target whose colour frame is older than `max_command_age_s` when it reaches the
+layer (after the IK, i.e. when its command would be published) is treated like stale input: not
+followed, counted (`stale_commands`), and the layer holds at once (then returns home after
+hold_time_s); it resumes with the engage ramp on the next fresh target. Why: under CPU load the
+chain can deliver every frame, just late (issue #20: p95 490 ms with one busy core), and
+`max_input_age_s` (checked on arrival, before the solve) is too loose for a command the robot follows.
+
 Limiter: target clamped into the limits shrunk by a margin; speed limited, and also limited to
 the speed from which the joint can still stop at the target and before the position limits
 with the acceleration limit (braking curve valid for any step length), then acceleration limited. A final clamp
@@ -53,6 +60,9 @@ class SafetyConfig:
     tracking_timeout_s: float = 0.3
     watchdog_timeout_s: float = 0.5
     max_input_age_s: float = 0.5
+    # Colour stamp -> command limit: 3x the 50 ms p95 target, so only a chain that has fallen
+    # behind (not camera-rate jitter) trips it.
+    max_command_age_s: float = 0.15
     measured_timeout_s: float = 0.5
     max_consecutive_invalid: int = 25
     max_dt_s: float = 0.1              # a stalled loop never turns into one big step
@@ -79,7 +89,7 @@ class SafetyConfig:
             raise SafetyConfigError(f"home pose of {bad} is outside the limits minus the margin; move it inside")
         for name in ("engage_velocity_rad_s", "engage_max_time_s", "return_home_velocity_rad_s", "hold_time_s",
                      "tracking_timeout_s",
-                     "watchdog_timeout_s", "max_input_age_s", "max_dt_s"):
+                     "watchdog_timeout_s", "max_input_age_s", "max_command_age_s", "max_dt_s"):
             if not getattr(self, name) > 0:
                 raise SafetyConfigError(f"safety {name} must be > 0")
 
@@ -100,8 +110,8 @@ class SafetyConfig:
         s.update(overrides or {})
         known = {"position_margin_rad", "velocity_scale", "max_velocity_rad_s", "max_acceleration_rad_s2",
                  "engage_velocity_rad_s", "engage_max_time_s", "return_home_velocity_rad_s",
-                 "hold_time_s", "tracking_timeout_s", "watchdog_timeout_s", "max_input_age_s", "measured_timeout_s",
-                 "max_consecutive_invalid", "max_dt_s", "gesture"}
+                 "hold_time_s", "tracking_timeout_s", "watchdog_timeout_s", "max_input_age_s", "max_command_age_s",
+                 "measured_timeout_s", "max_consecutive_invalid", "max_dt_s", "gesture"}
         unknown = set(s) - known
         if unknown:
             raise SafetyConfigError(f"{mapping.path} safety: unknown keys {sorted(unknown)}; valid: {sorted(known)}")
@@ -115,7 +125,7 @@ class SafetyConfig:
         gesture = s.get("gesture") or {}
         kw = {k: s[k] for k in ("position_margin_rad", "engage_velocity_rad_s", "engage_max_time_s",
                                 "return_home_velocity_rad_s", "hold_time_s", "tracking_timeout_s",
-                                "watchdog_timeout_s", "max_input_age_s", "measured_timeout_s",
+                                "watchdog_timeout_s", "max_input_age_s", "max_command_age_s", "measured_timeout_s",
                                 "max_consecutive_invalid", "max_dt_s") if k in s}
         margin = float(s.get("position_margin_rad", 0.03))
         home = np.clip(mapping.home_vector(names), lower + margin, upper - margin)
@@ -132,6 +142,7 @@ class SafetyCounters:
     acceleration_limit_clamps: int = 0
     invalid_inputs: int = 0
     stale_inputs: int = 0
+    stale_commands: int = 0
     tracking_losses: int = 0
     watchdog_trips: int = 0
 
@@ -148,6 +159,7 @@ class SafetyOutput:
     tracking: bool
     input_age_s: float
     message: str
+    command_age_s: float = math.inf    # newest solve: submission (= publication) time - its colour stamp
     counters: SafetyCounters = field(default_factory=SafetyCounters)
 
     @property
@@ -186,6 +198,7 @@ class SafetyLayer:
         self._target_stamp_s = -math.inf
         self._last_valid_s = -math.inf         # arrival time (now_s) of the last valid target
         self._last_input_s = -math.inf         # arrival time of any input (valid, lost or invalid)
+        self._command_age_s = math.inf         # newest submitted solve's age when it reached the layer
         self._measured: np.ndarray | None = None
         self._measured_s = -math.inf
         self._hold_start_s = 0.0
@@ -213,8 +226,10 @@ class SafetyLayer:
         return True
 
     def submit_target(self, q_target: np.ndarray, stamp_s: float, now_s: float, hands_up: bool = False) -> bool:
-        """A retargeted operator pose stamped with its camera time. Returns False when dropped
-        (NaN/inf -> invalid_inputs; older than the previous or than max_input_age_s -> stale_inputs)."""
+        """A retargeted operator pose stamped with its camera time, submitted when its solve is done
+        (`now_s` = when its command would be published). Returns False when dropped (NaN/inf ->
+        invalid_inputs; older than the previous or than max_input_age_s -> stale_inputs; older
+        than max_command_age_s -> stale_commands, and an engaged layer holds)."""
         q = self._check_q(q_target, "q_target")
         self._last_input_s = now_s
         if not (math.isfinite(stamp_s) and np.all(np.isfinite(q))) or stamp_s > now_s + self.config.max_input_age_s:
@@ -222,13 +237,27 @@ class SafetyLayer:
             self._consecutive_invalid += 1
             self._maybe_fault_on_invalid()
             return False
+        self._command_age_s = max(0.0, now_s - stamp_s)
         if stamp_s <= self._target_stamp_s or now_s - stamp_s > self.config.max_input_age_s:
             self.counters.stale_inputs += 1
+            return False
+        if self._command_age_s > self.config.max_command_age_s:
+            self._stale_command(now_s)
             return False
         self._consecutive_invalid = 0
         self._target, self._target_stamp_s, self._last_valid_s = q.copy(), stamp_s, now_s
         self._update_gesture(hands_up, now_s)
         return True
+
+    def _stale_command(self, now_s: float) -> None:
+        """A solve too old to follow: counted; following stops now (hold, resumable by a fresh target)."""
+        self.counters.stale_commands += 1
+        why = (f"stale solve: command {self._command_age_s * 1e3:.0f} ms after its camera frame "
+               f"(max_command_age_s {self.config.max_command_age_s * 1e3:.0f} ms)")
+        if self.state in (TeleopState.ENGAGING, TeleopState.ENGAGED):
+            self._hold(now_s, f"{why}: holding {self.config.hold_time_s:.2f} s then returning home", resumable=True)
+        elif self.state == TeleopState.HOLDING and self._hold_resumable:
+            self.message = f"{why}: holding"   # still stale: the status keeps saying why
 
     def submit_tracking_lost(self, now_s: float) -> None:
         """Input arrived but holds no usable operator (no person, too few keypoints)."""
@@ -337,7 +366,8 @@ class SafetyLayer:
                 self.counters.tracking_losses += 1
                 self._hold(now_s, "operator tracking lost", resumable=True)
         if self.state == TeleopState.HOLDING:
-            if self._hold_resumable and tracking:
+            # resume only on a target that arrived after the hold began (not the one held on)
+            if self._hold_resumable and tracking and self._last_valid_s >= self._hold_start_s:
                 self._start_ramp("operator back: ramping to the operator")
             elif now_s - self._hold_start_s >= cfg.hold_time_s:
                 self._set_state(TeleopState.RETURNING_HOME, "returning home")
@@ -399,9 +429,14 @@ class SafetyLayer:
     def _output(self, now_s: float) -> SafetyOutput:
         age = now_s - self._target_stamp_s if math.isfinite(self._target_stamp_s) else math.inf
         return SafetyOutput(q=self._q.copy(), qd=self._v.copy(), state=self.state, tracking=self.tracking(now_s),
-                            input_age_s=float(age), message=self.message,
+                            input_age_s=float(age), message=self.message, command_age_s=float(self._command_age_s),
                             counters=SafetyCounters(**{f.name: getattr(self.counters, f.name)
                                                        for f in fields(SafetyCounters)}))
+
+    @property
+    def command_age_s(self) -> float:
+        """The newest submitted solve's age when it reached the layer (inf before the first)."""
+        return self._command_age_s
 
     @property
     def q_command(self) -> np.ndarray | None:

@@ -4,7 +4,11 @@ Recording subscribes in *raw* mode, so the CDR bytes go to the file untouched (n
 re-encode), with the receive time as log time and the publisher's source timestamp as publish
 time, like ``ros2 bag record``. The subscription QoS adapts to the publishers (best effort if
 any publisher is best effort), so nothing is silently left unmatched. Playback publishes the
-stored bytes with the recorded spacing divided by ``rate``.
+stored bytes with the recorded spacing divided by ``rate``; with ``clock_hz`` > 0 it also publishes
+the bag's time on ``/clock`` (rosgraph_msgs/Clock, rclcpp's ClockQoS: best effort, keep last 1), as
+``ros2 bag play --clock`` does: the recorded receive time (log time) of the playhead, advancing at
+``rate``, so nodes with ``use_sim_time`` follow the bag (held at the first message's time during the
+start delay, restarting with each loop).
 """
 from __future__ import annotations
 
@@ -18,9 +22,16 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from pose_ros.sensors.bag import BagReader, BagWriter, message_class, qos_to_yaml
 
-__all__ = ["BagRecorder", "BagPlayer", "record", "play", "DEFAULT_EXCLUDED"]
+__all__ = ["BagRecorder", "BagPlayer", "record", "play", "DEFAULT_EXCLUDED", "CLOCK_TOPIC", "clock_qos"]
 
 DEFAULT_EXCLUDED = ("/rosout", "/parameter_events")
+CLOCK_TOPIC = "/clock"
+
+
+def clock_qos() -> QoSProfile:
+    """rclcpp::ClockQoS (what ros2 bag play --clock offers; rclpy's time source subscribes best effort, depth 1)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
 
 
 def _adapted_qos(publisher_qos: list[QoSProfile], depth: int = 100) -> QoSProfile:
@@ -123,12 +134,19 @@ class BagPlayer:
 
     def __init__(self, node: Node, reader: BagReader, rate: float = 1.0, loop: bool = False,
                  topics: list[str] | None = None, qos: QoSProfile | None = None,
-                 start_delay_s: float = 0.0) -> None:
+                 start_delay_s: float = 0.0, clock_hz: float = 0.0) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be > 0 (1.0 = recorded speed); got {rate}")
+        if not clock_hz >= 0:
+            raise ValueError(f"clock_hz must be >= 0 (0 = no /clock); got {clock_hz}")
         self.node, self.reader, self.rate, self.loop = node, reader, float(rate), bool(loop)
         self.topics = topics
+        self.clock_hz = float(clock_hz)
         chosen = topics or list(reader.topics)
+        if self.clock_hz > 0 and CLOCK_TOPIC in chosen:   # the bag's own /clock would fight the published one
+            node.get_logger().warning(f"publishing {CLOCK_TOPIC} from the bag's time: its recorded {CLOCK_TOPIC} "
+                                      "is not played")
+            chosen = [t for t in chosen if t != CLOCK_TOPIC]
         qos = qos or QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                                 reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
         self._pubs = {t: node.create_publisher(message_class(reader.topics[t].type), t, qos) for t in chosen
@@ -138,22 +156,61 @@ class BagPlayer:
             raise ValueError(f"topics {missing} are not in the bag; it has {sorted(reader.topics)}")
         self.start_delay_s = start_delay_s
         self.published = 0
+        self.clock_published = 0
         self.loops_done = 0
         self.done = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bag-player", daemon=True)
+        # playhead: bag time t_bag0 at monotonic time t_wall0 (None: not started, the clock holds at t_bag0)
+        self._time_lock = threading.Lock()
+        self._t_bag0: int | None = None
+        self._t_wall0: float | None = None
+        self._clock_pub = None
+        self._clock_thread = None
+        if self.clock_hz > 0:
+            from rosgraph_msgs.msg import Clock
+
+            self._clock_cls = Clock
+            self._clock_pub = node.create_publisher(Clock, CLOCK_TOPIC, clock_qos())
+            first = next(iter(reader.messages(list(self._pubs))), None)
+            self._t_bag0 = first.log_time_ns if first is not None else None
+            self._clock_thread = threading.Thread(target=self._run_clock, name="bag-clock", daemon=True)
 
     def start(self) -> "BagPlayer":
         self._thread.start()
+        if self._clock_thread is not None:
+            self._clock_thread.start()
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
+        for thread in (self._thread, self._clock_thread):
+            if thread is not None and thread.is_alive():
+                thread.join(timeout_s)
+
+    def bag_time_ns(self) -> int | None:
+        """The playhead's bag time (recorded log time), None before the bag's first message is known."""
+        with self._time_lock:
+            if self._t_bag0 is None:
+                return None
+            if self._t_wall0 is None:
+                return self._t_bag0
+            return self._t_bag0 + int((time.monotonic() - self._t_wall0) * self.rate * 1e9)
+
+    def _run_clock(self) -> None:
+        period = 1.0 / self.clock_hz
+        while not self._stop.is_set() and not self.done.is_set():
+            t = self.bag_time_ns()
+            if t is not None:
+                msg = self._clock_cls()
+                msg.clock.sec, msg.clock.nanosec = divmod(int(t), 1_000_000_000)
+                self._clock_pub.publish(msg)
+                self.clock_published += 1
+            self._stop.wait(period)
 
     def _run(self) -> None:
         if self.start_delay_s > 0 and self._stop.wait(self.start_delay_s):
+            self.done.set()
             return
         try:
             while not self._stop.is_set():
@@ -162,6 +219,8 @@ class BagPlayer:
                 for m in self.reader.messages(list(self._pubs)):
                     if t_bag0 is None:
                         t_bag0 = m.log_time_ns
+                        with self._time_lock:
+                            self._t_bag0, self._t_wall0 = t_bag0, t_wall0
                     due = t_wall0 + (m.log_time_ns - t_bag0) / 1e9 / self.rate
                     wait = due - time.monotonic()
                     if wait > 0 and self._stop.wait(wait):
@@ -220,8 +279,10 @@ def record(out: str, topics: list[str] | None = None, duration_s: float = 0.0, o
 
 
 def play(bag: str, rate: float = 1.0, loop: bool = False, topics: list[str] | None = None,
-         progress: bool = True, start_delay_s: float = 0.5, args: list[str] | None = None) -> int:
-    """Publish a bag (once, or looping until Ctrl-C); returns an exit code."""
+         progress: bool = True, start_delay_s: float = 0.5, clock_hz: float = 0.0,
+         args: list[str] | None = None) -> int:
+    """Publish a bag (once, or looping until Ctrl-C), and the bag's time on /clock at ``clock_hz`` (0 = off);
+    returns an exit code."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from tqdm import tqdm
@@ -229,7 +290,8 @@ def play(bag: str, rate: float = 1.0, loop: bool = False, topics: list[str] | No
     reader = BagReader(bag)
     rclpy.init(args=args)
     node = rclpy.create_node("pose_ros_bag_player")
-    player = BagPlayer(node, reader, rate=rate, loop=loop, topics=topics, start_delay_s=start_delay_s)
+    player = BagPlayer(node, reader, rate=rate, loop=loop, topics=topics, start_delay_s=start_delay_s,
+                       clock_hz=clock_hz)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, name="player-spin", daemon=True)

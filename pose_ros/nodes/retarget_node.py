@@ -31,6 +31,19 @@ robot_state_publisher or TF. With `robot_tf` (default on) the same placement goe
 the objects. /diagnostics: safety state, input and command rates, interventions.
 `stamp_source`, `publish_all_joints` and `status_period_s` are applied live (`ros2 param set`);
 the other parameters are read at start-up and a set is refused with that reason.
+
+Latency under load (issue #20 part 1), what runs where and why:
+- The IK solve runs in the skeleton subscription callback and its command is published from there
+  (`publish_on_input`), not on the next timer tick: a frame never waits up to a control period.
+- The skeleton and measured-state subscriptions are keep-last depth 1 (`LATEST_ONLY_DEPTH`): a
+  node that fell behind solves the newest skeleton, never a backlog of older ones.
+- A solve is submitted to the safety layer with the time it finished; one whose command would be
+  older than `max_command_age_s` after its colour frame is a stale solve: not followed, counted,
+  the robot holds (TeleopStatus.command_age_s / stale_commands, /diagnostics command_age_ms_last).
+- One executor thread (`main`): every callback serialises on the safety layer's lock anyway, so
+  rclpy's MultiThreadedExecutor or separate callback groups would add its pure-Python scheduling
+  cost (runner.py: ~20% of a core more) without letting a command out earlier; the other
+  callbacks are short (control tick ~1 ms, overlay ~2 ms at 10 Hz, measured with cProfile).
 """
 from __future__ import annotations
 
@@ -64,6 +77,10 @@ PARAMETERS = [
               "triggered one within a period", min=1.0, max=1000.0),
     ParamSpec("publish_on_input", True, "step and publish as soon as a skeleton is accepted (lowest latency); "
               "false = only on the control timer"),
+    ParamSpec("max_command_age_s", 0.15, "a solve whose command would leave more than this after its colour frame "
+              "(header stamp, or arrival with stamp_source arrival) is stale: not followed, counted "
+              "(TeleopStatus.stale_commands), the robot holds then returns home; overrides the mapping's "
+              "safety.max_command_age_s (3x the 50 ms p95 latency target)", min=0.01, max=5.0),
     ParamSpec("skeletons_topic", "skeletons", "input pose_ros/HumanSkeletonArray"),
     ParamSpec("measured_joint_states_topic", "/joint_states", "robot's measured sensor_msgs/JointState"),
     ParamSpec("joint_states_topic", "~/joint_states", "commanded sensor_msgs/JointState (robot_state_publisher)"),
@@ -116,6 +133,17 @@ PARAMETERS = [
 
 
 DEFAULT_HORIZON_PERIODS = 3
+
+# Why depth 1 for the skeleton and measured-state subscriptions: only the newest one matters, and a
+# deeper queue turns a momentary stall into permanent latency. With depth 10 (the results' QoS),
+# once the node fell behind under CPU load it worked through up to 10 queued skeletons in order,
+# each one a frame older than it needed to be, and the backlog never drained while input kept
+# coming at camera rate. Issue #20 measured skeleton -> command p50 237 ms with one busy core
+# (~7 frames at 30 Hz) while the solve itself took 2.4 ms: waiting, the size of such a backlog
+# (an inference; not re-measured before/after on an idle machine). Keep-last 1 drops the superseded
+# skeletons in the DDS reader instead, so every solve starts from the newest frame (reliable
+# delivery still matches the reliable publishers).
+LATEST_ONLY_DEPTH = 1
 
 
 def trajectory_horizon(horizon_s: float, rate_hz: float) -> float:
@@ -197,7 +225,8 @@ class RetargetNode(Node):
         full_body = bool(self.p["full_body"])
         self.retargeter = Retargeter(self.mapping, full_body=full_body)
         self.config = SafetyConfig.from_mapping(self.mapping, full_body=full_body, overrides={
-            "gesture": {"enabled": bool(self.p["gesture_enabled"]), "hold_s": float(self.p["gesture_hold_s"])}})
+            "gesture": {"enabled": bool(self.p["gesture_enabled"]), "hold_s": float(self.p["gesture_hold_s"])},
+            "max_command_age_s": float(self.p["max_command_age_s"])})
         self.safety = SafetyLayer(self.config)
         self.grippers = self._make_grippers() if self.p["grippers"] else None
         self.joint_names = list(self.config.joint_names)
@@ -232,8 +261,10 @@ class RetargetNode(Node):
         self._camera_frame = ""
         self.tf = TfPublisher(self) if self.p["robot_tf"] else None
         self._skeleton_rate, self._command_rate = RateMeter(), RateMeter()
-        self.create_subscription(HumanSkeletonArray, self.p["skeletons_topic"], self._on_skeletons, qos)
-        self.create_subscription(JointState, self.p["measured_joint_states_topic"], self._on_measured, qos)
+        # Latest-only inputs: keep-last depth 1 (see `LATEST_ONLY_DEPTH`).
+        latest = result_qos(depth=LATEST_ONLY_DEPTH)
+        self.create_subscription(HumanSkeletonArray, self.p["skeletons_topic"], self._on_skeletons, latest)
+        self.create_subscription(JointState, self.p["measured_joint_states_topic"], self._on_measured, latest)
         self.create_service(Trigger, "~/engage", self._srv_engage)
         self.create_service(Trigger, "~/disengage", self._srv_disengage)
         self.create_service(SetBool, "~/set_engaged", self._srv_set_engaged)
@@ -287,8 +318,11 @@ class RetargetNode(Node):
         with self._lock:
             c = self.safety.counters.as_dict()
             state, message = self.safety.state, self.safety.message
+            command_age_s = self.safety.command_age_s
         values = {"state": state.name, "skeleton_rate_hz": round(self._skeleton_rate.rate_hz(), 2),
                   "command_rate_hz": round(self._command_rate.rate_hz(), 2), "solve_ms_last": self._last_solve_ms,
+                  "command_age_ms_last": round(command_age_s * 1e3, 1) if math.isfinite(command_age_s) else "n/a",
+                  "max_command_age_ms": round(self.config.max_command_age_s * 1e3, 1),
                   "ik_residual_deg": math.degrees(self._last_residual) if math.isfinite(self._last_residual) else "n/a",
                   "stamp_source": self.p["stamp_source"], **c}
         level = ERROR if state.name == "FAULT" else WARN if state.name in ("HOLDING", "RETURNING_HOME") else OK
@@ -338,7 +372,9 @@ class RetargetNode(Node):
                 return
             self._last_residual = res.residual_rad
             self._T_cam_body, self._camera_frame = res.T_cam_body, msg.header.frame_id
-            accepted = self.safety.submit_target(res.q, stamp_s=stamp, now_s=now, hands_up=res.hands_up)
+            # Submitted at the time the solve finished, which is when its command goes out: the
+            # safety layer checks that command age (max_command_age_s), not just the arrival age.
+            accepted = self.safety.submit_target(res.q, stamp_s=stamp, now_s=self._now(), hands_up=res.hands_up)
             if accepted and self._publish_on_input:
                 self._cycle()
 
@@ -442,12 +478,14 @@ class RetargetNode(Node):
             c = out.counters
             self.status_pub.publish(TeleopStatus(
                 header=header, state=int(out.state), state_name=out.state_name, tracking=bool(out.tracking),
-                input_age_s=float(out.input_age_s), solve_time_ms=float(solve_ms),
+                input_age_s=float(out.input_age_s), command_age_s=float(out.command_age_s),
+                solve_time_ms=float(solve_ms),
                 ik_residual_rad=float(residual), ik_position_residual_m=float(self._last_position_residual_m),
                 limb_names=self._limb_names, limb_lengths_m=[limbs.get(n, math.nan) for n in self._limb_names],
                 position_limit_clamps=c.position_limit_clamps,
                 velocity_limit_clamps=c.velocity_limit_clamps, acceleration_limit_clamps=c.acceleration_limit_clamps,
-                invalid_inputs=c.invalid_inputs, stale_inputs=c.stale_inputs, tracking_losses=c.tracking_losses,
+                invalid_inputs=c.invalid_inputs, stale_inputs=c.stale_inputs, stale_commands=c.stale_commands,
+                tracking_losses=c.tracking_losses,
                 watchdog_trips=c.watchdog_trips, message=out.message))
 
     def _publish_overlay(self) -> None:

@@ -7,6 +7,19 @@ streams here and replay them on a robot (and vice versa). A bag is a folder hold
 the format rosbag2's MCAP plugin writes) and whose messages are CDR bytes from rclpy's own
 serialiser, so ``ros2 bag info/play`` and Foxglove open them too.
 
+Layout checked against rosbag2 (rosbag2_storage yaml.hpp / qos.cpp and rosbag2_storage_mcap
+mcap_storage.cpp; metadata version 9 as in Jazzy's rosbag2_storage BagMetadata):
+- metadata.yaml: ``rosbag2_bagfile_information`` with version, storage_identifier ``mcap``, duration,
+  starting_time, message_count, topics_with_message_count (topic_metadata: name, type,
+  serialization_format ``cdr``, offered_qos_profiles as a YAML string with policy names
+  (``keep_last``, ``reliable``...; version >= 9) and {sec, nsec} durations, type_description_hash),
+  compression_format/mode, relative_file_paths, files, custom_data, ros_distro: rosbag2's key order.
+- each channel's metadata: ``offered_qos_profiles`` and ``topic_type_hash`` (empty when unknown, as
+  rosbag2 writes it);
+- an MCAP metadata record ``rosbag2`` holding ``serialized_metadata`` (the same BagMetadata YAML), as
+  rosbag2's MCAP plugin writes it: rosbag2 reads the metadata version from that record and, without it,
+  assumes version 8 and would parse the QoS policies as integers.
+
 This module needs rclpy only for (de)serialisation; it creates no nodes.
 """
 from __future__ import annotations
@@ -245,9 +258,8 @@ class BagWriter:
             self._schema_ids[type_name] = self._writer.register_schema(
                 name=type_name, encoding="ros2msg", data=message_definition(type_name).encode())
         thash = type_hash(type_name)
-        metadata = {"offered_qos_profiles": offered_qos_profiles}
-        if thash:
-            metadata["topic_type_hash"] = thash
+        # rosbag2_storage_mcap writes both keys on every channel (the hash empty when unknown).
+        metadata = {"offered_qos_profiles": offered_qos_profiles, "topic_type_hash": thash}
         self._channel_ids[topic] = self._writer.register_channel(
             topic=topic, message_encoding="cdr", schema_id=self._schema_ids[type_name], metadata=metadata)
         self.topics[topic] = TopicInfo(topic, type_name, "cdr", offered_qos_profiles, thash)
@@ -288,9 +300,18 @@ class BagWriter:
     def close(self) -> None:
         if self.closed:
             return
+        info = self._metadata()
+        # rosbag2_storage_mcap's update_metadata(): the bag metadata inside the MCAP file too, as YAML of
+        # rosbag2's BagMetadata (what metadata.yaml holds under rosbag2_bagfile_information).
+        self._writer.add_metadata("rosbag2", {"serialized_metadata": yaml.safe_dump(info, sort_keys=False)})
         self._writer.finish()
         self._fh.close()
         self.closed = True
+        with open(self.folder / "metadata.yaml", "w") as fh:
+            yaml.safe_dump({"rosbag2_bagfile_information": info}, fh, sort_keys=False)
+
+    def _metadata(self) -> dict:
+        """rosbag2's BagMetadata (version 9), keys in the order rosbag2_storage's YAML encoder writes them."""
         start = self.start_ns or 0
         duration = (self.end_ns - start) if self.end_ns is not None else 0
         info = {
@@ -312,8 +333,7 @@ class BagWriter:
             "custom_data": {},
             "ros_distro": self.ros_distro,
         }
-        with open(self.folder / "metadata.yaml", "w") as fh:
-            yaml.safe_dump({"rosbag2_bagfile_information": info}, fh, sort_keys=False)
+        return info
 
     def __enter__(self) -> "BagWriter":
         return self

@@ -19,7 +19,18 @@ The robot is engaged through /retarget/engage, then a probe in this process meas
   colour stamp of the skeleton the cycle used; see pose_ros/eval/teleop_latency_bench.py);
 * the rate of commands carrying a fresh camera frame (the teleop rate), and the raw command rate.
 
-Also reported: the CPU each process used over the window (share of one core).
+Also reported: the CPU each process used over the window (share of one core), the command age
+(colour stamp -> the solve's command, from TeleopStatus.command_age_s) and how many solves were
+too old to follow (stale_commands: the safety layer held instead, see max_command_age_s).
+
+--load runs something beside the chain for the whole run, so the figures say what a robot's
+computer doing other work would see:
+
+* none (default): nothing;
+* busy: one plain Python busy loop at normal priority (one core taken, issue #20's case);
+* object_pose: the object pose node on the synthetic camera with their launch defaults (`pose-ros
+  launch object_pose monitor:=false`, the README's object demo), in a ROS domain of its own so its
+  camera topics do not mix with the bench camera's.
 
 Runs in a private DDS domain (--domain-id) so other ROS graphs on the machine do not interfere.
 """
@@ -29,6 +40,38 @@ import argparse
 from pathlib import Path
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "coco_person_dev"
+LOADS = ("none", "busy", "object_pose")
+DEFAULT_MAX_COMMAND_AGE_S = 0.15    # retarget's max_command_age_s default (nodes/retarget_node.py)
+
+
+def _load_choice(value: str) -> str:
+    """`--load` value; anything else is refused with the valid ones (argparse exits with code 2)."""
+    if value not in LOADS:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a load; use one of {', '.join(LOADS)} (none: nothing "
+                                         "beside the chain, busy: one busy CPU core, object_pose: the object "
+                                         "pose node on the synthetic camera)")
+    return value
+
+
+def load_processes(load: str, domain: int) -> list[tuple[str, list[str], dict[str, str]]]:
+    """(name, command, extra environment) of the processes `--load` runs beside the chain.
+
+    object_pose runs in ROS domain `domain + 1` (wrapping within 0..232): the synthetic camera
+    publishes on the realsense-ros topic names the bench camera uses."""
+    import sys
+
+    if load == "none":
+        return []
+    if load == "busy":
+        return [("load_busy", [sys.executable, "-c", "while True: pass"], {})]
+    if load == "object_pose":
+        from pose_ros.cli.launcher import plan
+        from pose_ros.launch_specs import SYSTEMS
+
+        env = {"ROS_DOMAIN_ID": str((domain + 1) % 233)}
+        return [(f"load_{p.spec.name}", p.command, env)
+                for p in plan(SYSTEMS["object_pose"], {"camera": "synthetic", "monitor": "false"})]
+    raise ValueError(f"unknown load '{load}'; use one of {', '.join(LOADS)}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +100,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dds-profile", default="",
                    help="Fast DDS XML profile for every bench process: empty = the teleop launch's "
                    "(config/fastdds_images.xml), 'none' = Fast DDS defaults, or a file")
+    p.add_argument("--load", type=_load_choice, default="none", metavar="{" + "|".join(LOADS) + "}",
+                   help="run beside the chain: none (default), busy (one Python busy-loop process), object_pose "
+                   "(synthetic camera + object pose node, as the object demo)")
+    p.add_argument("--max-command-age-s", type=float, default=None,
+                   help="retarget's max_command_age_s (default: the launch's, 0.15 s). Under heavy load every solve "
+                   "can be stale, the robot holds and never engages; e.g. 5 measures the chain's latency without "
+                   "that hold (the report still counts the solves older than 0.15 s)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     p.add_argument("--log-dir", type=Path, default=None, help="node logs (default: a temporary folder)")
     p.set_defaults(func=_run)
@@ -116,8 +166,14 @@ def _run(args: argparse.Namespace) -> int:
         overrides["mapping"] = args.mapping
         # The launch's robot default is the pose_ros humanoid; another mapping brings its own robot.
         overrides.setdefault("robot", "")
+    retarget_params: dict[str, object] = {"status_period_s": 5.0}
+    if args.max_command_age_s is not None:
+        if not 0.01 <= args.max_command_age_s <= 5.0:
+            print("error: --max-command-age-s must lie in 0.01 .. 5 s")
+            return 2
+        retarget_params["max_command_age_s"] = float(args.max_command_age_s)
     procs = [p for p in plan(SYSTEMS["teleop"], overrides,
-                             {"human_pose": {"status_period_s": 5.0}, "retarget": {"status_period_s": 5.0}})
+                             {"human_pose": {"status_period_s": 5.0}, "retarget": retarget_params})
              if p.spec.name in ("human_pose", "retarget")]
     if sorted(p.spec.name for p in procs) != ["human_pose", "retarget"]:
         print("error: the teleop launch spec with camera:=realsense does not start human_pose and retarget")
@@ -126,23 +182,29 @@ def _run(args: argparse.Namespace) -> int:
         procs = [_composed_chain(args, procs)]
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="pose_ros_bench_teleop_"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    print(f"[bench-teleop] ROS_DOMAIN_ID={domain}; {args.width}x{args.height} @ {args.rate:g} Hz from "
+    load = load_processes(args.load, domain)
+    print(f"[bench-teleop] ROS_DOMAIN_ID={domain}; load: {args.load}; {args.width}x{args.height} @ {args.rate:g} Hz from "
           f"{args.images / 'images' / args.image} (person mask: {'yes' if sequence.has_mask else 'no, flat depth'}); "
           f"{'composed' if args.composed else 'separate processes'}; DDS profile: {profile or 'Fast DDS defaults'}; "
           f"node logs in {log_dir}")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    loads = []          # started first: the chain starts, engages and is measured under the load
+    for name, command, extra in load:
+        log = open(log_dir / f"{name}.log", "w")
+        loads.append((name, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(env, **extra)),
+                      log))
     running = []
     for p in procs:
         log = open(log_dir / f"{p.spec.name}.log", "w")
         running.append((p, subprocess.Popen(p.command, stdout=log, stderr=subprocess.STDOUT, env=env),
                         log))
     try:
-        return _measure(args, sequence, running, log_dir, domain)
+        return _measure(args, sequence, running, log_dir, domain, loads)
     finally:
-        for _, proc, log in running:
+        for _, proc, log in running + loads:
             if proc.poll() is None:
                 proc.send_signal(2)
-        for _, proc, log in running:
+        for _, proc, log in running + loads:
             try:
                 proc.wait(timeout=10.0)
             except subprocess.TimeoutExpired:
@@ -190,7 +252,22 @@ def _cpu_s(pid: int) -> float:
         return float("nan")
 
 
-def _measure(args, sequence, running, log_dir, domain: int) -> int:
+def _command_ages(statuses: list, t_start_ns: int, t_end_ns: int) -> tuple[list[float], int]:
+    """Command ages (ms, one per solve: consecutive repeats of TeleopStatus.command_age_s are one
+    solve) and the stale_commands added, over the statuses stamped in the window."""
+    from pose_ros.nodes.image_conversions import stamp_to_ns
+
+    inside = [m for _, m in statuses if t_start_ns <= stamp_to_ns(m.header.stamp) <= t_end_ns]
+    ages, last = [], None
+    for m in inside:
+        if m.command_age_s != last and m.command_age_s == m.command_age_s and m.command_age_s != float("inf"):
+            ages.append(1e3 * m.command_age_s)
+        last = m.command_age_s
+    stale = inside[-1].stale_commands - inside[0].stale_commands if inside else 0
+    return ages, stale
+
+
+def _measure(args, sequence, running, log_dir, domain: int, loads: list | None = None) -> int:
     import json
     import os
     import threading
@@ -203,11 +280,14 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
     from pose_ros.nodes.teleop_bench import PersonCameraSource, TeleopProbe
     from pose_ros.nodes.topics import INFO_TOPIC
 
+    loads = loads or []
+
     def alive() -> bool:
-        for p, proc, _ in running:
+        for name, proc in [(p.spec.name, proc) for p, proc, _ in running] + [(n, proc) for n, proc, _ in loads]:
             if proc.poll() is not None:
-                tail = (log_dir / f"{p.spec.name}.log").read_text()[-2000:]
-                print(f"error: node '{p.spec.name}' exited with code {proc.returncode}:\n{tail}")
+                tail = (log_dir / f"{name}.log").read_text()[-2000:]
+                print(f"error: {'load process' if name.startswith('load_') else 'node'} '{name}' exited with code "
+                      f"{proc.returncode}:\n{tail}")
                 return False
         return True
 
@@ -258,11 +338,17 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
         res = probe.engage()
         print(f"[bench-teleop] nodes up and tracking after {time.monotonic() - t0:.1f} s; engage: {res.message}")
         if not res.success or not wait(lambda: probe.last_status().state_name == "ENGAGED", 15.0):
-            print(f"error: not ENGAGED after engage: {probe.last_status().message}")
+            last = probe.last_status()
+            print(f"error: not ENGAGED after engage: {last.message} (stale solves so far: {last.stale_commands}, "
+                  f"last command age {1e3 * last.command_age_s:.0f} ms)")
+            if last.stale_commands:
+                print("  the chain is too slow for max_command_age_s on this machine now; --max-command-age-s 5 "
+                      "measures its latency without the safety layer's hold")
             return 1
         time.sleep(1.0)
         pids = {p.spec.name: proc.pid for p, proc, _ in running}
         pids["bench (probe" + (")" if args.composed else " + camera)")] = os.getpid()
+        pids.update({name: proc.pid for name, proc, _ in loads})
         cpu0 = {k: _cpu_s(pid) for k, pid in pids.items()}
         with lock:
             tracker.t_start = node.get_clock().now().nanoseconds
@@ -279,6 +365,7 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
         with lock:
             report = tracker.report()
             final = probe.last_status()
+            ages_ms, stale_commands = _command_ages(list(probe.status), tracker.t_start, tracker.t_end)
     finally:
         if source is not None:
             source.stop()
@@ -291,10 +378,21 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
     layout = "composed (camera + human_pose + retarget in one process)" if args.composed else "separate processes"
     layout += f", DDS profile {Path(os.environ['FASTDDS_DEFAULT_PROFILES_FILE']).name}" \
         if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") else ", Fast DDS defaults"
-    print(format_report(report, f"teleop chain, {args.width}x{args.height} @ {args.rate:g} Hz, robot {robot}, {layout}"))
+    print(format_report(report, f"teleop chain, {args.width}x{args.height} @ {args.rate:g} Hz, robot {robot}, {layout}, "
+                                f"load: {args.load}"))
+    from pose_ros.eval.teleop_latency_bench import LatencyStats
+
+    age = LatencyStats.of(ages_ms)
+    limit_ms = 1e3 * (args.max_command_age_s if args.max_command_age_s is not None else DEFAULT_MAX_COMMAND_AGE_S)
+    over_default = sum(a > 1e3 * DEFAULT_MAX_COMMAND_AGE_S for a in ages_ms)
+    print(f"  command age at publication (colour stamp -> solve's command, TeleopStatus.command_age_s): "
+          f"{age.n} solves, p50 {age.p50_ms:.1f} ms, p95 {age.p95_ms:.1f} ms, max {age.max_ms:.1f} ms; "
+          f"over the default {1e3 * DEFAULT_MAX_COMMAND_AGE_S:.0f} ms: {over_default}; stale solves counted by the "
+          f"node (> its {limit_ms:.0f} ms, held instead): {stale_commands}")
     print("  CPU over the window (% of one core): " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
     print(f"  final status: {final.state_name}, solve {final.solve_time_ms:.2f} ms, "
-          f"stale inputs {final.stale_inputs}, tracking losses {final.tracking_losses}, "
+          f"stale inputs {final.stale_inputs}, stale commands {final.stale_commands}, "
+          f"tracking losses {final.tracking_losses}, "
           f"watchdog trips {final.watchdog_trips}; unmatched command cycles {report['unmatched_cycles']}")
     print(f"  machine: {_machine()}")
     c2c = report["colour_to_command"]
@@ -305,6 +403,8 @@ def _measure(args, sequence, running, log_dir, domain: int) -> int:
         out = {k: (v.__dict__ if hasattr(v, "__dict__") else v) for k, v in report.items()}
         out.update(rate_hz=args.rate, width=args.width, height=args.height, robot=args.robot, mapping=args.mapping,
                    machine=_machine(), ros_domain_id=domain, composed=bool(args.composed), cpu_percent=cpu,
+                   load=args.load, command_age=age.__dict__, stale_commands_in_window=stale_commands,
+                   command_ages_over_default_limit=over_default, max_command_age_s=args.max_command_age_s,
                    dds_profile=os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", ""))
         args.json.write_text(json.dumps(out, indent=2))
     if c2c.n == 0:

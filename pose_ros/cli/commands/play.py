@@ -1,4 +1,4 @@
-"""`pose-ros play BAG [--rate R] [--loop]`: publish a ROS 2 MCAP bag with its recorded timing."""
+"""`pose-ros play BAG [--rate R] [--loop] [--clock [HZ]]`: publish a ROS 2 MCAP bag with its recorded timing."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--topics", nargs="+", default=None, help="only these topics (default: all)")
     p.add_argument("--start-delay", type=float, default=0.5,
                    help="seconds to wait before the first message so subscribers can connect")
+    p.add_argument("--clock", type=_positive_float, nargs="?", const=40.0, default=0.0, metavar="HZ",
+                   help="publish the bag's time on /clock (rosgraph_msgs/Clock) at HZ (40 when given without a "
+                        "value), as `ros2 bag play --clock` does: nodes with use_sim_time follow the bag")
     p.set_defaults(func=_run)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -22,7 +32,8 @@ def _run(args: argparse.Namespace) -> int:
     from pose_ros.sensors.bag import BagError
 
     try:
-        return play(args.bag, rate=args.rate, loop=args.loop, topics=args.topics, start_delay_s=args.start_delay)
+        return play(args.bag, rate=args.rate, loop=args.loop, topics=args.topics, start_delay_s=args.start_delay,
+                    clock_hz=args.clock)
     except (BagError, ValueError) as exc:
         print(f"pose-ros play: {exc}")
         return 2
