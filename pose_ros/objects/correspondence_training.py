@@ -16,7 +16,6 @@ detached error, so the uncertainty does not trade accuracy away).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -216,13 +215,6 @@ def evaluate_correspondence(net: Any, ds: CropDataset, models: Sequence[Any], ma
             "instances": len(ok)}
 
 
-def _lr_at(step: int, total: int, cfg: CropTrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    p = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
-
-
 def train_correspondence(model_file: str | Path, models: Sequence[Any], data_dir: str | Path, cfg: CropTrainConfig,
                          checkpoint: str | Path, resume: bool = False, command: str = "",
                          progress: bool = True) -> dict[str, Any]:
@@ -233,6 +225,7 @@ def train_correspondence(model_file: str | Path, models: Sequence[Any], data_dir
 
     from pose_ros.objects.correspondence_net import CorrespondenceConfig, CorrespondenceNet
     from pose_ros.objects.model_file import load_model_file, store_in_model_file
+    from pose_ros.objects.train import lr_at
 
     torch.set_num_threads(int(cfg.threads or 1))      # one core: the other keeps the machine usable
     loaded = load_model_file(model_file)
@@ -281,7 +274,7 @@ def train_correspondence(model_file: str | Path, models: Sequence[Any], data_dir
         run: dict[str, float] = {}
         for b in bar:
             for g in opt.param_groups:
-                g["lr"] = _lr_at(prog["step"], total, cfg)
+                g["lr"] = lr_at(prog["step"], total, cfg)
             rng = np.random.default_rng([cfg.seed, epoch, b])
             batch = train_ds.batch(order[b * cfg.batch_size:(b + 1) * cfg.batch_size], rng)
             out = net(batch["input"], batch["cls"])

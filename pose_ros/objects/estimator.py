@@ -217,7 +217,6 @@ class PoseEstimator:
             from pose_ros.objects.correspondence_pose import stage_from_model
 
             self.correspondence = stage_from_model(self.loaded, device)
-        self._crop_visible: list[float] = []
         self.last_timing_ms: dict[str, float] = {}
         self._next_instance = 0
 
@@ -366,7 +365,7 @@ class PoseEstimator:
             kept.append((cls, m_out, mask, stats))
             group_of.append(group)
             merged_of.append(is_merged)
-        crop_pnp = self._crop_pnp(kept, rgb, depth, camera, acc)
+        crop_pnp, crop_visible = self._crop_pnp(kept, rgb, depth, camera, acc)
         for n, (cls, m_out, mask, stats) in enumerate(kept):
             spec = self.objects[cls - 1]
             model = self.models.get(cls)
@@ -381,7 +380,7 @@ class PoseEstimator:
             pnp = crop_pnp[n]
             if pnp is not None and pnp.ok:
                 stats.correspondences = "crop"
-                stats.crop_visible_fraction = self._crop_visible[n]
+                stats.crop_visible_fraction = crop_visible[n]
             else:
                 tp = time.perf_counter()
                 pnp = solve_pnp(spec.keypoints_m, kp_uv, camera, kp_cov, vr.valid, spec.diameter_m, self.pnp_config)
@@ -496,15 +495,16 @@ class PoseEstimator:
         return results
 
     def _crop_pnp(self, kept: list, rgb: np.ndarray | None, depth: np.ndarray | None, camera: PinholeCamera,
-                  acc: Counter) -> list[Any]:
-        """Second stage for every kept instance in one batch: PnP results (None where it did not run)."""
+                  acc: Counter) -> tuple[list[Any], list[float]]:
+        """Second stage for every kept instance in one batch: pose results (None where it did not run)
+        and the share of each crop the stage calls the object (nan where it did not run)."""
         from pose_ros.objects.correspondence_pose import (correspondences_from_maps, instance_depth_reference,
                                                           pose_from_correspondences)
 
-        self._crop_visible = [float("nan")] * len(kept)
+        visible = [float("nan")] * len(kept)
         out: list[Any] = [None] * len(kept)
         if self.correspondence is None or rgb is None or not kept:
-            return out
+            return out, visible
         t0 = time.perf_counter()
         stage = self.correspondence
         boxes = stage.boxes([m for _, _, m, _ in kept])
@@ -516,7 +516,7 @@ class PoseEstimator:
         acc["crop_network"] += (t1 - t0) * 1e3
         for i, spec, m in zip(use, specs, maps):
             corr = correspondences_from_maps(m, boxes[i], spec.keypoints_m[-1], spec.diameter_m, stage.config.pad)
-            self._crop_visible[i] = corr.visible_fraction
+            visible[i] = corr.visible_fraction
             if len(corr.uv) < 8:
                 self.drops["crop:too_few_correspondences"] += 1
                 continue
@@ -525,7 +525,7 @@ class PoseEstimator:
             if out[i].ok:
                 self.stage_counts["crop_pnp"] += 1
         acc["crop_pnp"] += (time.perf_counter() - t1) * 1e3
-        return out
+        return out, visible
 
     def _pose_features(self, model: Any, T: np.ndarray, rgb: np.ndarray | None, depth: np.ndarray,
                        camera: PinholeCamera, mask: np.ndarray, stats: PoseStats, inlier_ratio: float) -> dict[str, float]:

@@ -160,7 +160,9 @@ def evaluate_network(net: Any, samples: Sequence[Any], keypoints_m: Sequence[np.
             "instances": len(errs)}
 
 
-def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, total: int, cfg: Any) -> float:
+    """Linear warm-up over ``cfg.warmup_steps``, then cosine to 2% of ``cfg.lr`` at ``total`` steps
+    (both training stages use it)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     p = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
@@ -309,7 +311,7 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
             run: dict[str, float] = {}
             for batch in bar:
                 for g in opt.param_groups:
-                    g["lr"] = _lr_at(prog["step"], total_steps, cfg)
+                    g["lr"] = lr_at(prog["step"], total_steps, cfg)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 out = net(batch["input"])
                 loss, parts = compute_loss(out, batch, net_cfg.num_classes, net_cfg.num_keypoints, cfg)

@@ -147,17 +147,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{state}: epoch {prog['epoch']}/{cfg.epochs}, step {prog['step']}, {prog['train_time_s'] / 60:.1f} min; "
           f"last val: {last}; model: {res['path']}")
     if prog["finished"] and args.crop_epochs > 0:
-        from pose_ros.objects.correspondence_training import CropTrainConfig, train_correspondence
+        from pose_ros.cli.commands.train_crops import train_and_report
+        from pose_ros.objects.correspondence_training import CropTrainConfig
 
-        ckpt = args.out.with_name(args.out.name + ".crops.ckpt")
         try:
-            out = train_correspondence(args.out, models, data_dir, CropTrainConfig(epochs=args.crop_epochs,
-                                                                                   seed=args.seed),
-                                       ckpt, resume=args.resume, command=command)
+            train_and_report(args.out, models, data_dir, CropTrainConfig(epochs=args.crop_epochs, seed=args.seed),
+                             args.resume, command)
         except ValueError as exc:
             print(f"error: crop stage: {exc}", file=sys.stderr)
             return 2
-        h = out["history"][-1] if out["history"] else {}
-        print(f"crop stage: {out['progress']['epoch']}/{args.crop_epochs} epochs; held-out PnP alone ADD(-S) "
-              f"{100 * h.get('pnp_add_s', 0):.1f}%")
     return 0

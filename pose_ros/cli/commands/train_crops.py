@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pose_ros.objects.correspondence_training import CropTrainConfig, train_correspondence
+    from pose_ros.objects.correspondence_training import CropTrainConfig
     from pose_ros.objects.estimator import load_meshes_for_model
     from pose_ros.objects.model_file import ModelFileError, check_meshes, load_model_file
 
@@ -53,13 +53,22 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--widths needs 3 values; got {args.widths}")
         cfg = CropTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop_size=args.crop_size,
                               widths=widths, threads=args.threads, seed=args.seed, time_budget_s=args.time_budget)
-        ckpt = args.model.with_name(args.model.name + ".crops.ckpt")
         command = "pose-ros " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "--resume")
-        out = train_correspondence(args.model, models, data_dir, cfg, ckpt, resume=args.resume, command=command)
+        train_and_report(args.model, models, data_dir, cfg, args.resume, command)
     except (ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    h = out["history"][-1] if out["history"] else {}
-    print(f"crop stage: {out['progress']['epoch']} epochs, {out['progress']['train_time_s'] / 60:.1f} min; "
-          f"held-out PnP alone ADD(-S) {100 * h.get('pnp_add_s', 0):.1f}%")
     return 0
+
+
+def train_and_report(model: Path, models: list, data_dir: str | Path, cfg: object, resume: bool, command: str) -> None:
+    """Train the crop stage into ``model`` (optimizer kept in ``<model>.crops.ckpt``) and print the result;
+    `pose-ros train --crop-epochs` calls this too."""
+    from pose_ros.objects.correspondence_training import train_correspondence
+
+    ckpt = model.with_name(model.name + ".crops.ckpt")
+    out = train_correspondence(model, models, data_dir, cfg, ckpt, resume=resume, command=command)
+    h = out["history"][-1] if out["history"] else {}
+    print(f"crop stage: {out['progress']['epoch']}/{cfg.epochs} epochs, {out['progress']['train_time_s'] / 60:.1f} "
+          f"min; held-out ADD(-S) before ICP: PnP {100 * h.get('pnp_add_s', 0):.1f}%, with depth "
+          f"{100 * h.get('rgbd_add_s', 0):.1f}%")
