@@ -126,6 +126,28 @@ def test_empty_scene_and_object_out_of_view(estimator, scenes):
     assert estimator.estimate(black, np.zeros((480, 640), np.float32), CAM) == []
 
 
+def test_object_mask_holds_posed_objects_and_drops_a_flat_picture_of_them(estimator, scenes):
+    """``last_object_mask`` is what the front end passes on to posing. On a real scene it covers the
+    posed objects; the same colour image on the depth of a flat surface (a poster of the objects) is
+    still labelled by the network, but no instance has an object's 3D extent, so nothing passes."""
+    from pose_ros.objects.false_positive_monitor import plane_depth
+
+    _, frames = scenes
+    rgb, depth, _, _, _ = frames[0]
+    res = estimator.estimate(rgb, depth, CAM)
+    assert res
+    om = estimator.last_object_mask
+    assert om.shape == depth.shape and om.dtype == bool
+    for r in res:
+        u, v = (CAM.K @ r.T_cam_obj[:3, 3])[:2] / r.T_cam_obj[2, 3]
+        near = om[max(0, int(v) - 15):int(v) + 16, max(0, int(u) - 15):int(u) + 16]
+        assert near.any(), f"{r.class_name} posed at ({u:.0f}, {v:.0f}) outside the object mask"
+    flat = plane_depth(CAM.K, CAM.width, CAM.height, np.random.default_rng(3))
+    assert estimator.estimate(rgb, flat, CAM) == []
+    assert (estimator.last_class_map > 0).mean() > 0.005      # the network still sees the objects' colours
+    assert not estimator.last_object_mask.any()
+
+
 def test_invalid_arguments_raise_clear_errors(estimator, scenes):
     from pose_ros.objects.estimator import EstimatorInputError
 

@@ -205,6 +205,9 @@ class PoseEstimator:
         self._turn_axes: dict[int, np.ndarray | None] = {}
         self._verifier: Any = None
         self.last_class_map: np.ndarray | None = None
+        # (H, W) image pixels of the instances that passed the depth gate and went on to posing: what the
+        # whole front end (network + depth objectness) takes for an object, the figure eval-photos reports
+        self.last_object_mask: np.ndarray | None = None
         self.collect_features = False     # fill stats.features without a calibration (to fit one)
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
@@ -344,6 +347,8 @@ class PoseEstimator:
         acc = Counter()
         f = st / s                                             # output px -> image px
         kept = []                    # instances that pass the objectness gate: (cls, m_out, mask, stats)
+        object_mask = np.zeros((camera.height, camera.width), bool)
+        self.last_object_mask = object_mask
         group_of: list[int] = []     # the object instance each class hypothesis belongs to
         merged_of: list[bool] = []
         result_group: list[int] = []
@@ -363,6 +368,7 @@ class PoseEstimator:
                     self.drops[f"objectness:{verdict.reason}"] += 1
                     continue
             kept.append((cls, m_out, mask, stats))
+            object_mask |= mask
             group_of.append(group)
             merged_of.append(is_merged)
         crop_pnp, crop_visible = self._crop_pnp(kept, rgb, depth, camera, acc)
