@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from pose_ros.cli import build_parser
-from pose_ros.cli.commands.bench_teleop import LOADS, _command_ages, load_processes
+from pose_ros.cli.commands.bench_teleop import LOADS, _command_ages, bench_environment, load_processes
 
 
 def test_load_parses_and_defaults_to_none():
@@ -37,6 +37,14 @@ def test_load_processes():
     assert any("pose_ros.nodes.object_pose_node" in " ".join(cmd) for _, cmd, _ in procs)
     with pytest.raises(ValueError, match="unknown load"):
         load_processes("gpu", 150)
+
+
+def test_bench_processes_get_the_launchs_blas_setting():
+    """The nodes run with one OpenBLAS thread, as `pose-ros launch` starts them; a user's choice wins."""
+    env = bench_environment({"PATH": "/bin"})
+    assert env["OPENBLAS_NUM_THREADS"] == "1" and env["PYTHONUNBUFFERED"] == "1" and env["PATH"] == "/bin"
+    assert bench_environment({"OPENBLAS_NUM_THREADS": "2"})["OPENBLAS_NUM_THREADS"] == "2"
+    assert "OPENBLAS_NUM_THREADS" not in bench_environment({"OMP_NUM_THREADS": "4"})
 
 
 def test_command_ages_one_per_solve_and_stale_count_in_the_window():

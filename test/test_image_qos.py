@@ -24,6 +24,7 @@ import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
@@ -122,11 +123,15 @@ def test_camera_subscriptions_match_follow_and_override_the_publishers():
             assert _receives(late_pub, got["late"])
 
             # A reliable publisher replaced by a best-effort one (driver restarted with sensor-data QoS).
-            change_pub = cam.create_publisher(Image, t["change"], camera_publisher_qos(reliable=True))
+            # destroyed below while the spin thread runs: no QoS event handlers (see FakeCamera.use)
+            no_events = PublisherEventCallbacks(use_default_callbacks=False)
+            change_pub = cam.create_publisher(Image, t["change"], camera_publisher_qos(reliable=True),
+                                              event_callbacks=no_events)
             assert wait_for(lambda: auto.reliability(t["change"]) == "reliable", 10.0)
             assert _receives(change_pub, got["change"])
             cam.destroy_publisher(change_pub)
-            change_pub = cam.create_publisher(Image, t["change"], camera_publisher_qos(reliable=False))
+            change_pub = cam.create_publisher(Image, t["change"], camera_publisher_qos(reliable=False),
+                                              event_callbacks=no_events)
             assert wait_for(lambda: auto.reliability(t["change"]) == "best_effort", 10.0), auto.summary()
             assert _receives(change_pub, got["change"]), "no data after the publisher changed its QoS"
 
@@ -187,9 +192,16 @@ class FakeCamera:
             for p in self.pubs:
                 self.node.destroy_publisher(p)
             qos = camera_publisher_qos(depth=2, reliable=reliable)
-            self.pubs = [self.node.create_publisher(Image, f"{self.prefix}/color/image_raw", qos),
-                         self.node.create_publisher(Image, f"{self.prefix}/aligned_depth_to_color/image_raw", qos),
-                         self.node.create_publisher(CameraInfo, f"{self.prefix}/color/camera_info", qos)]
+            # No QoS event handlers: these publishers are destroyed here while the spin thread may be
+            # adding their handlers to its wait set (rclpy then raises InvalidHandle there, which ends
+            # the spin thread and with it all reception in this test).
+            events = PublisherEventCallbacks(use_default_callbacks=False)
+            self.pubs = [self.node.create_publisher(Image, f"{self.prefix}/color/image_raw", qos,
+                                                    event_callbacks=events),
+                         self.node.create_publisher(Image, f"{self.prefix}/aligned_depth_to_color/image_raw", qos,
+                                                    event_callbacks=events),
+                         self.node.create_publisher(CameraInfo, f"{self.prefix}/color/camera_info", qos,
+                                                    event_callbacks=events)]
             self.reliable = reliable
 
     def _tick(self) -> None:

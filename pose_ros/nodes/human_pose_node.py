@@ -389,11 +389,15 @@ class HumanPoseNode(Node):
         self.get_logger().info(f"processed {self.processed} ({timing}{stages}); drops: {drops}{sync}")
 
     def destroy_node(self) -> None:
-        with self._cond:
-            self._running = False
-            self._cond.notify_all()
-        if self._worker.is_alive():
-            self._worker.join(timeout=5.0)
+        # Also called (by rclpy.shutdown) on a node whose constructor was interrupted, e.g. a Ctrl-C
+        # while the models load: only what was built is stopped.
+        if hasattr(self, "_cond"):
+            with self._cond:
+                self._running = False
+                self._cond.notify_all()
+        worker = getattr(self, "_worker", None)
+        if worker is not None and worker.is_alive():
+            worker.join(timeout=5.0)
         super().destroy_node()
 
 

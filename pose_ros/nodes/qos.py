@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 
 IMAGE_QOS_MODES = ("auto", "reliable", "best_effort")
@@ -195,8 +196,14 @@ class CameraSubscriptions:
     def _subscribe(self, entry: _CameraTopic, reliability: str, reason: str) -> None:
         if entry.subscription is not None:
             self.node.destroy_subscription(entry.subscription)
+        # auto: no QoS event handlers. The subscription is re-made from the poll timer, on an executor
+        # thread, while a multi-threaded executor's main thread may be adding the old one's event
+        # handler to its wait set: rclpy then raised InvalidHandle ("cannot use Destroyable because
+        # destruction was requested") out of spin and the node died. auto matches the publisher, so
+        # the default handler's "incompatible QoS" warning cannot occur anyway; fixed modes keep it.
+        events = SubscriptionEventCallbacks(use_default_callbacks=False) if self.mode == "auto" else None
         entry.subscription = self.node.create_subscription(
-            entry.msg_type, entry.topic, entry.callback, sensor_qos(self.depth, reliability))
+            entry.msg_type, entry.topic, entry.callback, sensor_qos(self.depth, reliability), event_callbacks=events)
         entry.reliability, entry.reason = reliability, reason
         self.node.get_logger().info(f"camera QoS: {entry.topic} {reliability} ({reason})")
 

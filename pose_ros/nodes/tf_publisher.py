@@ -140,6 +140,14 @@ class TfPublisher:
             return "TF on (/tf, /tf_static with tf2_msgs/TFMessage; no tf2_ros here)"
         return "TF off (no tf2_ros, no tf2_msgs)"
 
+    def has_listeners(self) -> bool:
+        """Whether anything subscribes to /tf (a TF listener, RViz, a bag recorder): a caller can
+        skip computing transforms that would reach nobody (/tf is volatile)."""
+        if not self.backend:
+            return False
+        pub = self._tf_pub if self._dynamic_broadcaster is None else getattr(self._dynamic_broadcaster, "pub_tf", None)
+        return pub is None or pub.get_subscription_count() > 0   # unknown broadcaster internals: assume yes
+
     def send(self, transforms: Sequence[TransformStamped]) -> None:
         """Transforms that change (object poses): /tf."""
         if not transforms or not self.backend or not self._node.context.ok():

@@ -3,7 +3,8 @@
 A camera publishes a real COCO person photo swaying in front of a wall (shift, roll, zoom;
 depth: the person's mask at ~2 m on a wall at 3 m) with camera_info, stamped with ROS time at
 publish. human_pose and retarget run with exactly the arguments `pose-ros launch teleop
-camera:=realsense` gives them (same parameter files, remappings, Fast DDS profile), the
+camera:=realsense` gives them (same parameter files, remappings, Fast DDS profile, one BLAS
+thread per process), the
 RealSense node replaced by this camera:
 
 * --separate (default, like `pose-ros launch teleop` and `ros2 launch`): one process per node,
@@ -72,6 +73,21 @@ def load_processes(load: str, domain: int) -> list[tuple[str, list[str], dict[st
         return [(f"load_{p.spec.name}", p.command, env)
                 for p in plan(SYSTEMS["object_pose"], {"camera": "synthetic", "monitor": "false"})]
     raise ValueError(f"unknown load '{load}'; use one of {', '.join(LOADS)}")
+
+
+def bench_environment(environ) -> dict[str, str]:
+    """Environment of the bench's node and load processes: `environ`, unbuffered output, and the
+    launch's BLAS setting (OPENBLAS_NUM_THREADS=1 unless the user set one), as `pose-ros launch` gives.
+
+    Why the BLAS setting: without it each node's NumPy runs an OpenBLAS thread per core whose
+    spin-wait after every small solve took most of a core in retarget (the IK's 16x16 solves; py-spy:
+    60% of its samples in numpy.linalg.solve, 12 ms wall per skeleton instead of 3.9 ms on a loaded
+    2-core machine), so the bench measured a chain the launch never starts."""
+    from pose_ros.launch_specs import blas_environment
+
+    env = dict(environ, PYTHONUNBUFFERED="1")
+    env.update(blas_environment(env))
+    return env
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -187,7 +203,7 @@ def _run(args: argparse.Namespace) -> int:
           f"{args.images / 'images' / args.image} (person mask: {'yes' if sequence.has_mask else 'no, flat depth'}); "
           f"{'composed' if args.composed else 'separate processes'}; DDS profile: {profile or 'Fast DDS defaults'}; "
           f"node logs in {log_dir}")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = bench_environment(os.environ)
     loads = []          # started first: the chain starts, engages and is measured under the load
     for name, command, extra in load:
         log = open(log_dir / f"{name}.log", "w")
