@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from pose_ros.nodes.blas_threads import blas_environment
+
 
 @dataclass(frozen=True)
 class NodeSpec:
@@ -171,22 +173,6 @@ def dds_environment(system: SystemSpec, environ: dict[str, str], config_dir: str
     if not system.dds_profile or environ.get(DDS_PROFILE_ENV) or not os.path.isfile(path):
         return {}
     return {DDS_PROFILE_ENV: path}
-
-
-BLAS_THREAD_ENVS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def blas_environment(environ: dict[str, str]) -> dict[str, str]:
-    """One BLAS thread per node process unless the user chose otherwise.
-
-    Why: NumPy's OpenBLAS starts a thread per core in every process; on a small CPU the nodes'
-    small solves (ICP, PnP, SVDs) then spin against each other, torch and the camera.
-    `pose-ros bench-node --objects 3` on the 2-core machine: 2.4 and 4.0 Hz without, 3.8-8.0 Hz
-    with (README; runs on the shared machine spread as much). torch keeps its own thread setting.
-    """
-    if any(environ.get(k) for k in BLAS_THREAD_ENVS):
-        return {}
-    return {"OPENBLAS_NUM_THREADS": "1"}
 
 
 def launch_environment(system: SystemSpec, environ: dict[str, str], config_dir: str) -> dict[str, str]:

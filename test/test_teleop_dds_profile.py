@@ -52,14 +52,6 @@ def test_profile_applied_unless_the_user_names_one(tmp_path):
         assert dds_environment(SYSTEMS[name], {}, str(config_dir())) == env
 
 
-def test_one_blas_thread_per_node_unless_the_user_sets_one():
-    from pose_ros.launch_specs import blas_environment
-
-    assert blas_environment({}) == {"OPENBLAS_NUM_THREADS": "1"}
-    assert blas_environment({"OPENBLAS_NUM_THREADS": "2"}) == {}
-    assert blas_environment({"OMP_NUM_THREADS": "4"}) == {}
-
-
 @pytest.mark.ros
 def test_fast_dds_accepts_the_profile_and_frames_cross_processes(tmp_path):
     from pose_ros.launch_specs import DDS_PROFILE_ENV

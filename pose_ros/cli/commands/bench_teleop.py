@@ -83,7 +83,7 @@ def bench_environment(environ) -> dict[str, str]:
     spin-wait after every small solve took most of a core in retarget (the IK's 16x16 solves; py-spy:
     60% of its samples in numpy.linalg.solve, 12 ms wall per skeleton instead of 3.9 ms on a loaded
     2-core machine), so the bench measured a chain the launch never starts."""
-    from pose_ros.launch_specs import blas_environment
+    from pose_ros.nodes.blas_threads import blas_environment
 
     env = dict(environ, PYTHONUNBUFFERED="1")
     env.update(blas_environment(env))
