@@ -30,10 +30,20 @@ def ros_context() -> Iterator[Context]:
 
 
 class SpinThread:
-    """Spin nodes in a background executor thread for the duration of a `with` block."""
+    """Spin nodes in a background executor thread for the duration of a `with` block.
 
-    def __init__(self, context: Context, *nodes) -> None:
-        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+    ``single_threaded``: rclpy's SingleThreadedExecutor, as `run_node(threads=1)` runs a node in
+    production. rclpy's MultiThreadedExecutor hands every ready entity of a pass to its pool in
+    wait-set order (timers, subscriptions, clients, services); a node's entities share its mutually
+    exclusive default group, so under CPU load a fast timer and a busy subscription win every pass
+    and services or other subscriptions wait far longer than in production (test_retarget_nodes).
+    """
+
+    def __init__(self, context: Context, *nodes, single_threaded: bool = False) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.executor = (SingleThreadedExecutor(context=context) if single_threaded
+                         else MultiThreadedExecutor(num_threads=4, context=context))
         for node in nodes:
             self.executor.add_node(node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
