@@ -168,8 +168,10 @@ def test_camera_to_joint_commands_and_tracking_loss(tmp_path):
 
                 source.stop()                                   # the camera goes away
                 t_stop = node.get_clock().now().nanoseconds
-                assert wait_for(lambda: status().state == TeleopState.HOLDING, 3.0), status().message
-                assert wait_for(lambda: status().state == TeleopState.RETURNING_HOME, 3.0), status().message
+                # waits for the states, generous (the 2-core CI machine runs both node processes and
+                # this probe); the sequence and its timing are checked on the recorded status below
+                assert wait_for(lambda: status().state == TeleopState.HOLDING, 10.0), status().message
+                assert wait_for(lambda: status().state == TeleopState.RETURNING_HOME, 10.0), status().message
                 time.sleep(1.5)                                 # watch it return
                 assert all(p.poll() is None for p in procs.values()), "a node died"
     finally:
