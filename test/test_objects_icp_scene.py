@@ -14,10 +14,16 @@ def ycbv():
 
 
 def _same(a, b) -> None:
+    """Same outcome. A refused refinement's model-point count is not compared: it describes the
+    discarded iterate of a diverging start, which Open3D's ICP does not reproduce bit for bit (two
+    fresh calls with the same input: 619 vs 615 points for a 53 mm divergence, 1 of 84 calls in 1 of
+    3 runs; its result, the initial pose, and the reason are the same)."""
     assert a.applied == b.applied and a.reason == b.reason
     np.testing.assert_allclose(a.T_cam_obj, b.T_cam_obj, atol=1e-9)
     assert a.fitness == pytest.approx(b.fitness, abs=1e-9)
-    assert a.num_scene_points == b.num_scene_points and a.num_model_points == b.num_model_points
+    assert a.num_scene_points == b.num_scene_points
+    if a.applied:
+        assert a.num_model_points == b.num_model_points
 
 
 def test_shared_scene_gives_the_fresh_result_for_every_pose(ycbv):
