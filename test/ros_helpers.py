@@ -136,3 +136,24 @@ def get_remote_parameter(node, target: str, name: str, timeout_s: float = 60.0):
         return parameter_value_to_python(future.result().values[0])
     finally:
         node.destroy_client(client)
+
+
+def start_ground_truth_object_chain(tag: str, log_dir: Path, camera_params: dict | None = None,
+                                    node_params: dict | None = None) -> tuple[subprocess.Popen, subprocess.Popen, str]:
+    """A synthetic camera (frozen scene at 3 Hz, 320x240, no noise, ground truth on /<tag>/ground_truth)
+    and an object_pose node that refines that ground truth on depth (no network, no tracking): the
+    smallest real chain whose published poses are known, for tests of the node's output interfaces.
+    Logs: ``log_dir``/camera.log and object_pose.log. Returns (camera, object_pose, ground-truth topic)."""
+    prefix = f"/{tag}/camera"
+    gt_topic = f"/{tag}/ground_truth"
+    topics = {"color_topic": f"{prefix}/color/image_raw", "depth_topic": f"{prefix}/aligned_depth_to_color/image_raw",
+              "info_topic": f"{prefix}/color/camera_info"}
+    camera = start_node_process("synthetic_camera_node", name=f"synthetic_camera_{tag}", log_path=log_dir / "camera.log",
+                                params={"rate_hz": 3.0, "width": 320, "height": 240, "noise": False, "time_scale": 0.0,
+                                        "seed": 5, "ground_truth_topic": gt_topic, **topics, **(camera_params or {})})
+    pose_node = start_node_process("object_pose_node", name=f"object_pose_{tag}", log_path=log_dir / "object_pose.log",
+                                   params={"model_file": "''", "meshes_dir": str(REPO_ROOT / "meshes"),
+                                           "init_poses_topic": gt_topic, "tracking": False,
+                                           "publish_debug_image": False, "max_rate_hz": 3.0, **topics,
+                                           **(node_params or {})})
+    return camera, pose_node, gt_topic

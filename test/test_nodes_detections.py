@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO_ROOT
 from pose_ros.core.transforms import T_from_pos_quat
 from pose_ros.nodes.ros_conversions import T_to_pose, detection3d_array, object_box, pose_to_T
-from ros_helpers import SpinThread, ros_context, start_node_process, stop_process, wait_for
+from ros_helpers import SpinThread, ros_context, start_ground_truth_object_chain, stop_process, wait_for
 
 vision_msgs = pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated: run `make setup` "
                                                             "(tools/build_std_interfaces.sh)")
@@ -112,17 +112,9 @@ def test_object_node_detections_reach_a_plain_subscriber(tmp_path):
     from pose_ros.nodes.qos import result_qos
 
     tag = f"det{os.getpid()}"
-    prefix = f"/{tag}/camera"
-    gt_topic, node_name = f"/{tag}/ground_truth", f"object_pose_{tag}"
-    topics = {"color_topic": f"{prefix}/color/image_raw", "depth_topic": f"{prefix}/aligned_depth_to_color/image_raw",
-              "info_topic": f"{prefix}/color/camera_info"}
+    node_name = f"object_pose_{tag}"
     cam_log, node_log = tmp_path / "camera.log", tmp_path / "object_pose.log"
-    camera = start_node_process("synthetic_camera_node", name=f"synthetic_camera_{tag}", log_path=cam_log, params={
-        "rate_hz": 3.0, "width": 320, "height": 240, "noise": False, "time_scale": 0.0, "seed": 5,
-        "ground_truth_topic": gt_topic, **topics})
-    pose_node = start_node_process("object_pose_node", name=node_name, log_path=node_log, params={
-        "model_file": "''", "meshes_dir": str(REPO_ROOT / "meshes"), "init_poses_topic": gt_topic, "tracking": False,
-        "publish_debug_image": False, "publish_markers": False, "max_rate_hz": 3.0, **topics})
+    camera, pose_node, gt_topic = start_ground_truth_object_chain(tag, tmp_path, node_params={"publish_markers": False})
     boxes = {m.name: object_box(m) for m in load_object_dir(REPO_ROOT / "meshes")}
     lock = threading.Lock()
     got: dict[str, object] = {}

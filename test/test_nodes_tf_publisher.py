@@ -17,11 +17,11 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
 from pose_ros.nodes.ros_conversions import pose_to_T
 from pose_ros.nodes.tf_publisher import (T_BODY_OPTICAL, TF_STATIC_TOPIC, TF_TOPIC, TfPublisher,
                                          camera_frame_transforms, non_optical_frame, tf_qos)
-from ros_helpers import SpinThread, ros_context, set_remote_parameter, start_node_process, stop_process, wait_for
+from ros_helpers import (SpinThread, ros_context, set_remote_parameter, start_ground_truth_object_chain, start_node_process,
+                         stop_process, wait_for)
 
 tf2_msgs = pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs not generated: run `make setup` "
                                                       "(tools/build_tf2_msgs.sh)")
@@ -172,19 +172,12 @@ def test_camera_and_object_frames_reach_a_plain_tf_subscriber(tmp_path):
     from pose_ros.nodes.qos import result_qos
 
     tag = f"tf{os.getpid()}"
-    prefix = f"/{tag}/camera"
     base, color_frame, depth_frame = f"{tag}_camera_link", f"{tag}_camera_color_optical_frame", f"{tag}_depth_optical_frame"
-    gt_topic, node_name = f"/{tag}/ground_truth", f"object_pose_{tag}"
-    topics = {"color_topic": f"{prefix}/color/image_raw", "depth_topic": f"{prefix}/aligned_depth_to_color/image_raw",
-              "info_topic": f"{prefix}/color/camera_info"}
+    node_name = f"object_pose_{tag}"
     cam_log, node_log = tmp_path / "camera.log", tmp_path / "object_pose.log"
-    camera = start_node_process("synthetic_camera_node", name=f"synthetic_camera_{tag}", log_path=cam_log, params={
-        "rate_hz": 3.0, "width": 320, "height": 240, "noise": False, "time_scale": 0.0, "seed": 5,
-        "ground_truth_topic": gt_topic, "frame_id": color_frame, "base_frame_id": base, "depth_frame_id": depth_frame,
-        **topics})
-    pose_node = start_node_process("object_pose_node", name=node_name, log_path=node_log, params={
-        "model_file": "''", "meshes_dir": str(REPO_ROOT / "meshes"), "init_poses_topic": gt_topic, "tracking": False,
-        "publish_debug_image": False, "frame_prefix": f"{tag}_", "max_rate_hz": 3.0, **topics})
+    camera, pose_node, gt_topic = start_ground_truth_object_chain(
+        tag, tmp_path, camera_params={"frame_id": color_frame, "base_frame_id": base, "depth_frame_id": depth_frame},
+        node_params={"frame_prefix": f"{tag}_"})
     try:
         with ros_context() as context:
             node = rclpy.create_node(f"tf_test_{tag}", context=context)
