@@ -46,13 +46,13 @@ class SpinThread:
                          else MultiThreadedExecutor(num_threads=4, context=context))
         for node in nodes:
             self.executor.add_node(node)
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
 
     def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # executor shut down underneath us at teardown
-            pass
+        # spin_once slices, not spin(): the loop stops before the executor is shut down (below)
+        while not self._stop.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
 
     def add_node(self, node) -> None:
         self.executor.add_node(node)
@@ -62,8 +62,14 @@ class SpinThread:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
+        self._stop.set()
         self._thread.join(timeout=5.0)
+        # rclpy 9's Executor.shutdown destroys the guard condition before it waits for callbacks
+        # still running in the pool, which trigger it when they finish: drain the pool first.
+        pool = getattr(self.executor, "_executor", None)   # MultiThreadedExecutor's thread pool
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self.executor.shutdown(timeout_sec=2.0)
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, period_s: float = 0.02) -> bool:

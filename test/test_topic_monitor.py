@@ -68,7 +68,9 @@ def test_monitor_scores_each_object_and_writes_the_timeline(tmp_path):
                     msg = ObjectPoseArray(objects=_objects(est))
                     msg.header.stamp = stamp
                     est_pub.publish(msg)
-                assert wait_for(lambda: errors.is_file() and len(errors.read_text().splitlines()) >= 2 * FRAMES, 15.0)
+                assert wait_for(lambda: errors.is_file() and len(errors.read_text().splitlines()) >= 2 * FRAMES, 15.0), \
+                    (errors.read_text() if errors.is_file() else "no errors file") + \
+                    (tmp_path / "monitor.log").read_text()[-1500:]
                 time.sleep(0.6)                         # one more report after the last pose
     finally:
         rc = stop_process(proc)

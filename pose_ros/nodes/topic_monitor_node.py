@@ -83,6 +83,7 @@ class TopicMonitorNode(Node):
         self.last_image: dict[str, str] = {}
         self.objects_in_view: list[str] = []
         self.gt_by_stamp: dict[int, ObjectPoseArray] = {}
+        self.poses_waiting_for_gt: dict[int, ObjectPoseArray] = {}   # arrived before their truth
         self.latencies_ms: list[float] = []
         self.errors: list[dict] = []
         self.unmatched_gt = 0
@@ -146,9 +147,13 @@ class TopicMonitorNode(Node):
     def _on_gt(self, msg: ObjectPoseArray) -> None:
         self.rates["ground_truth"].tick()
         self.objects_in_view = [f"{o.class_name}({o.score:.0%} visible)" for o in msg.objects]
-        self.gt_by_stamp[stamp_to_ns(msg.header.stamp)] = msg
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        self.gt_by_stamp[stamp_ns] = msg
         while len(self.gt_by_stamp) > 200:
             self.gt_by_stamp.pop(next(iter(self.gt_by_stamp)))
+        waiting = self.poses_waiting_for_gt.pop(stamp_ns, None)
+        if waiting is not None:
+            self._score(waiting, msg)
 
     def _on_poses(self, msg: ObjectPoseArray) -> None:
         self.rates["object_poses"].tick()
@@ -156,7 +161,16 @@ class TopicMonitorNode(Node):
         self.latencies_ms.append((self.get_clock().now().nanoseconds - stamp_ns) / 1e6)
         gt = self.gt_by_stamp.get(stamp_ns)
         if gt is None:
+            # The two topics are separate DDS streams: a frame's estimate can overtake its truth.
+            self.poses_waiting_for_gt[stamp_ns] = msg
+            while len(self.poses_waiting_for_gt) > 200:
+                self.poses_waiting_for_gt.pop(next(iter(self.poses_waiting_for_gt)))
             return
+        self._score(msg, gt)
+
+    def _score(self, msg: ObjectPoseArray, gt: ObjectPoseArray) -> None:
+        """One error entry per ground-truth instance that is at least 30% visible."""
+        stamp_ns = stamp_to_ns(msg.header.stamp)
         for g in gt.objects:
             if g.score < 0.3:  # mostly hidden objects are not expected to be found
                 continue
