@@ -62,12 +62,15 @@ def test_monitor_scores_each_object_and_writes_the_timeline(tmp_path):
                     gt = ObjectPoseArray(objects=_objects([("mug", T_mug, 1.0), ("box", T_box, 0.9),
                                                            ("bottle", T_bottle, 0.1)]))
                     gt.header.stamp = stamp
-                    gt_pub.publish(gt)
-                    time.sleep(0.05)                    # the truth is there before the estimate
                     est = [("mug", T_mug, 0.9)] + ([("box", T_box_wrong, 0.8)] if k % 2 == 0 else [])
                     msg = ObjectPoseArray(objects=_objects(est))
                     msg.header.stamp = stamp
-                    est_pub.publish(msg)
+                    # the truth before the estimate, and in every third frame after it (separate
+                    # streams: either may arrive first); both orders are scored
+                    first, second = ((est_pub, msg), (gt_pub, gt)) if k % 3 == 2 else ((gt_pub, gt), (est_pub, msg))
+                    first[0].publish(first[1])
+                    time.sleep(0.05)
+                    second[0].publish(second[1])
                 assert wait_for(lambda: errors.is_file() and len(errors.read_text().splitlines()) >= 2 * FRAMES, 15.0), \
                     (errors.read_text() if errors.is_file() else "no errors file") + \
                     (tmp_path / "monitor.log").read_text()[-1500:]
