@@ -454,6 +454,18 @@ def test_gripper_commands_follow_the_hands_through_the_safety_layer_over_dds():
         left = [(t, m.data) for t, m in got["left"]]
         right = [(t, m.data) for t, m in got["right"]]
         both = [(t, list(m.data)) for t, m in got["both"]]
+        status = [m for _, m in got["status"]]
+    # TeleopStatus reports each gripper beside the arm: command, its safety state, hand seen, aperture
+    assert all(list(m.gripper_names) == ["left", "right"] and len(m.gripper_commands) == len(m.gripper_states)
+               == len(m.gripper_tracking) == len(m.gripper_aperture_ratios) == 2 for m in status)
+    sent = np.array([v for _, v in left])
+    assert all(np.abs(sent - m.gripper_commands[0]).min() < 1e-6 for m in status)    # float32 in the status
+    pinched = [m for m in status if m.state == TeleopState.ENGAGED and m.gripper_tracking[0]]
+    seen = [m.gripper_aperture_ratios for m in pinched if np.all(np.isfinite(m.gripper_aperture_ratios))]
+    assert seen and all(r[0] < r[1] for r in seen)          # NaN: no hand in the latest skeleton
+    assert any(m.gripper_commands[0] == 0.0 and m.gripper_states[0] == TeleopState.ENGAGED for m in pinched)
+    assert any(not m.gripper_tracking[0] and m.gripper_tracking[1]
+               and m.gripper_states[0] in (TeleopState.HOLDING, TeleopState.RETURNING_HOME) for m in status)
     values = np.array([v for _, v in left] + [v for _, v in right])
     assert np.all((values >= 0.0) & (values <= 1.0))
     assert all(v == 1.0 for _, v in left[:n_disengaged])          # home (open) while disengaged
@@ -615,6 +627,7 @@ def test_status_reports_command_age_and_a_stale_solve_holds_over_dds(tmp_path):
                 assert wait_for(lambda: probe.last_status().state == TeleopState.ENGAGED, 30.0), \
                     probe.last_status().message
                 fresh = probe.last_status()
+                assert not fresh.gripper_names and not fresh.gripper_commands     # grippers off
                 with probe.lock:
                     n_fresh = len(probe.status)
                 falling_behind.set()                         # the chain falls behind

@@ -477,6 +477,7 @@ class RetargetNode(Node):
                 fwd.layout.dim = [MultiArrayDimension(label="joints", size=len(q), stride=len(q))]
                 self.fwd_pub.publish(fwd)
             self._command_rate.tick()
+            grip = {}
             if self.grippers is not None:
                 from pose_ros.human.safety import TeleopState
 
@@ -503,8 +504,11 @@ class RetargetNode(Node):
                 position_limit_clamps=c.position_limit_clamps,
                 velocity_limit_clamps=c.velocity_limit_clamps, acceleration_limit_clamps=c.acceleration_limit_clamps,
                 invalid_inputs=c.invalid_inputs, stale_inputs=c.stale_inputs, stale_commands=c.stale_commands,
-                tracking_losses=c.tracking_losses,
-                watchdog_trips=c.watchdog_trips, message=out.message))
+                tracking_losses=c.tracking_losses, watchdog_trips=c.watchdog_trips,
+                gripper_names=list(grip), gripper_commands=[float(g.command) for g in grip.values()],
+                gripper_states=[int(g.state) for g in grip.values()],
+                gripper_tracking=[bool(g.tracking) for g in grip.values()],
+                gripper_aperture_ratios=[float(g.aperture_ratio) for g in grip.values()], message=out.message))
 
     def _publish_overlay(self) -> None:
         """The commanded robot at the operator's pelvis (robot base = body frame): its root link on /tf
