@@ -194,3 +194,15 @@ def test_cli_bad_distance_range(tmp_path):
     proc = _train_cli(tmp_path, "--backgrounds", "none", "--distance-range", "1.5", "0.5")
     assert proc.returncode == 2, proc.stderr
     assert "--distance-range" in proc.stderr
+
+
+def test_cli_bad_hard_negative_share(tmp_path):
+    proc = _train_cli(tmp_path, "--backgrounds", "none", "--hard-negatives", "1.5")
+    assert proc.returncode == 2, proc.stderr
+    assert "--hard-negatives" in proc.stderr
+
+
+def test_cli_hard_negatives_need_photos(tmp_path):
+    proc = _train_cli(tmp_path, "--backgrounds", "none", "--hard-negatives", "0.25")
+    assert proc.returncode == 2, proc.stderr
+    assert "hard negatives need real photos" in proc.stderr

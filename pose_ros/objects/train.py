@@ -59,6 +59,8 @@ class TrainConfig:
     distance_range_m: tuple[float, float] = (0.35, 1.4)
     fp_monitor_images: int = 60              # held-out object-free photos checked per epoch
     fp_penalty: float = 5.0                  # checkpoint choice: val seg IoU - fp_penalty * FP pixel share
+    hard_negatives: float = 0.0              # share of samples replaced by a whole training photo, no object,
+                                             # drawn by how much of it the network labels (objects.hard_negatives)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -255,6 +257,8 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
     scene_cfg = SceneConfig(width=net_cfg.input_width, height=net_cfg.input_height,
                             fx_range=(250.0 * f, 330.0 * f), camera_K=cfg.camera_K, camera_size=cfg.camera_size,
                             photo_dirs=tuple(cfg.photo_dirs), distance_range_m=tuple(cfg.distance_range_m))
+    if cfg.hard_negatives > 0 and not cfg.photo_dirs:
+        raise ValueError("hard negatives need real photos (--backgrounds DIR)")
     fp_frames = []
     if cfg.photo_dirs and cfg.fp_monitor_images > 0:
         from pose_ros.objects.false_positive_monitor import object_free_frames
@@ -270,6 +274,14 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
     ds = PrerenderedDataset(train_dir, keypoints, net_cfg, augment_data=True, seed=cfg.seed, limit=cfg.images,
                             crop=crop)
     val_ds = PrerenderedDataset(val_dir, keypoints, net_cfg, augment_data=False, limit=cfg.val_images)
+    if cfg.hard_negatives > 0:
+        from pose_ros.objects.hard_negatives import HardNegativeDataset
+        from pose_ros.objects.training_data import render_cameras
+        from pose_ros.synth.photo_bank import PhotoBank
+
+        K_neg = render_cameras(scene_cfg, 1, cfg.seed)[0].K
+        ds = HardNegativeDataset(ds, PhotoBank.from_dirs(cfg.photo_dirs, split="train", check_readable=False),
+                                 K_neg, cfg.hard_negatives, seed=cfg.seed)
     val_samples = [val_ds.raw(i) for i in range(len(val_ds))]
 
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -299,6 +311,15 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
         while prog["epoch"] < cfg.epochs and not stopped:
             epoch = prog["epoch"]
             ds.set_epoch(epoch)
+            if cfg.hard_negatives > 0:
+                from pose_ros.objects.hard_negatives import photo_object_shares
+
+                shares = photo_object_shares(net, ds.bank, ds.K, net_cfg.input_width, net_cfg.input_height,
+                                             seed=cfg.seed + epoch, device=device)
+                ds.set_weights(shares)
+                if progress:
+                    print(f"hard negatives: the network labels {100 * shares.mean():.2f}% of the {len(shares)} "
+                          f"training photos' pixels as an object (max {100 * shares.max():.1f}%)", flush=True)
             perm = np.random.default_rng([cfg.seed, epoch]).permutation(len(ds))[:steps_per_epoch * cfg.batch_size]
             start_b = prog["batch_in_epoch"]
             order = perm[start_b * cfg.batch_size:]

@@ -112,10 +112,11 @@ class PhotoBank:
             self._cache.move_to_end(i)
         return img
 
-    def random_crop(self, rng: np.random.Generator, width: int, height: int, min_scale: float = 0.35) -> np.ndarray:
-        """A random window of a random photo (area share >= ``min_scale``^2, any aspect near the
-        target's), resized to (height, width), flipped half the time: (H,W,3) uint8."""
-        img = self.read(int(rng.integers(0, len(self.paths))))
+    def random_crop(self, rng: np.random.Generator, width: int, height: int, min_scale: float = 0.35,
+                    index: int | None = None) -> np.ndarray:
+        """A random window of photo ``index`` (default: a random photo) (area share >= ``min_scale``^2,
+        any aspect near the target's), resized to (height, width), flipped half the time: (H,W,3) uint8."""
+        img = self.read(int(rng.integers(0, len(self.paths))) if index is None else int(index))
         H, W = img.shape[:2]
         aspect = width / height * float(np.exp(rng.uniform(-0.2, 0.2)))
         s = float(rng.uniform(min_scale, 1.0))
