@@ -180,6 +180,42 @@ def test_a_lost_track_is_looked_for_alone_and_comes_back_sooner(demo_estimator, 
     assert not det.busy                                          # found: nothing more to ask until the period
 
 
+def test_an_object_enabled_again_is_looked_for_at_once(demo_estimator, stream):
+    """~/set_object_enabled: a class enabled while its object is in view asks for a job looking for it
+    alone at the next frame (not at the next periodic detection) and is published when it lands;
+    detecting in line, the next frame is detected."""
+    from pose_ros.objects.detection_worker import InlineDetector
+    from pose_ros.objects.tracking import PoseTracker, TrackingConfig
+
+    camera, models, frames = stream
+    det = InlineDetector(demo_estimator, latency_frames=6)
+    tracker = PoseTracker(demo_estimator, TrackingConfig(redetect_every=100, twin_check_every=0), detector=det)
+    mug = demo_estimator.loaded.class_id("mug")
+    others = sorted(c for c in demo_estimator.models if c != mug)
+    render, depth, _ = frames[0]
+    tracker.seed(demo_estimator.estimate(render.rgb, depth, camera, enabled_classes=others))
+    out = tracker.update(render.rgb, depth, camera, enabled_classes=others)
+    assert mug not in {r.class_id for r in out} and not det.busy and tracker.counters["lost"] == 0
+    render, depth, _ = frames[1]
+    tracker.update(render.rgb, depth, camera, enabled_classes=sorted(demo_estimator.models))   # mug enabled
+    assert det.busy and {r.class_id for r in det._job.results} == {mug}
+    for i in (2, 3):                                             # latency ceil(6 / 3) = 2 polls
+        render, depth, _ = frames[i]
+        assert "mug" not in {r.class_name for r in tracker.update(render.rgb, depth, camera)}
+    render, depth, gts = frames[4]                               # a full detection would land at frames[7]
+    back = tracker.update(render.rgb, depth, camera)
+    assert _errors(back, gts, models).get("mug", 1.0) < 0.1
+
+    inline = PoseTracker(demo_estimator, TrackingConfig(redetect_every=100, twin_check_every=0))
+    for i in range(3):
+        render, depth, _ = frames[i]
+        inline.update(render.rgb, depth, camera, enabled_classes=others)
+    assert inline.counters["detect"] == 1                        # the first frame only: then tracking
+    render, depth, gts = frames[3]
+    out = inline.update(render.rgb, depth, camera, enabled_classes=sorted(demo_estimator.models))
+    assert inline.counters["detect"] == 2 and _errors(out, gts, models).get("mug", 1.0) < 0.1
+
+
 def test_with_lost_search_jobs_off_a_loss_asks_for_a_full_detection_at_once(demo_estimator, stream):
     """``lost_search_jobs=0``: no job for a lost class alone; the loss asks for every class in its frame
     (full latency), not only at the next periodic detection."""

@@ -205,6 +205,7 @@ class PoseTracker:
         self._last_stamp_s: float | None = None
         self._now = 0.0                         # the current frame on the tracks' clock (see _set_clock)
         self._stamped: bool | None = None
+        self._enabled: set[int] | None = None    # the classes of the previous update
 
     def reset(self) -> None:
         """Forget all tracks (e.g. the ROS 'reset tracking' service); a detection still running
@@ -230,6 +231,7 @@ class PoseTracker:
         the gap is discarded (carried over the gap it has the same problem)."""
         rgb, depth = self.est._check_inputs(rgb, depth_m, camera)
         enabled = self.est._resolve_classes(enabled_classes)
+        self._look_for_newly_enabled(enabled)
         self.last_lost_reasons = []
         self.last_detection_frame = None
         self._expire_after_gap(stamp_s)         # before counting this frame: as a reset after the previous one
@@ -257,6 +259,16 @@ class PoseTracker:
             self.tracks = kept
             self._maybe_check_twins(rgb, depth, camera)
         return self._published()
+
+    def _look_for_newly_enabled(self, enabled: set[int]) -> None:
+        """A class enabled since the previous frame is looked for at once, like a lost one (else it
+        would appear only at the next periodic detection, seconds later)."""
+        newly = set() if self._enabled is None else set(enabled) - self._enabled
+        self._enabled = set(enabled)
+        for c in newly:
+            self._note_missing(c)
+        if newly:
+            self._force_detect = True
 
     def _set_clock(self, stamp_s: float | None) -> None:
         """The tracks' clock: frame stamps in seconds when given (frames dropped upstream are then
