@@ -447,8 +447,8 @@ def test_gripper_commands_follow_the_hands_through_the_safety_layer_over_dds():
             finally:
                 stop.set()
                 feeder.join(timeout=5.0)
-            for node in (retarget, probe):
-                node.destroy_node()
+        for node in (retarget, probe):        # after the executor stopped: no callback on a destroyed node
+            node.destroy_node()
 
     with lock:
         left = [(t, m.data) for t, m in got["left"]]
