@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pose_ros.objects.false_positive_monitor import plane_depth
+from pose_ros.objects.false_positive_monitor import ObjectFreeFrame, network_class_maps, plane_depth
 from pose_ros.objects.training_data import RawSample, sample_to_tensors
 
 __all__ = ["negative_sample", "photo_object_shares", "HardNegativeDataset"]
@@ -33,22 +33,13 @@ def photo_object_shares(net: Any, bank: Any, K: np.ndarray, width: int, height: 
     """Share of each photo's pixels that the network labels as an object (argmax), photo resized to
     (width, height) on a plane's depth: (len(bank),) in [0, 1]."""
     import cv2
-    import torch
-
-    from pose_ros.objects.network import prepare_input
 
     rng = np.random.default_rng(seed)
-    was_training = net.training
-    net.eval()
     shares = np.zeros(len(bank))
-    with torch.no_grad():
-        for i in range(len(bank)):
-            rgb = cv2.resize(bank.read(i), (width, height), interpolation=cv2.INTER_AREA)
-            depth = plane_depth(K, width, height, rng) if net.config.use_depth else None
-            x = torch.from_numpy(prepare_input(rgb, depth, net.config))[None].to(device)
-            shares[i] = float((net(x)["seg"][0].argmax(0) > 0).float().mean())
-    if was_training:
-        net.train()
+    for i in range(len(bank)):
+        rgb = cv2.resize(bank.read(i), (width, height), interpolation=cv2.INTER_AREA)
+        frame = ObjectFreeFrame(rgb, plane_depth(K, width, height, rng), bank.paths[i].name)
+        shares[i] = float(np.mean(network_class_maps(net, [frame], device)[0] > 0))
     return shares
 
 
