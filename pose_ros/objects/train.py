@@ -259,13 +259,14 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
                             photo_dirs=tuple(cfg.photo_dirs), distance_range_m=tuple(cfg.distance_range_m))
     if cfg.hard_negatives > 0 and not cfg.photo_dirs:
         raise ValueError("hard negatives need real photos (--backgrounds DIR)")
+    from pose_ros.objects.training_data import render_cameras
+
+    K_photos = render_cameras(scene_cfg, 1, cfg.seed)[0].K     # object-free photos: monitor and hard negatives
     fp_frames = []
     if cfg.photo_dirs and cfg.fp_monitor_images > 0:
         from pose_ros.objects.false_positive_monitor import object_free_frames
-        from pose_ros.objects.training_data import render_cameras
 
-        K_mon = render_cameras(scene_cfg, 1, cfg.seed)[0].K
-        fp_frames = object_free_frames(cfg.photo_dirs, K_mon, net_cfg.input_width, net_cfg.input_height,
+        fp_frames = object_free_frames(cfg.photo_dirs, K_photos, net_cfg.input_width, net_cfg.input_height,
                                        cfg.fp_monitor_images, seed=cfg.seed)
     train_dir, val_dir = data_dir / "train", data_dir / "val"
     prerender(models, train_dir, cfg.images, seed=cfg.seed, cfg=scene_cfg, progress=progress)
@@ -276,12 +277,10 @@ def train(models: Sequence[Any], out_path: str | Path, cfg: TrainConfig, data_di
     val_ds = PrerenderedDataset(val_dir, keypoints, net_cfg, augment_data=False, limit=cfg.val_images)
     if cfg.hard_negatives > 0:
         from pose_ros.objects.hard_negatives import HardNegativeDataset
-        from pose_ros.objects.training_data import render_cameras
         from pose_ros.synth.photo_bank import PhotoBank
 
-        K_neg = render_cameras(scene_cfg, 1, cfg.seed)[0].K
         ds = HardNegativeDataset(ds, PhotoBank.from_dirs(cfg.photo_dirs, split="train", check_readable=False),
-                                 K_neg, cfg.hard_negatives, seed=cfg.seed)
+                                 K_photos, cfg.hard_negatives, seed=cfg.seed)
     val_samples = [val_ds.raw(i) for i in range(len(val_ds))]
 
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
