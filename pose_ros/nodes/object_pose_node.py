@@ -85,6 +85,10 @@ PARAMETERS = [
     ParamSpec("class_hypotheses", 2, "classes tried per found object: its fragments as the network names them, "
               "and the whole object as its most likely classes when they disagree (real images); 1 = the "
               "network's class split only", min=1, max=5),
+    ParamSpec("background_offset", -1.0, "extra evidence a pixel needs over the background to be an object, where "
+              "depth does not show something standing out of the large planes (objects/background_offset.py); "
+              "-1 = the model file's (`pose-ros calibrate-score` sets it on object-free photos), 0 = plain argmax",
+              min=-1.0, max=20.0),
     ParamSpec("search_max_hypotheses", 24, "full detection: most rotation hypotheses the depth search refines "
               "and render-and-compares for one instance while none looks right (8 = faster, less accurate)",
               min=1, max=240),
@@ -301,6 +305,7 @@ class ObjectPoseNode(Node):
                   "depth_objectness": bool(self.p["depth_objectness"]),
                   "use_score_calibration": bool(self.p["score_calibration"]),
                   "class_hypotheses": int(self.p["class_hypotheses"]),
+                  "background_offset": None if self.p["background_offset"] < 0 else float(self.p["background_offset"]),
                   "depth_search_config": DepthSearchConfig(max_verified=int(self.p["search_max_hypotheses"])),
                   "icp_config": IcpConfig(max_correspondence_m=tuple(coarse / (2 ** i) for i in range(steps)))}
         if self.p["tracking"] and self.p["detect_aside"]:

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ObjectFreeFrame", "object_free_frames", "plane_depth", "false_positive_stats"]
+__all__ = ["ObjectFreeFrame", "object_free_frames", "plane_depth", "false_positive_stats", "network_seg_logits",
+           "network_class_maps"]
 
 
 @dataclass
@@ -76,8 +77,8 @@ def false_positive_stats(class_maps: Sequence[np.ndarray], min_pixels: int = 12)
             "images": len(class_maps)}
 
 
-def network_class_maps(net: Any, frames: Sequence[ObjectFreeFrame], device: str = "cpu") -> list[np.ndarray]:
-    """The network's per-pixel class (argmax) on each frame, at its output resolution."""
+def network_seg_logits(net: Any, frames: Sequence[ObjectFreeFrame], device: str = "cpu") -> list[np.ndarray]:
+    """The network's (1 + classes, h, w) segmentation logits on each frame, at its output resolution."""
     import torch
 
     from pose_ros.objects.network import prepare_input
@@ -85,11 +86,16 @@ def network_class_maps(net: Any, frames: Sequence[ObjectFreeFrame], device: str 
     cfg = net.config
     was_training = net.training
     net.eval()
-    maps = []
+    out = []
     with torch.no_grad():
         for f in frames:
             x = torch.from_numpy(prepare_input(f.rgb, f.depth_m if cfg.use_depth else None, cfg))[None].to(device)
-            maps.append(net(x)["seg"][0].argmax(0).cpu().numpy())
+            out.append(net(x)["seg"][0].cpu().numpy())
     if was_training:
         net.train()
-    return maps
+    return out
+
+
+def network_class_maps(net: Any, frames: Sequence[ObjectFreeFrame], device: str = "cpu") -> list[np.ndarray]:
+    """The network's per-pixel class (argmax) on each frame, at its output resolution."""
+    return [s.argmax(0) for s in network_seg_logits(net, frames, device)]

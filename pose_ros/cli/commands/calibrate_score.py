@@ -1,5 +1,9 @@
-"""`pose-ros calibrate-score`: fit the model file's pose score on renders like its training data.
+"""`pose-ros calibrate-score`: fit the model file's decision thresholds: object pixels, then pose score.
 
+First the background logit offset (``objects.background_offset``): the smallest one at which at most
+``--photo-share`` of the pixels of the object-free training photos (``synth.photo_bank``'s training
+split; the held-out split is reported, and stays for ``pose-ros eval-photos``) are labelled an object.
+Then the pose score, with that offset in place:
 Renders ``--scenes`` scenes with the model's own training scene settings (its camera, real photo
 backgrounds and photo-textured clutter, a seed never used for training) at the camera's full
 resolution, runs the whole estimator, labels every output pose right or wrong (ADD(-S) < 0.1 d),
@@ -22,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--bop-models", type=Path, help="BOP models folder")
     p.add_argument("--scenes", type=int, default=80, help="rendered scenes (each gives several poses)")
     p.add_argument("--seed", type=int, default=3_000_017, help="render seed (disjoint from training)")
+    p.add_argument("--photo-share", type=float, default=0.005, metavar="P",
+                   help="most share of object-free training-photo pixels labelled an object (sets the background offset)")
+    p.add_argument("--photos", type=int, default=200, help="object-free training photos to set the offset on")
+    p.add_argument("--background-offset", type=float, default=None, metavar="B",
+                   help="use this background offset instead of choosing one (0: plain argmax)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--dry-run", action="store_true", help="report only; do not write the model file")
     p.set_defaults(func=run)
@@ -50,6 +59,37 @@ def _full_resolution_scene_config(training: dict):
     return cfg
 
 
+def _background_offset(est, cfg, args: argparse.Namespace) -> tuple[float, dict]:
+    """The offset (chosen on training photos unless given) and its object-pixel shares on both splits."""
+    import numpy as np
+
+    from pose_ros.objects.background_offset import choose_background_offset, labelled_share, object_margin
+    from pose_ros.objects.false_positive_monitor import network_seg_logits, object_free_frames
+
+    if cfg.camera_K is not None:
+        K = np.asarray(cfg.camera_K, np.float64).reshape(3, 3)
+    else:
+        K = np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]])
+    if not cfg.photo_dirs:
+        offset = float(args.background_offset or 0.0)
+        print(f"the model records no training photos to measure on: background offset {offset:.2f} (as given)")
+        return offset, {"offset": offset, "target_share": None}
+    margins = {}
+    for split, count in (("train", args.photos), ("heldout", 60)):
+        frames = object_free_frames(list(cfg.photo_dirs), K, cfg.width, cfg.height, count, seed=args.seed, split=split)
+        margins[split] = [object_margin(s) for s in network_seg_logits(est.net, frames, est.device)]
+    if args.background_offset is not None:
+        offset = float(args.background_offset)
+    else:
+        offset = choose_background_offset(margins["train"], args.photo_share)
+    report = {"offset": offset, "target_share": None if args.background_offset is not None else args.photo_share}
+    for split, m in margins.items():
+        report[split] = {"photos": len(m), "share_argmax": labelled_share(m, 0.0), "share": labelled_share(m, offset)}
+        print(f"object-free {split} photos ({len(m)}): {100 * report[split]['share_argmax']:.2f}% of pixels an object "
+              f"by plain argmax, {100 * report[split]['share']:.2f}% with background offset {offset:.2f}")
+    return offset, report
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -66,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
                             use_score_calibration=False)
         est.collect_features = True
         cfg = _full_resolution_scene_config(est.loaded.raw.get("training", {}))
+        offset, offset_report = _background_offset(est, cfg, args)
+        est.background_offset = offset
         models = [est.models[c] for c in range(1, len(est.objects) + 1)]
         X, y, idx, raw = collect_calibration_samples(est, models, cfg, args.scenes, args.seed)
         cut = int(np.ceil(0.75 * args.scenes))
@@ -86,8 +128,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name:<13} >= {r['threshold']:.1f}: {r['kept']:4d} kept, precision {100 * r['precision']:5.1f}%, "
                   f"recall {100 * r['recall']:5.1f}%, wrong kept {r['wrong_kept']}")
     print("weights (standardised features): " + ", ".join(f"{k} {w:+.2f}" for k, w in zip(calib.features, calib.weights)))
+    report["background_offset"] = offset_report
     calib.fitted_on = report
     if not args.dry_run:
+        store_in_model_file(args.model, "background_logit_offset", offset)
         store_in_model_file(args.model, "score_calibration", calib.to_dict())
         print(f"stored in {args.model}")
     return 0

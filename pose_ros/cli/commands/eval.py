@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--depth-proposals", type=float, default=None, metavar="P",
                    help="also propose new instances where depth says something stands out and the network gives "
                         "the objects together probability > P (off by default)")
+    p.add_argument("--background-offset", type=float, default=None, metavar="B",
+                   help="added to the network's background logit before the per-pixel class is taken "
+                        "(default: the model file's, chosen by `pose-ros calibrate-score`; 0 = plain argmax)")
     p.add_argument("--layout", choices=("auto", "bop", "ycbv-raw"), default="auto",
                    help="dataset layout; auto = raw YCB-Video (*-meta.mat, the models_ycbv frame) where present, else BOP")
     p.add_argument("--ppf-baseline", action="store_true",
@@ -78,7 +81,7 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
                    depth_proposals: float | None = None, score_calibration: bool = True,
                    overlays_every: int = 0, overlays_dir: Path | None = None, crop_stage: bool = True,
                    depth_search: bool = True, class_hypotheses: int = 2,
-                   min_class_share: float = 0.2) -> dict[str, Any]:
+                   min_class_share: float = 0.2, background_offset: float | None = None) -> dict[str, Any]:
     """Run the estimator on every frame; returns reports (with/without ICP), estimates, timings and
     false positives per frame (published poses that are not a correct pose of an object in view)."""
     import numpy as np
@@ -96,7 +99,8 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
                         objectness_config=ObjectnessConfig(fg_prob_on_objectness=depth_proposals),
                         use_score_calibration=score_calibration, use_correspondence_stage=crop_stage,
                         depth_search=depth_search, class_hypotheses=class_hypotheses,
-                        min_class_share=min_class_share, depth_search_config=None if search_hypotheses is None
+                        min_class_share=min_class_share, background_offset=background_offset,
+                        depth_search_config=None if search_hypotheses is None
                         else DepthSearchConfig(max_verified=search_hypotheses))
     models = {int(m.obj_id): m for m in est.models.values()}
     if not models:
@@ -305,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
                              score_calibration=not args.no_score_calibration, overlays_every=args.overlays,
                              crop_stage=not args.no_crop_stage, depth_search=not args.no_depth_search,
                              class_hypotheses=args.class_hypotheses, min_class_share=args.min_class_share,
+                             background_offset=args.background_offset,
                              overlays_dir=(args.out or (args.split_dir / f"eval_{args.model.stem}")) / "overlays")
     except (ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

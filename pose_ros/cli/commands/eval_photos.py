@@ -3,8 +3,9 @@
 Every published pose on such a photo is a false positive. The photos are the held-out part of the
 backgrounds folders (never trained on; ``synth.photo_bank``), seen through the model's training
 camera, each on the depth of a flat surface at a random tilt and distance (photos have no depth;
-``objects.false_positive_monitor``). Reports the share of pixels the network (with the depth
-proposals) labels as an object, the share that is still an object after the depth gate (instances
+``objects.false_positive_monitor``). Reports the share of pixels the network's plain argmax labels as
+an object, the share the estimator does (with the model's background offset, ``objects.background_offset``,
+and the depth proposals), the share that is still an object after the depth gate (instances
 without an object's 3D extent are dropped; on these flat photos that is every instance unless the
 gate fails, so the two figures separate what colour alone says from what the front end passes on),
 and the poses published above the score threshold.
@@ -59,9 +60,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from tqdm import tqdm
 
-    shares, gated, published, names = [], [], [], []
+    from pose_ros.objects.background_offset import labelled_share, object_margin
+
+    shares, gated, published, names, argmax = [], [], [], [], []
     for f in tqdm(frames, desc="object-free photos", unit="photo"):
         res = est.estimate(f.rgb, f.depth_m, cam)
+        argmax.append(labelled_share([object_margin(est.last_seg_logits)], 0.0))
         cm = est.last_class_map
         shares.append(float((cm > 0).mean()) if cm is not None else 0.0)
         om = est.last_object_mask
@@ -69,11 +73,13 @@ def run(args: argparse.Namespace) -> int:
         published.append(len(res))
         names += [f"{f.name}: {r.class_name} {r.score:.2f}" for r in res]
     summary = {"photos": len(frames), "folders": dirs, "score_threshold": args.score_threshold,
+               "background_offset": est.background_offset, "object_pixel_share_argmax": float(np.mean(argmax)),
                "object_pixel_share": float(np.mean(shares)), "object_pixel_share_after_depth_gate": float(np.mean(gated)),
                "poses_per_photo": float(np.mean(published)),
                "photos_with_a_pose": int(sum(p > 0 for p in published)), "published": names}
-    print(f"{len(frames)} held-out object-free photos: {100 * summary['object_pixel_share']:.2f}% of pixels labelled "
-          f"as an object by the network, {100 * summary['object_pixel_share_after_depth_gate']:.2f}% after the depth "
+    print(f"{len(frames)} held-out object-free photos: {100 * summary['object_pixel_share_argmax']:.2f}% of pixels "
+          f"labelled as an object by the network's argmax, {100 * summary['object_pixel_share']:.2f}% with background "
+          f"offset {est.background_offset:.2f}, {100 * summary['object_pixel_share_after_depth_gate']:.2f}% after the depth "
           f"gate; {sum(published)} poses published at score >= {args.score_threshold} "
           f"({summary['photos_with_a_pose']} photos)")
     for n in names[:20]:
