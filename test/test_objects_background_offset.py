@@ -217,3 +217,17 @@ def test_eval_photos_reports_argmax_and_offset_shares(tmp_path):
     assert s["object_pixel_share"] < s["object_pixel_share_argmax"]
     assert s["object_pixel_share_after_depth_gate"] <= s["object_pixel_share"]
     assert s["poses_per_photo"] == 0.0
+
+
+@pytest.mark.parametrize("flags, message", [(["--photo-share", "1.5"], "--photo-share must be in"),
+                                            (["--photos", "0"], "--photos must be >= 1"),
+                                            (["--background-offset", "-2"], "--background-offset must be >= 0")])
+def test_calibrate_score_refuses_bad_offset_settings(tmp_path, capsys, flags, message):
+    """Refused before anything is loaded or rendered, the model file untouched."""
+    from pose_ros.cli import main
+
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"not read")
+    assert main(["calibrate-score", "--model", str(model), "--meshes", str(REPO / "meshes")] + flags) == 2
+    assert message in capsys.readouterr().err
+    assert model.read_bytes() == b"not read"

@@ -99,6 +99,13 @@ def run(args: argparse.Namespace) -> int:
     from pose_ros.objects.score_calibration import (collect_calibration_samples, fit_score_calibration,
                                                     threshold_table)
 
+    bad = [f"--photo-share must be in [0, 1), got {args.photo_share}"] if not 0.0 <= args.photo_share < 1.0 else []
+    bad += [f"--photos must be >= 1, got {args.photos}"] if args.photos < 1 else []
+    bad += [f"--background-offset must be >= 0, got {args.background_offset}"] \
+        if args.background_offset is not None and args.background_offset < 0 else []
+    if bad:
+        print("error: " + "; ".join(bad), file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
