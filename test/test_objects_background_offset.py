@@ -160,6 +160,8 @@ def test_offset_comes_from_the_model_file_unless_given(tmp_path):
     store_in_model_file(path, "background_logit_offset", 1.25)
     assert PoseEstimator(path, use_icp=False).background_offset == 1.25
     assert PoseEstimator(path, use_icp=False, background_offset=0.0).background_offset == 0.0
+    with pytest.raises(ValueError, match="background_offset must be >= 0"):
+        PoseEstimator(path, use_icp=False, background_offset=-1.0)
 
 
 def test_calibrate_score_chooses_the_offset_on_training_photos():

@@ -186,10 +186,13 @@ class PoseEstimator:
         self.depth_objectness = bool(depth_objectness)
         self.class_hypotheses = int(class_hypotheses)        # classes tried per instance (``_instances``)
         self.min_class_share = float(min_class_share)
-        # Added to the background logit before the per-pixel argmax: None = the model file's own
-        # (``pose-ros calibrate-score`` chooses it on object-free training photos), 0 = plain argmax.
+        # Margin over the background logit required of regions that do not stand out in depth
+        # (``_class_map``): None = the model file's own (``pose-ros calibrate-score`` chooses it on
+        # object-free training photos), 0 = plain argmax.
         self.background_offset = float(self.loaded.raw.get("background_logit_offset", 0.0)
                                         if background_offset is None else background_offset)
+        if not self.background_offset >= 0.0:
+            raise ValueError(f"background_offset must be >= 0; got {self.background_offset}")
         self.calibration: Any = None
         if use_score_calibration and self.loaded.raw.get("score_calibration"):
             from pose_ros.objects.score_calibration import ScoreCalibration

@@ -47,8 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also propose new instances where depth says something stands out and the network gives "
                         "the objects together probability > P (off by default)")
     p.add_argument("--background-offset", type=float, default=None, metavar="B",
-                   help="added to the network's background logit before the per-pixel class is taken "
-                        "(default: the model file's, chosen by `pose-ros calibrate-score`; 0 = plain argmax)")
+                   help="margin over the background logit that object pixels need where depth does not show "
+                        "something standing out (default: the model file's, chosen by `pose-ros calibrate-score`; "
+                        "0 = plain argmax)")
     p.add_argument("--layout", choices=("auto", "bop", "ycbv-raw"), default="auto",
                    help="dataset layout; auto = raw YCB-Video (*-meta.mat, the models_ycbv frame) where present, else BOP")
     p.add_argument("--ppf-baseline", action="store_true",
