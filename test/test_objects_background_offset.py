@@ -194,31 +194,39 @@ def test_calibrate_score_chooses_the_offset_on_training_photos():
 
 
 def test_eval_photos_reports_argmax_and_offset_shares(tmp_path):
-    """`pose-ros eval-photos` on real held-out photos: the plain-argmax share beside the estimator's own
-    (model file's offset, here a given one), nothing published on flat, object-free photos."""
+    """`pose-ros eval-photos` with the shipped YCB-V model on real held-out photos: its own offset keeps
+    the object pixels under the 1% the real-image issue asks (the plain argmax does not), nothing is
+    published on flat, object-free photos; a given offset is reported as given."""
     import json
     import shutil
 
     from conftest import shared_data_path
     from pose_ros.cli import main
-    from pose_ros.objects.model_file import store_in_model_file
+    from pose_ros.objects.model_file import load_model_file, store_in_model_file
 
     photos = shared_data_path("photos", "imagenet_sample")
     model = REPO / "models" / "ycbv.pt"
     bop = shared_data_path("ycbv_real", "models_ycbv")
     if not (photos.is_dir() and bop.is_dir() and model.is_file()):
         pytest.skip(f"needs {photos}, {bop} and {model}")
-    path = tmp_path / "ycbv_offset.pt"
-    shutil.copy(model, path)
-    store_in_model_file(path, "background_logit_offset", 3.0)
     out = tmp_path / "photos.json"
-    assert main(["eval-photos", "--model", str(path), "--bop-models", str(bop), "--photos", str(photos),
-                 "--count", "6", "--out", str(out)]) == 0
+    assert main(["eval-photos", "--model", str(model), "--bop-models", str(bop), "--photos", str(photos),
+                 "--count", "12", "--out", str(out)]) == 0
     s = json.loads(out.read_text())
-    assert s["photos"] == 6 and s["background_offset"] == 3.0
-    assert s["object_pixel_share"] < s["object_pixel_share_argmax"]
+    assert s["photos"] == 12
+    assert s["background_offset"] == load_model_file(model).raw["background_logit_offset"] > 0
+    assert s["object_pixel_share"] < 0.01 < s["object_pixel_share_argmax"]
     assert s["object_pixel_share_after_depth_gate"] <= s["object_pixel_share"]
     assert s["poses_per_photo"] == 0.0
+    path = tmp_path / "ycbv_offset.pt"
+    shutil.copy(model, path)
+    store_in_model_file(path, "background_logit_offset", 0.0)
+    assert main(["eval-photos", "--model", str(path), "--bop-models", str(bop), "--photos", str(photos),
+                 "--count", "12", "--out", str(out)]) == 0
+    plain = json.loads(out.read_text())
+    assert plain["background_offset"] == 0.0
+    assert plain["object_pixel_share"] == pytest.approx(plain["object_pixel_share_argmax"])
+    assert plain["object_pixel_share_argmax"] == pytest.approx(s["object_pixel_share_argmax"])
 
 
 @pytest.mark.parametrize("flags, message", [(["--photo-share", "1.5"], "--photo-share must be in"),
