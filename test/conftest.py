@@ -112,3 +112,16 @@ def ros():
     for node in nodes:
         node.destroy_node()
     rclpy.shutdown()
+
+
+def pytest_runtest_logreport(report) -> None:
+    """A failed attempt that pytest-rerunfailures retries is reported only by name; print its traceback
+    so the CI log says what to fix (a flaky test is fixed at the cause, not rerun)."""
+    if report.outcome != "rerun":
+        return
+    import sys
+
+    text = report.longreprtext or ""
+    sys.__stderr__.write(f"\n--- failed attempt of {report.nodeid} ({report.when}), rerun; why:\n"
+                         f"{text[-6000:]}\n--- end of failed attempt\n")
+    sys.__stderr__.flush()
