@@ -71,6 +71,14 @@ def _ns(msg) -> int:
     return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
+def _returning_cycles_since(probe, t_ns: int) -> int:
+    """RETURNING_HOME statuses received with a stamp at or after t_ns."""
+    from pose_ros.human.safety import TeleopState
+
+    with probe.lock:
+        return sum(1 for _, s in probe.status if s.state == TeleopState.RETURNING_HOME and _ns(s) >= t_ns)
+
+
 def _engaged_within(probe, timeout_s: float) -> bool:
     """ENGAGED and tracking within timeout_s. A CPU-starved human_pose can pause skeletons past the
     watchdog and then past hold_time_s: the safety layer holds, returns home and disengages (as it
@@ -172,7 +180,8 @@ def test_camera_to_joint_commands_and_tracking_loss(tmp_path):
                 # this probe); the sequence and its timing are checked on the recorded status below
                 assert wait_for(lambda: status().state == TeleopState.HOLDING, 10.0), status().message
                 assert wait_for(lambda: status().state == TeleopState.RETURNING_HOME, 10.0), status().message
-                time.sleep(1.5)                                 # watch it return
+                # watch it return: cycles received, not a fixed time (a lagging probe receives fewer)
+                assert wait_for(lambda: _returning_cycles_since(probe, t_stop) > 40, 15.0), status().message
                 assert all(p.poll() is None for p in procs.values()), "a node died"
     finally:
         rcs = {name: stop_process(p) for name, p in procs.items()}
@@ -223,15 +232,24 @@ def test_camera_to_joint_commands_and_tracking_loss(tmp_path):
     # every engaged command was computed from a frame this camera published (stamps carried through)
     first = tracker.first_commands()
     assert len(first) > 5 and tracker.unmatched_cycles == 0  # few when the CPU is starved
-    lat_ms = np.array([(rx - colour) * 1e-6 for colour, (_, rx) in first.items()])
-    assert np.all(lat_ms > 0) and np.median(lat_ms) < 1000.0, lat_ms
+    # The chain's latency ends when retarget computes the command (its cycle stamp); when this probe
+    # takes it depends on the pytest process (camera, probe, and the heap of a whole test session),
+    # which can fall behind: the receive side reached a 1.7 s median in CI while the chain kept up.
+    lat_ms = np.array([(cycle - colour) * 1e-6 for colour, (cycle, _) in first.items()])
+    rx_lag_ms = np.array([(rx - cycle) * 1e-6 for _, (cycle, rx) in first.items()])
+    assert np.all(lat_ms > 0) and np.median(lat_ms) < 1000.0, (lat_ms, rx_lag_ms)
+    assert np.all(rx_lag_ms > 0)
 
-    # after the camera stopped: ENGAGED -> HOLDING -> RETURNING_HOME, in that order, tracking lost
+    # after the camera stopped: HOLDING -> RETURNING_HOME, in that order, tracking lost. Before the
+    # hold, ENGAGED, or still recovering from a stall just before the stop (HOLDING -> ENGAGING ramp)
     after = [s for s in st if _ns(s) >= t_stop]
     seq = [s.state for s in after]
-    i_hold = seq.index(TeleopState.HOLDING)
     i_home = seq.index(TeleopState.RETURNING_HOME)
-    assert set(seq[:i_hold]) <= {TeleopState.ENGAGED} and set(seq[i_hold:i_home]) == {TeleopState.HOLDING}
+    i_hold = i_home
+    while i_hold > 0 and seq[i_hold - 1] == TeleopState.HOLDING:
+        i_hold -= 1
+    assert i_hold < i_home, seq                                    # it held before going home
+    assert set(seq[:i_hold]) <= {TeleopState.ENGAGED, TeleopState.ENGAGING, TeleopState.HOLDING}, seq
     # >= : a CPU-starved human_pose can also stall past the watchdog just before the camera stops
     assert not after[-1].tracking and after[-1].watchdog_trips >= watchdog0 + 1
     # returning home: slowly (return-home speed limit) and monotonically closer to home
@@ -243,7 +261,7 @@ def test_camera_to_joint_commands_and_tracking_loss(tmp_path):
     assert np.all(steps_home <= vmax_home[None] * dts_home[:, None] * (1 + 1e-6) + 1e-9)
     dist = np.abs(q[home_idx] - cfg.home).max(axis=1)
     assert np.all(np.diff(dist) <= 1e-9) and dist[-1] < dist[0] - 0.05
-    # it had not jumped home: still on its way after 1.5 s of return unless it started close
+    # it had not jumped home: the return started far from home and closed in at the speed limit
     assert dist[0] > 0.2
 
 
