@@ -66,14 +66,14 @@ def _background_offset(est, cfg, args: argparse.Namespace) -> tuple[float, dict]
     from pose_ros.objects.background_offset import choose_background_offset, labelled_share, object_margin
     from pose_ros.objects.false_positive_monitor import network_seg_logits, object_free_frames
 
-    if cfg.camera_K is not None:
-        K = np.asarray(cfg.camera_K, np.float64).reshape(3, 3)
-    else:
-        K = np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]])
     if not cfg.photo_dirs:
         offset = float(args.background_offset or 0.0)
         print(f"the model records no training photos to measure on: background offset {offset:.2f} (as given)")
         return offset, {"offset": offset, "target_share": None}
+    if cfg.camera_K is not None:
+        K = np.asarray(cfg.camera_K, np.float64).reshape(3, 3)
+    else:
+        K = np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]])
     margins = {}
     for split, count in (("train", args.photos), ("heldout", 60)):
         frames = object_free_frames(list(cfg.photo_dirs), K, cfg.width, cfg.height, count, seed=args.seed, split=split)
