@@ -28,7 +28,7 @@ from pose_ros.core.camera import PinholeCamera
 from pose_ros.core.transforms import invert_T, look_at, random_rotation
 
 __all__ = [
-    "SceneConfig", "RawSample", "canonical_pose", "sample_scene", "SceneRenderer", "make_targets", "augment",
+    "SceneConfig", "RawSample", "canonical_pose", "sample_scene", "SceneDraw", "SceneRenderer", "make_targets", "augment",
     "prerender", "PrerenderedDataset", "OnTheFlyDataset", "DataDirError", "read_data_meta",
 ]
 
@@ -299,6 +299,17 @@ def _tilt(rng: np.random.Generator) -> np.ndarray:
     return tilt @ flip
 
 
+@dataclass
+class SceneDraw:
+    """A sampled scene before rendering: camera index, [(class or -1, renderable, T_cam_obj)], table,
+    background photo at the camera's size (None: procedural)."""
+
+    camera_index: int
+    scene: list
+    table: Any
+    background: np.ndarray | None
+
+
 class SceneRenderer:
     """Renders RawSamples; one RgbdRenderer per focal length bucket (keeps mesh BVH caches warm)."""
 
@@ -321,10 +332,13 @@ class SceneRenderer:
         self.symmetries = [list(s) for s in symmetries] if symmetries is not None else [
             m.symmetry.transforms(72) for m in self.models]
 
-    def render(self, rng: np.random.Generator) -> RawSample:
+    def sample(self, rng: np.random.Generator, empty: bool | None = None) -> SceneDraw:
+        """A random scene and the camera that sees it, not yet rendered (``crop_rendering`` renders
+        the same scenes through zoomed cameras)."""
         ci = int(rng.integers(0, len(self.cameras)))
-        cam, ren = self.cameras[ci], self.renderers[ci]
-        empty = rng.random() < self.cfg.empty_prob
+        cam = self.cameras[ci]
+        if empty is None:
+            empty = rng.random() < self.cfg.empty_prob
         distractors: list[Any] = list(self.distractors)
         background = None
         if self.photos is not None:
@@ -335,7 +349,12 @@ class SceneRenderer:
             scene, table = sample_scene(self.models, cam, self.cfg, rng, distractors, photos=self.photos, empty=empty)
             if empty or any(c >= 0 for c, _, _ in scene):
                 break
-        res = ren.render([(obj, T) for _, obj, T in scene], background=background, rng=rng, table=table)
+        return SceneDraw(ci, scene, table, background)
+
+    def render(self, rng: np.random.Generator) -> RawSample:
+        draw = self.sample(rng)
+        cam, ren, scene = self.cameras[draw.camera_index], self.renderers[draw.camera_index], draw.scene
+        res = ren.render([(obj, T) for _, obj, T in scene], background=draw.background, rng=rng, table=draw.table)
         depth = res.depth_m
         if rng.random() < self.cfg.background_depth_prob:
             depth = _background_depth(depth, cam.K, rng)

@@ -154,6 +154,13 @@ class RgbdRenderer:
         self._max_cache = int(max_cache)
         self._tex_cache: dict[tuple, tuple[Any, np.ndarray]] = {}
 
+    def for_camera(self, camera: PinholeCamera) -> "RgbdRenderer":
+        """A renderer for another camera that shares this one's mesh BVHs and textures (zoomed
+        views of one scene, e.g. object-centric crops, without rebuilding any mesh)."""
+        other = RgbdRenderer(camera, self._max_cache)
+        other._cache, other._tex_cache = self._cache, self._tex_cache
+        return other
+
     # ------------------------------------------------------------------ helpers
     def _entry(self, mesh: Any) -> _MeshEntry:
         key = id(mesh)

@@ -157,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
         from pose_ros.objects.correspondence_training import CropTrainConfig
 
         try:
-            train_and_report(args.out, models, data_dir, CropTrainConfig(epochs=args.crop_epochs, seed=args.seed),
-                             args.resume, command)
+            train_and_report(args.out, models, CropTrainConfig(epochs=args.crop_epochs, seed=args.seed), args.resume,
+                             command)
         except ValueError as exc:
             print(f"error: crop stage: {exc}", file=sys.stderr)
             return 2

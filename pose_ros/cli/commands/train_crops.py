@@ -1,10 +1,11 @@
 """`pose-ros train-crops`: train a model file's second stage (dense correspondences on object crops).
 
-Uses the scenes the first stage was trained on (``--data-dir``, the data dir `pose-ros train` wrote;
-by default the one recorded in the model file), stores the stage in the model file after every epoch
-(key ``correspondence``) and keeps the optimizer in ``<model>.crops.ckpt`` so that ``--resume``
-continues an interrupted run. Prints per epoch the held-out coordinate error, mask IoU and the share
-of objects posed within 0.1 d ADD(-S) by PnP on these correspondences alone.
+Renders crops zoomed in on each object of scenes like the first stage's (same camera, photos, clutter,
+distances: read from the model file) into a crop bank (``--bank-dir``, default ``<model>.crops/``;
+kept, so a later run reuses it), stores the stage in the model file after every epoch (key
+``correspondence``) and keeps the optimizer in ``<model>.crops.ckpt`` so that ``--resume`` continues an
+interrupted run. Prints per epoch the held-out coordinate error, mask IoU and the share of objects
+posed within 0.1 d ADD(-S) by PnP (and by 3D-3D RANSAC with depth) on these correspondences alone.
 """
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--meshes", type=Path, help="meshes/ folder (object.yaml per object)")
     src.add_argument("--bop-models", type=Path, help="BOP models folder")
-    p.add_argument("--data-dir", type=Path, default=None, help="pre-rendered scenes (default: the model's own)")
+    p.add_argument("--bank-dir", type=Path, default=None, help="rendered crops (default: <model>.crops/ beside it)")
+    p.add_argument("--crops", type=int, default=20000, help="training crops to render")
+    p.add_argument("--val-crops", type=int, default=256, help="held-out crops (another seed)")
+    p.add_argument("--workers", type=int, default=2, help="processes rendering crops")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -41,33 +45,38 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         loaded = load_model_file(args.model)
-        data_dir = args.data_dir or loaded.raw.get("training", {}).get("data_dir")
-        if not data_dir or not (Path(data_dir) / "train" / "meta.json").is_file():
-            raise ValueError(f"no pre-rendered scenes at {data_dir!r}; pass the --data-dir that `pose-ros train` "
-                             "rendered (it re-renders them deterministically with its stored command)")
         models = load_meshes_for_model(args.meshes or args.bop_models, [o.obj_id for o in loaded.objects])
         by_class = check_meshes(loaded, models)
         models = [by_class[c] for c in range(1, len(loaded.objects) + 1)]
         widths = tuple(int(w) for w in args.widths.split(","))
         if len(widths) != 3:
             raise ValueError(f"--widths needs 3 values; got {args.widths}")
+        for name in ("epochs", "crops", "val_crops", "workers", "batch_size"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
         cfg = CropTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop_size=args.crop_size,
-                              widths=widths, threads=args.threads, seed=args.seed, time_budget_s=args.time_budget)
+                              widths=widths, threads=args.threads, seed=args.seed, time_budget_s=args.time_budget,
+                              crops=args.crops, val_crops=args.val_crops, render_workers=args.workers)
         command = "pose-ros " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "--resume")
-        train_and_report(args.model, models, data_dir, cfg, args.resume, command)
+        train_and_report(args.model, models, cfg, args.resume, command, args.bank_dir)
     except (ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def train_and_report(model: Path, models: list, data_dir: str | Path, cfg: object, resume: bool, command: str) -> None:
-    """Train the crop stage into ``model`` (optimizer kept in ``<model>.crops.ckpt``) and print the result;
-    `pose-ros train --crop-epochs` calls this too."""
+def train_and_report(model: Path, models: list, cfg: object, resume: bool, command: str,
+                     bank_dir: Path | None = None) -> None:
+    """Train the crop stage into ``model`` (optimizer kept in ``<model>.crops.ckpt``, crops in
+    ``bank_dir`` or ``<model>.crops/``) and print the result; `pose-ros train --crop-epochs` calls this too."""
     from pose_ros.objects.correspondence_training import train_correspondence
+    from pose_ros.objects.crop_rendering import scene_config_of_model
+    from pose_ros.objects.model_file import load_model_file
 
+    scene_cfg = scene_config_of_model(load_model_file(model))
     ckpt = model.with_name(model.name + ".crops.ckpt")
-    out = train_correspondence(model, models, data_dir, cfg, ckpt, resume=resume, command=command)
+    bank = bank_dir or model.with_name(model.stem + ".crops")
+    out = train_correspondence(model, models, scene_cfg, bank, cfg, ckpt, resume=resume, command=command)
     h = out["history"][-1] if out["history"] else {}
     print(f"crop stage: {out['progress']['epoch']}/{cfg.epochs} epochs, {out['progress']['train_time_s'] / 60:.1f} "
           f"min; held-out ADD(-S) before ICP: PnP {100 * h.get('pnp_add_s', 0):.1f}%, with depth "
