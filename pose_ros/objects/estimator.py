@@ -385,15 +385,13 @@ class PoseEstimator:
         for n, (cls, m_out, mask, stats) in enumerate(kept):
             spec = self.objects[cls - 1]
             model = self.models.get(cls)
-            tv = time.perf_counter()
-            vs, us = np.nonzero(m_out)
-            v = vec[cls - 1][:, :, vs, us].transpose(2, 0, 1)
-            vr = vote_keypoints(np.stack([us, vs], 1).astype(np.float64), v, self.voting_config, self.rng)
-            kp_uv = (vr.keypoints_uv + 0.5) * f - 0.5
-            kp_cov = vr.covariance * f * f
-            stats.vote_inlier_ratio = float(vr.inlier_ratio[vr.valid].mean()) if vr.valid.any() else 0.0
-            acc["voting"] += (time.perf_counter() - tv) * 1e3
+            depth_here = has_depth and model is not None and bool(np.count_nonzero(depth[mask] > 0) >= 20)
             pnp = crop_pnp[n]
+            vr = kp_uv = kp_cov = None
+            # The first stage's keypoint votes: for PnP when the crop stage gave no pose, for the depth
+            # search's hints and the depth-free score; skipped while the crop pose carries (~15 ms each).
+            if pnp is None or not pnp.ok or not depth_here:
+                vr, kp_uv, kp_cov = self._votes(vec[cls - 1], m_out, f, stats, acc)
             if pnp is not None and pnp.ok:
                 stats.correspondences = "crop"
                 stats.crop_visible_fraction = crop_visible[n]
@@ -411,7 +409,6 @@ class PoseEstimator:
             inlier_ratio = stats.pnp_inliers / max(1, min(stats.pnp_keypoints, len(spec.keypoints_m))
                                                    if stats.correspondences == "votes" else stats.pnp_keypoints) \
                 if pnp.ok else 0.0
-            depth_here = has_depth and model is not None and bool(np.count_nonzero(depth[mask] > 0) >= 20)
             scene = None                 # the instance's ICP scene, prepared once for every refinement
             if self.use_icp and depth_here:
                 from pose_ros.objects.icp_scene import prepare_icp_scene
@@ -441,6 +438,8 @@ class PoseEstimator:
                     and (best is None or best[0] < self.depth_search_below)):
                 from pose_ros.objects.depth_search import depth_pose_search
 
+                if vr is None:
+                    vr, kp_uv, kp_cov = self._votes(vec[cls - 1], m_out, f, stats, acc)
                 ts = time.perf_counter()
                 self.stage_counts["depth_search"] += 1
                 extra = [pnp.T_cam_obj[:3, :3]] if pnp.ok else None
@@ -509,6 +508,18 @@ class PoseEstimator:
             r.stats.time_ms = dict(timing)
         self.last_timing_ms = timing
         return results
+
+    def _votes(self, vec: np.ndarray, m_out: np.ndarray, f: float, stats: PoseStats, acc: Counter,
+               ) -> tuple[Any, np.ndarray, np.ndarray]:
+        """One instance's voted keypoints (image pixels) and their covariances; the vote inlier ratio
+        goes into ``stats``."""
+        tv = time.perf_counter()
+        vs, us = np.nonzero(m_out)
+        v = vec[:, :, vs, us].transpose(2, 0, 1)
+        vr = vote_keypoints(np.stack([us, vs], 1).astype(np.float64), v, self.voting_config, self.rng)
+        stats.vote_inlier_ratio = float(vr.inlier_ratio[vr.valid].mean()) if vr.valid.any() else 0.0
+        acc["voting"] += (time.perf_counter() - tv) * 1e3
+        return vr, (vr.keypoints_uv + 0.5) * f - 0.5, vr.covariance * f * f
 
     def _crop_pnp(self, kept: list, rgb: np.ndarray | None, depth: np.ndarray | None, camera: PinholeCamera,
                   acc: Counter) -> tuple[list[Any], list[float]]:

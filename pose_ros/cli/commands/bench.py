@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
             times.append(dict(est.last_timing_ms))
             found.append(len(res))
             false_pos.append(sum(count_false_positives(gt, res, by_id, use_icp=True)))
-    keys = ["preprocess", "network", "objectness", "instances", "voting", "pnp", "icp", "depth_search", "appearance",
-            "scoring", "total"]
+    keys = ["preprocess", "network", "objectness", "instances", "crop_network", "crop_pnp", "voting", "pnp", "icp",
+            "depth_search", "appearance", "scoring", "total"]
     print(f"object pose bench: {w}x{h}, {args.objects} objects/frame, {len(times)} runs, torch threads "
           f"{torch.get_num_threads()}, device {args.device}, ICP {'off' if args.no_icp else 'on'}, depth search "
           f"{'off' if args.no_icp or args.no_depth_search else 'on'}, appearance check "
@@ -108,4 +108,7 @@ def run(args: argparse.Namespace) -> int:
     tot = np.array([t["total"] for t in times])
     print(f"FPS (1000 / mean total): {1000.0 / tot.mean():.1f}; poses found per frame: {np.mean(found):.2f} "
           f"(of {args.objects}); false positives per frame (absent object or ADD(-S) >= 0.1 d): {np.mean(false_pos):.2f}")
+    sc = est.stage_counts
+    print(f"pose hypotheses: crop stage {sc.get('crop_pnp', 0)}, voted keypoints {sc.get('votes_pnp', 0)}; depth-search "
+          f"fallback ran {sc.get('depth_search', 0)} times, its pose kept {sc.get('depth_search_won', 0)}")
     return 0
