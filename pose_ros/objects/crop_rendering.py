@@ -127,7 +127,6 @@ class CropRenderer:
     def scene_crops(self, rng: np.random.Generator) -> list[CropSample]:
         """Crops of the instances of one random scene (objects and some distractors)."""
         draw = self.scenes.sample(rng, empty=False)
-        cam = self.scenes.cameras[draw.camera_index]
         objs = [(obj, T) for _, obj, T in draw.scene]
         if not objs:
             return []
@@ -145,15 +144,15 @@ class CropRenderer:
         out = []
         light = np.array([rng.uniform(-0.8, 0.8), rng.uniform(-1.0, 0.2), -1.0])
         for k in picks[:self.max_crops]:
-            b = crop_box_from_mask(vis.instance_mask == k, self.pad)
+            b = crop_box_from_mask(vis.instance_mask == k, self.pad, min_side_px=16.0 * s)   # run time's 16 px
             box = CropBox((b.cu + 0.5) / s - 0.5, (b.cv + 0.5) / s - 0.5, b.side_px / s)   # full-frame pixels
             box = jitter_box(box, rng)
-            sample = self._render_crop(draw, cam, k, box, light, rng)
+            sample = self._render_crop(draw, k, box, light, rng)
             if sample is not None:
                 out.append(sample)
         return out
 
-    def _render_crop(self, draw: Any, cam: PinholeCamera, k: int, box: CropBox, light: np.ndarray,
+    def _render_crop(self, draw: Any, k: int, box: CropBox, light: np.ndarray,
                      rng: np.random.Generator) -> CropSample | None:
         from pose_ros.objects.training_data import _background_depth, canonical_pose
 
