@@ -170,7 +170,7 @@ def test_calibrate_score_chooses_the_offset_on_training_photos():
     import argparse
 
     from conftest import shared_data_path
-    from pose_ros.cli.commands.calibrate_score import _background_offset, _full_resolution_scene_config
+    from pose_ros.cli.commands.calibrate_score import _background_offset, _calibration_scene_config
     from pose_ros.objects.estimator import PoseEstimator
 
     model = REPO / "models" / "ycbv.pt"
@@ -178,7 +178,7 @@ def test_calibrate_score_chooses_the_offset_on_training_photos():
         pytest.skip(f"shipped model missing: {model}")
     est = PoseEstimator(model, use_icp=False)
     try:
-        cfg = _full_resolution_scene_config(est.loaded.raw["training"])
+        cfg = _calibration_scene_config(est.loaded)
     except ValueError as exc:
         pytest.skip(f"{exc} (shared data: {shared_data_path('photos')})")
     args = argparse.Namespace(photos=24, seed=0, photo_share=0.01, background_offset=None)

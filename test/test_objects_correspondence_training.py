@@ -18,8 +18,7 @@ from pose_ros.core.camera import PinholeCamera
 from pose_ros.objects.correspondence_training import (CropTrainConfig, crop_batch, crop_loss,
                                                       evaluate_correspondence, train_correspondence)
 from pose_ros.objects.crop_bank import load_crop_bank
-from pose_ros.objects.crop_rendering import full_resolution_scene_config
-from pose_ros.objects.training_data import SceneConfig
+from pose_ros.objects.training_data import SceneConfig, full_resolution_scene_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "demo_objects.pt"

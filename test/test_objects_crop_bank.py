@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pose_ros.objects.crop_bank import SHARD, CropBankError, load_crop_bank, render_crop_bank
-from pose_ros.objects.crop_rendering import CropRenderer, full_resolution_scene_config
-from pose_ros.objects.training_data import SceneConfig
+from pose_ros.objects.crop_rendering import CropRenderer
+from pose_ros.objects.training_data import SceneConfig, full_resolution_scene_config
 
 REPO = Path(__file__).resolve().parents[1]
 

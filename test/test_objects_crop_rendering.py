@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from pose_ros.objects.crop_geometry import CropBox, crop_image, crop_to_image_px
-from pose_ros.objects.crop_rendering import (CropRenderer, _zoomed_camera, full_resolution_scene_config,
-                                             whole_render_box)
-from pose_ros.objects.training_data import SceneConfig
+from pose_ros.objects.crop_rendering import CropRenderer, _zoomed_camera, whole_render_box
+from pose_ros.objects.training_data import SceneConfig, full_resolution_scene_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -81,10 +81,7 @@ def render_crop_bank(out_dir: str | Path, num_crops: int, seed: int, renderer_ar
                      identity: dict[str, Any], workers: int = 2, progress: bool = True) -> Path:
     """Render ``num_crops`` crops with ``CropRenderer(**renderer_args)`` into ``out_dir`` (shards of
     256), skipping shards already there. ``identity`` (objects, settings) must match an existing bank."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
+    from pose_ros.objects.shard_jobs import run_shard_jobs
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,16 +97,8 @@ def render_crop_bank(out_dir: str | Path, num_crops: int, seed: int, renderer_ar
     for shard, start in enumerate(range(0, num_crops, SHARD)):
         if not (out / f"crops_{shard:05d}.npz").exists():
             jobs.append((str(out), shard, min(SHARD, num_crops - start), seed, renderer_args))
-    bar = tqdm(total=num_crops, desc=f"render crops ({out.name})", unit="crop", disable=not progress,
-               initial=num_crops - sum(j[2] for j in jobs), dynamic_ncols=True, mininterval=5.0)
-    if workers <= 1 or len(jobs) <= 1:
-        for j in jobs:
-            bar.update(_render_shard(j))
-    else:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
-            for n in ex.map(_render_shard, jobs):
-                bar.update(n)
-    bar.close()
+    run_shard_jobs(_render_shard, jobs, num_crops, num_crops - sum(j[2] for j in jobs), workers, progress,
+                   desc=f"render crops ({out.name})", unit="crop", dynamic_ncols=True, mininterval=5.0)
     return out
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from pose_ros.core.camera import PinholeCamera
 from pose_ros.objects.crop_geometry import CropBox, crop_box_from_mask, crop_image, crop_to_image_px, jitter_box
 
-__all__ = ["CropSample", "CropRenderer", "full_resolution_scene_config", "scene_config_of_model", "whole_render_box"]
+__all__ = ["CropSample", "CropRenderer", "whole_render_box"]
 
 
 @dataclass
@@ -44,31 +44,6 @@ class CropSample:
     K_crop: np.ndarray            # (3,3) of the crop camera at the render size
     T_cam_obj: np.ndarray | None  # (4,4) canonical pose in the crop camera; None for a negative
     render_depth_m: np.ndarray | None = None   # (R,R) noisy depth of the crop camera (``keep_render_depth``)
-
-
-def full_resolution_scene_config(cfg: Any) -> Any:
-    """The first stage's scene settings at the user's camera resolution (640x480 without one): the
-    crops zoom into frames as the camera delivers them, not into the network's letterboxed input."""
-    from dataclasses import replace
-
-    if cfg.camera_K is not None and cfg.camera_size is not None:
-        return replace(cfg, width=int(cfg.camera_size[0]), height=int(cfg.camera_size[1]))
-    s = 640.0 / cfg.width
-    return replace(cfg, width=640, height=int(round(cfg.height * s)),
-                   fx_range=(cfg.fx_range[0] * s, cfg.fx_range[1] * s))
-
-
-def scene_config_of_model(loaded: Any) -> Any:
-    """The scenes a model file's first stage was trained on, at the camera's resolution."""
-    from pose_ros.objects.training_data import SceneConfig
-
-    raw = loaded.raw.get("training", {}).get("scene_config")
-    if raw is None:
-        raise ValueError("the model file records no training scene settings (scene_config); train it with "
-                         "`pose-ros train` first")
-    known = set(SceneConfig.__dataclass_fields__)
-    sc = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in known}
-    return full_resolution_scene_config(SceneConfig(**sc))
 
 
 def whole_render_box(render_size: int) -> CropBox:

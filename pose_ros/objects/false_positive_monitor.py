@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ObjectFreeFrame", "object_free_frames", "plane_depth", "false_positive_stats", "network_seg_logits",
+__all__ = ["ObjectFreeFrame", "object_free_camera", "object_free_frames", "plane_depth", "false_positive_stats", "network_seg_logits",
            "network_class_maps"]
 
 
@@ -75,6 +75,17 @@ def false_positive_stats(class_maps: Sequence[np.ndarray], min_pixels: int = 12)
             blobs += int((stats[1:, cv2.CC_STAT_AREA] >= min_pixels).sum())
     return {"fp_pixel_share": px / max(total, 1), "fp_blobs_per_image": blobs / len(class_maps),
             "images": len(class_maps)}
+
+
+def object_free_camera(camera_K: Any = None, camera_size: Any = None) -> Any:
+    """The camera a model's object-free photos are seen through: its training camera (K at
+    camera_size), else a 640x480 one with fx 600 (a typical RGB-D camera)."""
+    from pose_ros.core.camera import PinholeCamera
+
+    if camera_K is not None:
+        w, h = camera_size
+        return PinholeCamera(np.asarray(camera_K, np.float64).reshape(3, 3), int(w), int(h))
+    return PinholeCamera(np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]]), 640, 480)
 
 
 def network_seg_logits(net: Any, frames: Sequence[ObjectFreeFrame], device: str = "cpu") -> list[np.ndarray]:

@@ -28,7 +28,7 @@ from pose_ros.core.camera import PinholeCamera
 from pose_ros.core.transforms import invert_T, look_at, random_rotation
 
 __all__ = [
-    "SceneConfig", "RawSample", "canonical_pose", "sample_scene", "SceneDraw", "SceneRenderer", "make_targets", "augment",
+    "SceneConfig", "full_resolution_scene_config", "scene_config_of_model", "RawSample", "canonical_pose", "sample_scene", "SceneDraw", "SceneRenderer", "make_targets", "augment",
     "prerender", "PrerenderedDataset", "OnTheFlyDataset", "DataDirError", "read_data_meta",
 ]
 
@@ -70,6 +70,30 @@ class SceneConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def full_resolution_scene_config(cfg: Any) -> Any:
+    """The first stage's scene settings at the user's camera resolution (640x480 without one): score
+    calibration and the crop stage see frames as the camera delivers them, not the network's
+    letterboxed input."""
+    from dataclasses import replace
+
+    if cfg.camera_K is not None and cfg.camera_size is not None:
+        return replace(cfg, width=int(cfg.camera_size[0]), height=int(cfg.camera_size[1]))
+    s = 640.0 / cfg.width
+    return replace(cfg, width=640, height=int(round(cfg.height * s)),
+                   fx_range=(cfg.fx_range[0] * s, cfg.fx_range[1] * s))
+
+
+def scene_config_of_model(loaded: Any) -> Any:
+    """The scenes a model file's first stage was trained on, at the camera's resolution."""
+    raw = loaded.raw.get("training", {}).get("scene_config")
+    if raw is None:
+        raise ValueError("the model file records no training scene settings (scene_config); train it with "
+                         "`pose-ros train` first")
+    known = set(SceneConfig.__dataclass_fields__)
+    sc = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in known}
+    return full_resolution_scene_config(SceneConfig(**sc))
 
 
 @dataclass
@@ -580,11 +604,8 @@ def prerender(models: Sequence[Any], out_dir: str | Path, num_images: int, seed:
     Deterministic: sample i always comes from rng([seed, i]), so an interrupted run resumes and
     two runs with the same seed produce the same data.
     """
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
-
     from pose_ros.objects.model_file import mesh_hash
+    from pose_ros.objects.shard_jobs import run_shard_jobs
 
     cfg = cfg or SceneConfig()
     out = Path(out_dir)
@@ -605,18 +626,8 @@ def prerender(models: Sequence[Any], out_dir: str | Path, num_images: int, seed:
         if (out / f"meta_{shard:05d}.npz").exists():
             continue
         jobs.append((str(out), shard, start, count, seed, list(models), cfg))
-    bar = tqdm(total=num_images, desc="render", unit="img", disable=not progress,
-               initial=num_images - sum(j[3] for j in jobs))
-    if workers <= 1 or len(jobs) <= 1:
-        for j in jobs:
-            bar.update(_render_shard(j))
-    else:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
-            for n in ex.map(_render_shard, jobs):
-                bar.update(n)
-    bar.close()
+    run_shard_jobs(_render_shard, jobs, num_images, num_images - sum(j[3] for j in jobs), workers, progress,
+                   desc="render", unit="img")
     (out / "done").write_text(str(num_images))
     return out
 

@@ -36,23 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _full_resolution_scene_config(training: dict):
-    """The model's training SceneConfig, at the camera's own resolution instead of the network's."""
-    from pose_ros.objects.training_data import SceneConfig
+def _calibration_scene_config(loaded):
+    """The model's training scenes at the camera's own resolution; its photos must be here."""
+    from pose_ros.objects.training_data import scene_config_of_model
 
-    sc = dict(training.get("scene_config") or {})
-    if not sc:
-        raise ValueError("the model file records no training scene settings; retrain it with this version")
-    for k in ("fx_range", "objects_range", "distractors_range", "distance_range_m", "camera_size", "photo_dirs"):
-        if sc.get(k) is not None:
-            sc[k] = tuple(sc[k])
-    cfg = SceneConfig(**sc)
-    if cfg.camera_K is not None:
-        cfg.width, cfg.height = cfg.camera_size
-    else:
-        f = 640.0 / cfg.width
-        cfg.fx_range = (cfg.fx_range[0] * f, cfg.fx_range[1] * f)
-        cfg.width, cfg.height = 640, 480
+    cfg = scene_config_of_model(loaded)
     missing = [d for d in cfg.photo_dirs if not Path(d).is_dir()]
     if missing:
         raise ValueError(f"the training photos {missing} are not here; calibrate where they are")
@@ -61,22 +49,18 @@ def _full_resolution_scene_config(training: dict):
 
 def _background_offset(est, cfg, args: argparse.Namespace) -> tuple[float, dict]:
     """The offset (chosen on training photos unless given) and its object-pixel shares on both splits."""
-    import numpy as np
-
     from pose_ros.objects.background_offset import choose_background_offset, labelled_share, object_margin
-    from pose_ros.objects.false_positive_monitor import network_seg_logits, object_free_frames
+    from pose_ros.objects.false_positive_monitor import network_seg_logits, object_free_camera, object_free_frames
 
     if not cfg.photo_dirs:
         offset = float(args.background_offset or 0.0)
         print(f"the model records no training photos to measure on: background offset {offset:.2f} (as given)")
         return offset, {"offset": offset, "target_share": None}
-    if cfg.camera_K is not None:
-        K = np.asarray(cfg.camera_K, np.float64).reshape(3, 3)
-    else:
-        K = np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]])
+    cam = object_free_camera(cfg.camera_K, cfg.camera_size)
     margins = {}
     for split, count in (("train", args.photos), ("heldout", 60)):
-        frames = object_free_frames(list(cfg.photo_dirs), K, cfg.width, cfg.height, count, seed=args.seed, split=split)
+        frames = object_free_frames(list(cfg.photo_dirs), cam.K, cam.width, cam.height, count, seed=args.seed,
+                                    split=split)
         margins[split] = [object_margin(s) for s in network_seg_logits(est.net, frames, est.device)]
     if args.background_offset is not None:
         offset = float(args.background_offset)
@@ -112,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         est = PoseEstimator(args.model, meshes=args.meshes or args.bop_models, score_threshold=0.0,
                             use_score_calibration=False)
         est.collect_features = True
-        cfg = _full_resolution_scene_config(est.loaded.raw.get("training", {}))
+        cfg = _calibration_scene_config(est.loaded)
         offset, offset_report = _background_offset(est, cfg, args)
         est.background_offset = offset
         models = [est.models[c] for c in range(1, len(est.objects) + 1)]

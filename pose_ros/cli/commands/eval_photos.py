@@ -37,9 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from pose_ros.core.camera import PinholeCamera
     from pose_ros.objects.estimator import PoseEstimator
-    from pose_ros.objects.false_positive_monitor import object_free_frames
+    from pose_ros.objects.false_positive_monitor import object_free_camera, object_free_frames
     from pose_ros.objects.model_file import ModelFileError
     from pose_ros.synth.photo_bank import default_photo_dirs
 
@@ -49,11 +48,7 @@ def run(args: argparse.Namespace) -> int:
         dirs = args.photos or list(sc.get("photo_dirs") or []) or [str(d) for d in default_photo_dirs()]
         if not dirs:
             raise ValueError("no photo folders: pass --photos DIR")
-        if sc.get("camera_K"):
-            w, h = sc["camera_size"]
-            cam = PinholeCamera(np.asarray(sc["camera_K"], np.float64).reshape(3, 3), int(w), int(h))
-        else:
-            cam = PinholeCamera(np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]]), 640, 480)
+        cam = object_free_camera(sc.get("camera_K") or None, sc.get("camera_size"))
         frames = object_free_frames(dirs, cam.K, cam.width, cam.height, args.count, seed=args.seed)
     except (ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -70,7 +70,7 @@ def train_and_report(model: Path, models: list, cfg: object, resume: bool, comma
     """Train the crop stage into ``model`` (optimizer kept in ``<model>.crops.ckpt``, crops in
     ``bank_dir`` or ``<model>.crops/``) and print the result; `pose-ros train --crop-epochs` calls this too."""
     from pose_ros.objects.correspondence_training import train_correspondence
-    from pose_ros.objects.crop_rendering import scene_config_of_model
+    from pose_ros.objects.training_data import scene_config_of_model
     from pose_ros.objects.model_file import load_model_file
 
     scene_cfg = scene_config_of_model(load_model_file(model))
