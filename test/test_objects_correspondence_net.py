@@ -40,14 +40,15 @@ def test_config_validation_errors():
 def test_config_dict_round_trip():
     c = CorrespondenceConfig(num_classes=5, crop_size=96, widths=(16, 24, 40), decoder_width=20, pad=1.7)
     d = c.to_dict()
-    assert d == {"num_classes": 5, "crop_size": 96, "widths": [16, 24, 40], "decoder_width": 20, "pad": 1.7}
+    assert d == {"num_classes": 5, "crop_size": 96, "widths": [16, 24, 40], "decoder_width": 20, "pad": 1.7,
+                 "class_film": False}
     assert isinstance(d["widths"], list)                          # plain types for the model file
     back = CorrespondenceConfig.from_dict(d)
     assert back == c and back.widths == (16, 24, 40)
     assert d["widths"] == [16, 24, 40]                            # from_dict does not modify its input
     # older/minimal dicts fall back to the defaults
     m = CorrespondenceConfig.from_dict({"num_classes": 2})
-    assert m == CorrespondenceConfig(num_classes=2)
+    assert m == CorrespondenceConfig(num_classes=2) and not m.class_film      # files from before FiLM
     with pytest.raises(ValueError, match="crop_size"):
         CorrespondenceConfig.from_dict({**d, "crop_size": 50})
 
@@ -94,6 +95,28 @@ def test_class_index_selects_its_head():
     assert not torch.allclose(out2["mask"][2], alone[1]["mask"][0])
 
 
+def test_class_film_starts_as_identity_and_conditions_on_the_class():
+    plain = _net(num_classes=3)
+    film = _net(num_classes=3, class_film=True)
+    assert set(film.state_dict()) - set(plain.state_dict()) == {"film3.weight", "film1.weight"}
+    film.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(1, 4, 32, 32).repeat(3, 1, 1, 1)
+    cls = torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        ref, out = plain(x, cls), film(x, cls)
+        for k in ref:                                              # zero-initialised: the plain network's maps
+            assert torch.allclose(ref[k], out[k], atol=1e-6), k
+        film.film1.weight[1] += 0.5                                 # class 1's scale and shift only
+        film.film3.weight[1] -= 0.3
+        moved = film(x, cls)
+    for k in ref:
+        assert torch.allclose(moved[k][[0, 2]], out[k][[0, 2]], atol=1e-6), k
+        assert not torch.allclose(moved[k][1], out[k][1], atol=1e-3), k
+    # a file without FiLM loads into its own (plain) config and refuses a FiLM one
+    with pytest.raises(RuntimeError, match="film"):
+        _net(num_classes=3, class_film=True).load_state_dict(plain.state_dict())
+
+
 def test_xyz_bounded_by_tanh_scale():
     net = _net(num_classes=2)
     with torch.no_grad():
@@ -112,9 +135,10 @@ def test_xyz_bounded_by_tanh_scale():
     assert torch.all(ls[0] == 2.0) and torch.all(ls[1] == -7.0)
 
 
-def test_network_learns_a_per_class_mapping():
+@pytest.mark.parametrize("class_film", [False, True])
+def test_network_learns_a_per_class_mapping(class_film):
     """One tiny fit: the two heads of the same input learn different targets (gradients reach the right head)."""
-    net = _net(num_classes=2).train()
+    net = _net(num_classes=2, class_film=class_film).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     torch.manual_seed(1)
     x = torch.randn(2, 4, 32, 32)

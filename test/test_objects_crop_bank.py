@@ -72,3 +72,19 @@ def test_bank_resumes_and_refuses_other_settings(bank_dir, renderer_args):
         render_crop_bank(bank_dir, SHARD, 4, renderer_args, {**IDENTITY, "crop_size": 48}, workers=1, progress=False)
     with pytest.raises(CropBankError, match="no crop bank"):
         load_crop_bank(bank_dir.parent / "nothing")
+
+
+def test_a_grown_bank_completes_its_short_last_shard(bank_dir, renderer_args, tmp_path):
+    import shutil
+
+    grown = tmp_path / "grown"
+    shutil.copytree(bank_dir, grown)
+    before = load_crop_bank(grown)
+    shard0 = grown / "crops_00000.npz"
+    mtime = shard0.stat().st_mtime_ns
+    render_crop_bank(grown, SHARD + 20, 4, renderer_args, IDENTITY, workers=1, progress=False)
+    bank = load_crop_bank(grown)
+    assert len(bank) == SHARD + 20 and len(load_crop_bank(grown, SHARD + 20)) == SHARD + 20
+    assert shard0.stat().st_mtime_ns == mtime                          # full shards are kept
+    # the short shard was rendered again from the same rng: its first 10 crops are the ones it had
+    assert np.array_equal(bank.rgb[:SHARD + 10], before.rgb) and np.array_equal(bank.cls[:SHARD + 10], before.cls)

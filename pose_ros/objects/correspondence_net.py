@@ -14,6 +14,11 @@ Inputs (B, 4, S, S): RGB normalised like the first stage, and depth relative to 
 depth in units of the object's diameter (0 where missing), which makes the crop distance-invariant.
 Outputs at S/2 for each class (heads are class-specific, selected by the detected class):
 ``mask`` logit, ``xyz`` = (X - centre) / diameter, ``log_sigma`` of the xyz error (Laplace).
+
+With many objects (``class_film``) the detected class also modulates the features (a learned
+per-class scale and shift, FiLM) at the bottleneck and before the heads: a small shared decoder then
+only has to describe the one object it was asked about, instead of every object's surface at once,
+which is what left a 21-object stage underfitted on CPU.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ class CorrespondenceConfig:
     widths: tuple[int, int, int] = (32, 64, 128)
     decoder_width: int = 48
     pad: float = 1.4                       # crop side = pad x the mask's bounding-box side
+    class_film: bool = False               # class-conditioned features (module doc); False in older files
 
     def __post_init__(self) -> None:
         if int(self.num_classes) < 1:
@@ -80,22 +86,39 @@ class CorrespondenceNet(nn.Module):
         self.dec1 = nn.Sequential(_conv_bn(d + w1, d, 1), SepBlock(d, d), SepBlock(d, d))          # 1/2
         c = config.num_classes
         self.head = nn.Conv2d(d, c * 5, 1)        # per class: mask logit, xyz (3), log sigma
+        if config.class_film:
+            self.film3 = nn.Embedding(c, 2 * w3)
+            self.film1 = nn.Embedding(c, 2 * d)
+            for e in (self.film3, self.film1):
+                nn.init.zeros_(e.weight)          # starts as the identity: scale 1 + 0, shift 0
+        # Channels-last runs the depthwise-separable blocks ~1.5x faster on CPU (training and inference).
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor, cls: torch.Tensor) -> dict[str, torch.Tensor]:
         """``x`` (B,4,S,S), ``cls`` (B,) 0-based class index -> that class's maps at S/2."""
         if x.ndim != 4 or x.shape[1] != 4:
             raise ValueError(f"input must be (B,4,S,S); got {tuple(x.shape)}")
-        s1 = self.stem(x)
+        s1 = self.stem(x.contiguous(memory_format=torch.channels_last))
         s2 = self.enc2(s1)
         s3 = self.enc3(s2)
+        if self.config.class_film:
+            s3 = _film(s3, self.film3(cls.long()))
         y = F.interpolate(s3, size=s2.shape[-2:], mode="bilinear", align_corners=False)
         y = self.dec2(torch.cat([y, s2], 1))
         y = F.interpolate(y, size=s1.shape[-2:], mode="bilinear", align_corners=False)
         y = self.dec1(torch.cat([y, s1], 1))
+        if self.config.class_film:
+            y = _film(y, self.film1(cls.long()))
         out = self.head(y)
         b, _, h, w = out.shape
         out = out.view(b, self.config.num_classes, 5, h, w)[torch.arange(b, device=x.device), cls.long()]
         return {"mask": out[:, 0], "xyz": torch.tanh(out[:, 1:4]) * 0.75, "log_sigma": out[:, 4].clamp(-7.0, 2.0)}
+
+
+def _film(x: torch.Tensor, scale_shift: torch.Tensor) -> torch.Tensor:
+    """Per-sample channel scale (1 + a) and shift (b) from a (B, 2C) class embedding."""
+    a, b = scale_shift[:, :, None, None].chunk(2, dim=1)
+    return x * (1.0 + a) + b
 
 
 def crop_input(rgb_crop: np.ndarray, depth_crop_m: np.ndarray | None, z_ref_m: float, diameter_m: float) -> np.ndarray:

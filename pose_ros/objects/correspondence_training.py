@@ -21,7 +21,7 @@ import numpy as np
 
 from pose_ros.objects.crop_bank import CropBank
 
-__all__ = ["CropTrainConfig", "crop_batch", "train_correspondence", "evaluate_correspondence",
+__all__ = ["CropTrainConfig", "crop_bank_identity", "crop_batch", "train_correspondence", "evaluate_correspondence",
            "crop_renderer_args"]
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class CropTrainConfig:
     widths: tuple[int, int, int] = (32, 64, 128)
     decoder_width: int = 48
     pad: float = 1.4
+    class_film: bool = True           # class-conditioned features (``correspondence_net``)
     crops: int = 20000                # training crops rendered into the bank
     val_crops: int = 256              # held-out crops (another seed)
     render_workers: int = 2
@@ -56,6 +57,15 @@ def crop_renderer_args(models: Sequence[Any], scene_cfg: Any, centres_m: Sequenc
             "diameters_m": [float(d) for d in diameters_m], "crop_size": cfg.crop_size, "pad": cfg.pad,
             "min_visible_px": cfg.min_visible_px, "wrong_class_share": cfg.wrong_class_share,
             "distractor_share": cfg.distractor_share, "keep_render_depth": keep_render_depth, "seed": cfg.seed}
+
+
+def crop_bank_identity(specs: Sequence[Any], scene_cfg: Any, cfg: CropTrainConfig) -> dict:
+    """What a bank's crops depend on (objects, scenes, the renderer's settings): a bank rendered for
+    other values is refused rather than mixed in."""
+    args = crop_renderer_args([], scene_cfg, [], [], cfg)
+    return {"objects": [{"name": s.name, "obj_id": int(s.obj_id), "mesh_hash": s.mesh_hash} for s in specs],
+            "scene_config": scene_cfg.to_dict(),
+            **{k: args[k] for k in ("crop_size", "pad", "min_visible_px", "wrong_class_share", "distractor_share")}}
 
 
 def crop_batch(bank: CropBank, indices: Sequence[int], diameters_m: Sequence[float],
@@ -167,10 +177,7 @@ def train_correspondence(model_file: str | Path, models: Sequence[Any], scene_cf
     centres = [s.keypoints_m[-1] for s in specs]
     diameters = [s.diameter_m for s in specs]
     bank_dir = Path(bank_dir)
-    identity = {"objects": [{"name": s.name, "obj_id": int(s.obj_id), "mesh_hash": s.mesh_hash} for s in specs],
-                "scene_config": scene_cfg.to_dict(), "crop_size": cfg.crop_size, "pad": cfg.pad,
-                "min_visible_px": cfg.min_visible_px, "wrong_class_share": cfg.wrong_class_share,
-                "distractor_share": cfg.distractor_share}
+    identity = crop_bank_identity(specs, scene_cfg, cfg)
     render_crop_bank(bank_dir / "val", cfg.val_crops, cfg.seed + 1_000_003,
                      crop_renderer_args(models, scene_cfg, centres, diameters, cfg, keep_render_depth=True),
                      identity, workers=cfg.render_workers, progress=progress)
@@ -181,7 +188,7 @@ def train_correspondence(model_file: str | Path, models: Sequence[Any], scene_cf
 
     torch.set_num_threads(int(cfg.threads or 1))      # one core: the other keeps the machine usable
     net_cfg = CorrespondenceConfig(num_classes=len(specs), crop_size=cfg.crop_size, widths=cfg.widths,
-                                   decoder_width=cfg.decoder_width, pad=cfg.pad)
+                                   decoder_width=cfg.decoder_width, pad=cfg.pad, class_film=cfg.class_film)
     torch.manual_seed(cfg.seed)
     net = CorrespondenceNet(net_cfg)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -77,6 +77,14 @@ def _render_shard(args: tuple) -> int:
     return count
 
 
+def _shard_count(path: Path) -> int:
+    """Crops in a shard file (0 when it is not there)."""
+    if not path.is_file():
+        return 0
+    with np.load(path) as z:
+        return len(z["cls"])
+
+
 def render_crop_bank(out_dir: str | Path, num_crops: int, seed: int, renderer_args: dict[str, Any],
                      identity: dict[str, Any], workers: int = 2, progress: bool = True) -> Path:
     """Render ``num_crops`` crops with ``CropRenderer(**renderer_args)`` into ``out_dir`` (shards of
@@ -95,8 +103,9 @@ def render_crop_bank(out_dir: str | Path, num_crops: int, seed: int, renderer_ar
     meta_path.write_text(json.dumps(meta, indent=1))
     jobs = []
     for shard, start in enumerate(range(0, num_crops, SHARD)):
-        if not (out / f"crops_{shard:05d}.npz").exists():
-            jobs.append((str(out), shard, min(SHARD, num_crops - start), seed, renderer_args))
+        count = min(SHARD, num_crops - start)
+        if _shard_count(out / f"crops_{shard:05d}.npz") != count:      # missing, or the short last shard of a smaller bank
+            jobs.append((str(out), shard, count, seed, renderer_args))
     run_shard_jobs(_render_shard, jobs, num_crops, num_crops - sum(j[2] for j in jobs), workers, progress,
                    desc=f"render crops ({out.name})", unit="crop", dynamic_ncols=True, mininterval=5.0)
     return out

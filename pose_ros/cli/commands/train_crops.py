@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--crop-size", type=int, default=64)
     p.add_argument("--widths", type=str, default="32,64,128", help="encoder widths at 1/2, 1/4, 1/8")
+    p.add_argument("--no-class-film", dest="class_film", action="store_false",
+                   help="class-specific heads only (no class-conditioned features; the older design)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-budget", type=float, default=None, help="stop after the epoch that passes this many s")
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
         cfg = CropTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop_size=args.crop_size,
-                              widths=widths, threads=args.threads, seed=args.seed, time_budget_s=args.time_budget,
+                              widths=widths, class_film=args.class_film, threads=args.threads, seed=args.seed, time_budget_s=args.time_budget,
                               crops=args.crops, val_crops=args.val_crops, render_workers=args.workers)
         command = "pose-ros " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "--resume")
         train_and_report(args.model, models, cfg, args.resume, command, args.bank_dir)
