@@ -13,8 +13,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from pose_ros.core.camera import PinholeCamera
-from pose_ros.objects.correspondence_pose import (CorrespondenceStage, CropMaps, correspondences_from_maps,
-                                                  instance_depth_reference, pnp_from_correspondences,
+from pose_ros.objects.correspondence_pose import (CorrespondenceStage, CropMaps, correspondence_agreement,
+                                                  correspondences_from_maps, instance_depth_reference, pnp_from_correspondences,
                                                   pose_from_correspondences, stage_from_model)
 from pose_ros.objects.crop_geometry import CropBox, crop_box_from_mask, crop_image, crop_to_image_px
 
@@ -113,6 +113,34 @@ def test_exact_maps_recover_the_pose(rendered, name):
     dt, dr = _errors(res.T_cam_obj, T)
     assert dt < 0.002 and dr < 1.0, (dt, dr)
     assert len(res.inliers) >= 0.95 * len(corr.uv) and res.reprojection_error_px < 0.5
+
+
+@pytest.mark.parametrize("name", ["box", "mug"])
+def test_agreement_of_a_pose_with_the_stage_correspondences(rendered, name):
+    model, spec, T, depth, mask, box = _setup(rendered, name)
+    d = spec.diameter_m
+    corr = correspondences_from_maps(_exact_maps(depth, box, T, spec.keypoints_m[-1], d), box,
+                                     spec.keypoints_m[-1], d, PAD)
+    assert correspondence_agreement(corr, T, CAM, d) == 1.0
+
+    def moved(dx_m=0.0, turn_deg=0.0):
+        M = _T(Rotation.from_euler("z", turn_deg, degrees=True).as_matrix(), [dx_m, 0.0, 0.0])
+        return T @ M if turn_deg else _T(T[:3, :3], T[:3, 3] + [dx_m, 0.0, 0.0])
+
+    # within the ADD(-S) tolerance (0.1 d) the pose agrees; beyond it, or turned, it does not
+    assert correspondence_agreement(corr, moved(dx_m=0.04 * d), CAM, d) >= 0.95
+    assert correspondence_agreement(corr, moved(dx_m=0.3 * d), CAM, d) <= 0.05
+    turned = moved(turn_deg=120.0)
+    assert correspondence_agreement(corr, turned, CAM, d) <= 0.3
+    # a symmetry of the object makes the turned pose the same pose: best over the symmetries
+    S = _T(Rotation.from_euler("z", 120.0, degrees=True).as_matrix(), [0.0, 0.0, 0.0])
+    assert correspondence_agreement(corr, turned, CAM, d, [np.eye(4), np.linalg.inv(S)]) == 1.0
+    # nothing to agree with, or a pose behind the camera
+    empty = type(corr)(corr.uv[:0], corr.X_m[:0], corr.sigma_px[:0], 0.0, corr.cell_px)
+    assert correspondence_agreement(empty, T, CAM, d) == 0.0
+    behind = T.copy()
+    behind[2, 3] = -behind[2, 3]
+    assert correspondence_agreement(corr, behind, CAM, d) == 0.0
 
 
 def test_pose_is_wrong_with_a_wrong_centre_or_box(rendered):

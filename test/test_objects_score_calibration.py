@@ -246,6 +246,11 @@ def test_estimator_scores_with_the_stored_calibration(tmp_path, calibration):
         assert res.score == pytest.approx(est.calibration.score(f))
         assert f["protruding_fraction"] == res.stats.protruding_fraction
         assert 0.0 <= f["silhouette_iou"] <= 1.0
+        # the shipped model has a crop stage: the final pose's agreement with its correspondences
+        assert f["crop_agreement"] == res.stats.crop_agreement and 0.0 <= f["crop_agreement"] <= 1.0
+        if res.stats.correspondences == "crop" and res.stats.method.startswith("pnp"):
+            assert f["crop_agreement"] >= 0.5, (res.class_name, f["crop_agreement"])   # posed from them
+    assert any(r.stats.correspondences == "crop" for r in results)
     plain = PoseEstimator(path, meshes=REPO / "meshes", score_threshold=0.0, use_score_calibration=False)
     assert plain.calibration is None
     assert all(p.stats.features == {} for p in plain.estimate(r.rgb, depth, CAM))

@@ -22,7 +22,7 @@ from pose_ros.objects.pnp import PnpConfig, PnpResult, check_plausible, solve_pn
 
 MIN_INLIER_SHARE = 0.35      # of a crop's correspondences a pose must explain
 
-__all__ = ["CorrespondenceStage", "Correspondences", "CropMaps", "correspondences_from_maps",
+__all__ = ["CorrespondenceStage", "Correspondences", "CropMaps", "correspondences_from_maps", "correspondence_agreement",
            "pnp_from_correspondences", "pose_from_correspondences", "instance_depth_reference"]
 
 
@@ -70,6 +70,25 @@ def correspondences_from_maps(maps: CropMaps, box: CropBox, centre_m: np.ndarray
     cell_px = box.side_px / s
     sigma = np.exp(ls.astype(np.float64)) * size_px + 0.5 * cell_px
     return Correspondences(uv, X, sigma, vis, cell_px)
+
+
+def correspondence_agreement(c: Correspondences, T_cam_obj: np.ndarray, camera: PinholeCamera, diameter_m: float,
+                             symmetries: Sequence[np.ndarray] = ()) -> float:
+    """Share of the crop stage's correspondences that a pose reprojects within 0.1 diameter (the
+    ADD(-S) tolerance, in pixels at the object's depth), best over the object's symmetries (the stage
+    learned canonical coordinates). Evidence for a final pose however it was found (crop PnP, depth
+    search): the stage sees the crop and its class, so a wrong class or a wrong turn agrees with few."""
+    if len(c.uv) == 0:
+        return 0.0
+    z = float(T_cam_obj[2, 3])
+    if z <= 0:
+        return 0.0
+    tol_px = max(2.0, 0.1 * diameter_m * camera.fx / z)
+    Ss = np.asarray(list(symmetries) or [np.eye(4)])                       # (n,4,4), identity included
+    X = np.einsum("nij,kj->nki", Ss[:, :3, :3], c.X_m) + Ss[:, None, :3, 3]  # (n,N,3) symmetric readings
+    uv = camera.project((X @ T_cam_obj[:3, :3].T + T_cam_obj[:3, 3]).reshape(-1, 3)).reshape(len(Ss), -1, 2)
+    err = np.linalg.norm(uv - c.uv[None], axis=2)                            # NaN behind the camera
+    return float((np.nan_to_num(err, nan=np.inf) < tol_px).mean(1).max())
 
 
 def pnp_from_correspondences(c: Correspondences, centre_m: np.ndarray, camera: PinholeCamera, diameter_m: float,

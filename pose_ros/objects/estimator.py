@@ -46,6 +46,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from pose_ros.core.camera import PinholeCamera
+from pose_ros.objects.correspondence_pose import correspondence_agreement
 from pose_ros.objects.covariance import fuse_icp_covariance, icp_covariance
 from pose_ros.objects.pnp import PnpConfig, solve_pnp
 from pose_ros.objects.voting import VotingConfig, split_instances, vote_keypoints
@@ -92,6 +93,7 @@ class PoseStats:
     protruding_fraction: float = float("nan")  # instance pixels standing out of the scene's large planes
     correspondences: str = "votes"        # what PnP ran on: "crop" (second stage) | "votes" (first stage)
     crop_visible_fraction: float = float("nan")  # crop pixels the second stage calls this object
+    crop_agreement: float = float("nan")  # crop correspondences the final pose reprojects (``correspondence_agreement``)
     features: dict[str, float] = field(default_factory=dict)   # score_calibration inputs (when calibrated)
     uncalibrated_score: float = float("nan")  # scoring.pose_score before the calibration replaced it
     source: str = "network"               # "network" | "tracking"
@@ -211,6 +213,7 @@ class PoseEstimator:
             self._near_syms = {c: near_symmetries_for(self.objects[c - 1], m) if self._appearance.is_textured(m) else []
                                for c, m in self.models.items()}
         self._turn_axes: dict[int, np.ndarray | None] = {}
+        self._symmetry_cache: dict[int, list[np.ndarray]] = {}
         self._verifier: Any = None
         self.last_class_map: np.ndarray | None = None
         self.last_seg_logits: np.ndarray | None = None
@@ -381,7 +384,7 @@ class PoseEstimator:
             object_mask |= mask
             group_of.append(group)
             merged_of.append(is_merged)
-        crop_pnp, crop_visible = self._crop_pnp(kept, rgb, depth, camera, acc)
+        crop_pnp, crop_visible, crop_corrs = self._crop_pnp(kept, rgb, depth, camera, acc)
         for n, (cls, m_out, mask, stats) in enumerate(kept):
             spec = self.objects[cls - 1]
             model = self.models.get(cls)
@@ -484,6 +487,9 @@ class PoseEstimator:
                 stats.icp_reason = icp.reason
             if depth_here and (self.calibration is not None or self.collect_features):
                 tc = time.perf_counter()
+                if crop_corrs[n] is not None:
+                    stats.crop_agreement = correspondence_agreement(crop_corrs[n], T, camera, spec.diameter_m,
+                                                                    self._symmetries(cls))
                 stats.features = self._pose_features(model, T, rgb, depth, camera, mask, stats, inlier_ratio)
                 stats.uncalibrated_score = float(score)
                 if self.calibration is not None:
@@ -522,16 +528,18 @@ class PoseEstimator:
         return vr, (vr.keypoints_uv + 0.5) * f - 0.5, vr.covariance * f * f
 
     def _crop_pnp(self, kept: list, rgb: np.ndarray | None, depth: np.ndarray | None, camera: PinholeCamera,
-                  acc: Counter) -> tuple[list[Any], list[float]]:
-        """Second stage for every kept instance in one batch: pose results (None where it did not run)
-        and the share of each crop the stage calls the object (nan where it did not run)."""
+                  acc: Counter) -> tuple[list[Any], list[float], list[Any]]:
+        """Second stage for every kept instance in one batch: pose results (None where it did not run),
+        the share of each crop the stage calls the object (nan where it did not run) and the
+        correspondences (None where it did not run)."""
         from pose_ros.objects.correspondence_pose import (correspondences_from_maps, instance_depth_reference,
                                                           pose_from_correspondences)
 
         visible = [float("nan")] * len(kept)
         out: list[Any] = [None] * len(kept)
+        corrs: list[Any] = [None] * len(kept)
         if self.correspondence is None or rgb is None or not kept:
-            return out, visible
+            return out, visible, corrs
         t0 = time.perf_counter()
         stage = self.correspondence
         boxes = stage.boxes([m for _, _, m, _ in kept])
@@ -544,6 +552,7 @@ class PoseEstimator:
         for i, spec, m in zip(use, specs, maps):
             corr = correspondences_from_maps(m, boxes[i], spec.keypoints_m[-1], spec.diameter_m, stage.config.pad)
             visible[i] = corr.visible_fraction
+            corrs[i] = corr
             if len(corr.uv) < 8:
                 self.drops["crop:too_few_correspondences"] += 1
                 continue
@@ -552,7 +561,14 @@ class PoseEstimator:
             if out[i].ok:
                 self.stage_counts["crop_pnp"] += 1
         acc["crop_pnp"] += (time.perf_counter() - t1) * 1e3
-        return out, visible
+        return out, visible, corrs
+
+    def _symmetries(self, cls: int) -> list[np.ndarray]:
+        """The object's symmetry transforms (identity first), as the crop stage's training saw them."""
+        if cls not in self._symmetry_cache:
+            model = self.models.get(cls)
+            self._symmetry_cache[cls] = model.symmetry.transforms(72) if model is not None else [np.eye(4)]
+        return self._symmetry_cache[cls]
 
     def _pose_features(self, model: Any, T: np.ndarray, rgb: np.ndarray | None, depth: np.ndarray,
                        camera: PinholeCamera, mask: np.ndarray, stats: PoseStats, inlier_ratio: float) -> dict[str, float]:
@@ -560,7 +576,7 @@ class PoseEstimator:
         feats = {"depth_agreement": stats.depth_agreement, "icp_fitness": stats.icp_fitness if stats.icp_applied else 0.0,
                  "pnp_inlier_ratio": float(inlier_ratio) if stats.method.startswith("pnp") else 0.0,
                  "vote_inlier_ratio": stats.vote_inlier_ratio, "protruding_fraction": stats.protruding_fraction,
-                 "log_mask_pixels": float(np.log(max(1, stats.mask_pixels)))}
+                 "log_mask_pixels": float(np.log(max(1, stats.mask_pixels))), "crop_agreement": stats.crop_agreement}
         if rgb is not None and model is not None:
             if self._verifier is None:
                 from pose_ros.objects.appearance import AppearanceScorer

@@ -35,6 +35,7 @@ FEATURES: dict[str, float] = {
     "chroma_distance": 0.15,
     "protruding_fraction": 1.0,
     "log_mask_pixels": 4.0,
+    "crop_agreement": 0.0,        # correspondence_pose.correspondence_agreement; no crop stage: no verdict
 }
 
 
