@@ -55,6 +55,24 @@ def load_ycbv(keep=None):
     return frames, models
 
 
+def demo_table_frame(models, camera, seed: int):
+    """(models, scene, render, noisy depth_m) of a table scene with the three demo objects (``models``:
+    name -> ObjectModel) through ``camera`` at 0.5-0.8 m: a real render with sensor-noise depth."""
+    import numpy as np
+
+    from pose_ros.synth.noise import DepthNoiseModel
+    from pose_ros.synth.renderer import RgbdRenderer
+    from pose_ros.synth.scene_sampler import TabletopSceneSampler
+
+    ms = [models[n] for n in ("mug", "box", "bottle")]
+    rng = np.random.default_rng(seed)
+    sc = TabletopSceneSampler(ms, camera, rng=rng, distance_m=(0.5, 0.8), n_distractors=(0, 0)).sample(
+        3, model_indices=[0, 1, 2])
+    r = RgbdRenderer(camera).render(sc.render_list(ms), rng=rng, table=sc.table)
+    depth = DepthNoiseModel().apply(r.depth_m, r.normals_cam, rng=rng, K=camera.K)
+    return ms, sc, r, depth
+
+
 def bad_icp_input(case: str, frame, gt, mask):
     """(depth_m, mask, T_init) of a real frame spoilt one way (``case``), for the ICP's soft-failure tests."""
     import numpy as np

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from conftest import demo_table_frame
 from pose_ros.core.camera import PinholeCamera
 from pose_ros.objects.correspondence_pose import (CorrespondenceStage, CropMaps, correspondence_agreement,
                                                   correspondences_from_maps, instance_depth_reference, pnp_from_correspondences,
@@ -402,21 +403,6 @@ def test_stage_from_model_and_batched_infer(tmp_path, models, rendered):
     assert stage.infer(rgb, depth, [], [], [], []) == []
 
 
-def _table_frame(models, seed):
-    """A 640x480 table scene with the three demo objects (real render, sensor-noise depth)."""
-    from pose_ros.synth.noise import DepthNoiseModel
-    from pose_ros.synth.renderer import RgbdRenderer
-    from pose_ros.synth.scene_sampler import TabletopSceneSampler
-
-    ms = [models[n] for n in ("mug", "box", "bottle")]
-    rng = np.random.default_rng(seed)
-    sc = TabletopSceneSampler(ms, CAM, rng=rng, distance_m=(0.5, 0.8), n_distractors=(0, 0)).sample(
-        3, model_indices=[0, 1, 2])
-    r = RgbdRenderer(CAM).render(sc.render_list(ms), rng=rng, table=sc.table)
-    depth = DepthNoiseModel().apply(r.depth_m, r.normals_cam, rng=rng, K=CAM.K)
-    return ms, sc, r, depth
-
-
 def test_shipped_demo_stage_finds_surface_points_on_rendered_frames(models):
     """The crop stage of models/demo_objects.pt on frames it never saw (5 table scenes, 15 objects at
     0.5-0.8 m): its most certain correspondences land within a few pixels of where the true pose puts
@@ -431,7 +417,7 @@ def test_shipped_demo_stage_finds_surface_points_on_rendered_frames(models):
     assert stage is not None, "models/demo_objects.pt ships without its crop correspondence stage"
     median_px, posed = [], 0
     for seed in range(21, 26):
-        ms, sc, r, depth = _table_frame(models, seed)
+        ms, sc, r, depth = demo_table_frame(models, CAM, seed)
         masks = [r.instance_mask == k for k in range(len(sc.model_indices))]
         assert all(m.sum() > 500 for m in masks)
         specs = [loaded.objects[c] for c in sc.model_indices]
