@@ -384,7 +384,7 @@ class PoseEstimator:
             object_mask |= mask
             group_of.append(group)
             merged_of.append(is_merged)
-        crop_pnp, crop_visible, crop_corrs = self._crop_pnp(kept, rgb, depth, camera, acc)
+        crop_pnp, crop_corrs = self._crop_pnp(kept, rgb, depth, camera, acc)
         for n, (cls, m_out, mask, stats) in enumerate(kept):
             spec = self.objects[cls - 1]
             model = self.models.get(cls)
@@ -397,7 +397,7 @@ class PoseEstimator:
                 vr, kp_uv, kp_cov = self._votes(vec[cls - 1], m_out, f, stats, acc)
             if pnp is not None and pnp.ok:
                 stats.correspondences = "crop"
-                stats.crop_visible_fraction = crop_visible[n]
+                stats.crop_visible_fraction = crop_corrs[n].visible_fraction
             else:
                 tp = time.perf_counter()
                 pnp = solve_pnp(spec.keypoints_m, kp_uv, camera, kp_cov, vr.valid, spec.diameter_m, self.pnp_config)
@@ -528,18 +528,16 @@ class PoseEstimator:
         return vr, (vr.keypoints_uv + 0.5) * f - 0.5, vr.covariance * f * f
 
     def _crop_pnp(self, kept: list, rgb: np.ndarray | None, depth: np.ndarray | None, camera: PinholeCamera,
-                  acc: Counter) -> tuple[list[Any], list[float], list[Any]]:
-        """Second stage for every kept instance in one batch: pose results (None where it did not run),
-        the share of each crop the stage calls the object (nan where it did not run) and the
-        correspondences (None where it did not run)."""
+                  acc: Counter) -> tuple[list[Any], list[Any]]:
+        """Second stage for every kept instance in one batch: pose results and correspondences (None
+        where it did not run)."""
         from pose_ros.objects.correspondence_pose import (correspondences_from_maps, instance_depth_reference,
                                                           pose_from_correspondences)
 
-        visible = [float("nan")] * len(kept)
         out: list[Any] = [None] * len(kept)
         corrs: list[Any] = [None] * len(kept)
         if self.correspondence is None or rgb is None or not kept:
-            return out, visible, corrs
+            return out, corrs
         t0 = time.perf_counter()
         stage = self.correspondence
         boxes = stage.boxes([m for _, _, m, _ in kept])
@@ -551,7 +549,6 @@ class PoseEstimator:
         acc["crop_network"] += (t1 - t0) * 1e3
         for i, spec, m in zip(use, specs, maps):
             corr = correspondences_from_maps(m, boxes[i], spec.keypoints_m[-1], spec.diameter_m, stage.config.pad)
-            visible[i] = corr.visible_fraction
             corrs[i] = corr
             if len(corr.uv) < 8:
                 self.drops["crop:too_few_correspondences"] += 1
@@ -561,7 +558,7 @@ class PoseEstimator:
             if out[i].ok:
                 self.stage_counts["crop_pnp"] += 1
         acc["crop_pnp"] += (time.perf_counter() - t1) * 1e3
-        return out, visible, corrs
+        return out, corrs
 
     def _symmetries(self, cls: int) -> list[np.ndarray]:
         """The object's symmetry transforms (identity first), as the crop stage's training saw them."""
