@@ -22,7 +22,7 @@ from pose_ros.objects.pnp import PnpConfig, PnpResult, check_plausible, solve_pn
 
 MIN_INLIER_SHARE = 0.35      # of a crop's correspondences a pose must explain
 
-__all__ = ["CorrespondenceStage", "Correspondences", "CropMaps", "correspondences_from_maps", "correspondence_agreement",
+__all__ = ["MIN_CORRESPONDENCES", "CorrespondenceStage", "Correspondences", "CropMaps", "correspondences_from_maps", "correspondence_agreement",
            "pnp_from_correspondences", "pose_from_correspondences", "instance_depth_reference"]
 
 
@@ -42,6 +42,9 @@ class Correspondences:
     sigma_px: np.ndarray          # (N,) isotropic std of the image-space error
     visible_fraction: float       # of the crop's output pixels the network calls object
     cell_px: float                # image pixels per output pixel
+
+
+MIN_CORRESPONDENCES = 8       # fewer confident crop pixels and the stage gives no pose
 
 
 def instance_depth_reference(depth_m: np.ndarray | None, mask: np.ndarray) -> float:

@@ -116,7 +116,8 @@ def evaluate_correspondence(net: Any, bank: CropBank, models: Sequence[Any], cen
 
     from pose_ros.core.camera import PinholeCamera
     from pose_ros.eval.pose_metrics import add_s_error
-    from pose_ros.objects.correspondence_pose import (CropMaps, correspondences_from_maps, pnp_from_correspondences,
+    from pose_ros.objects.correspondence_pose import (MIN_CORRESPONDENCES, CropMaps, correspondences_from_maps,
+                                                      pnp_from_correspondences,
                                                       pose_from_correspondences)
     from pose_ros.objects.crop_rendering import whole_render_box
 
@@ -145,10 +146,10 @@ def evaluate_correspondence(net: Any, bank: CropBank, models: Sequence[Any], cen
             cm = CropMaps(prob[r], out["xyz"][r].numpy(), out["log_sigma"][r].numpy())
             corr = correspondences_from_maps(cm, whole_render_box(R), centres_m[c], d, pad)
             T_true = bank.T_cam_obj[n]
-            res = pnp_from_correspondences(corr, centres_m[c], cam, d) if len(corr.uv) >= 8 else None
+            res = pnp_from_correspondences(corr, centres_m[c], cam, d) if len(corr.uv) >= MIN_CORRESPONDENCES else None
             ok.append(res is not None and res.ok and add_s_error(models[c], res.T_cam_obj, T_true) < 0.1 * d)
             res = (pose_from_correspondences(corr, centres_m[c], cam, d, bank.render_depth_m[n])
-                   if len(corr.uv) >= 8 else None)
+                   if len(corr.uv) >= MIN_CORRESPONDENCES else None)
             ok3d.append(res is not None and res.ok and add_s_error(models[c], res.T_cam_obj, T_true) < 0.1 * d)
     return {"xyz_err_mm": float(np.median(errs_mm)) if errs_mm else float("nan"),
             "mask_iou": float(np.mean(ious)) if ious else 0.0,

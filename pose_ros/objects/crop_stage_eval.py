@@ -17,14 +17,11 @@ import numpy as np
 
 from pose_ros.eval.bop_io import BopFrame
 from pose_ros.eval.pose_metrics import add_s_error
-from pose_ros.objects.correspondence_pose import (CorrespondenceStage, correspondence_agreement,
+from pose_ros.objects.correspondence_pose import (MIN_CORRESPONDENCES, CorrespondenceStage, correspondence_agreement,
                                                   correspondences_from_maps, instance_depth_reference,
                                                   pose_from_correspondences)
 
 __all__ = ["CropStageRecord", "evaluate_crop_stage", "summarise_crop_stage"]
-
-MIN_CORRESPONDENCES = 8       # as the estimator: fewer and the stage gives no pose
-
 
 @dataclass
 class CropStageRecord:

@@ -46,7 +46,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from pose_ros.core.camera import PinholeCamera
-from pose_ros.objects.correspondence_pose import correspondence_agreement
+from pose_ros.objects.correspondence_pose import MIN_CORRESPONDENCES, correspondence_agreement
 from pose_ros.objects.covariance import fuse_icp_covariance, icp_covariance
 from pose_ros.objects.pnp import PnpConfig, solve_pnp
 from pose_ros.objects.voting import VotingConfig, split_instances, vote_keypoints
@@ -550,7 +550,7 @@ class PoseEstimator:
         for i, spec, m in zip(use, specs, maps):
             corr = correspondences_from_maps(m, boxes[i], spec.keypoints_m[-1], spec.diameter_m, stage.config.pad)
             corrs[i] = corr
-            if len(corr.uv) < 8:
+            if len(corr.uv) < MIN_CORRESPONDENCES:
                 self.drops["crop:too_few_correspondences"] += 1
                 continue
             out[i] = pose_from_correspondences(corr, spec.keypoints_m[-1], camera, spec.diameter_m, depth,
