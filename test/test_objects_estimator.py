@@ -488,3 +488,26 @@ def test_whole_object_reading_replaces_fragments_only_when_it_scores_better(esti
     whole.T_cam_obj = frag.T_cam_obj.copy()
     kept = est._suppress_duplicates(est._merged_or_fragments([frag, whole], [0, 0], [False, True]))
     assert [(r.class_id, r.score) for r in kept] == [(3, 0.7)]
+
+
+def test_crop_correspondences_tell_the_box_from_its_turned_twins(estimator, scenes):
+    """The trained crop stage sees the box's print: on the box's true visible mask, the true pose explains
+    its correspondences and every half-turned twin far fewer, so the rendered twin check is skipped; a
+    twin pose is not told apart from the truth (the check must run), nor is anything without correspondences."""
+    from pose_ros.objects.correspondence_pose import correspondences_from_maps, instance_depth_reference
+
+    models, frames = scenes
+    box_cid = estimator.loaded.class_id("box")
+    box = estimator.models[box_cid]
+    spec = estimator.objects[box_cid - 1]
+    rgb, depth, gt, sc, r = max(frames, key=lambda f: max(v for oid, _, v in f[2] if oid == box.obj_id))
+    k = next(i for i, (oid, _, _) in enumerate(gt) if oid == box.obj_id)
+    T_gt, mask = gt[k][1], r.instance_mask == k
+    stage = estimator.correspondence
+    boxes = stage.boxes([mask])
+    maps = stage.infer(rgb, depth, boxes, [box_cid], [instance_depth_reference(depth, mask)], [spec.diameter_m])
+    corr = correspondences_from_maps(maps[0], boxes[0], spec.keypoints_m[-1], spec.diameter_m, stage.config.pad)
+    assert estimator._twins_told_apart(box_cid, T_gt, corr, CAM)
+    wrong = [S for S in estimator._near_syms[box_cid] if not _adds_ok(box, T_gt @ S, T_gt)]
+    assert wrong and not any(estimator._twins_told_apart(box_cid, T_gt @ S, corr, CAM) for S in wrong)
+    assert not estimator._twins_told_apart(box_cid, T_gt, None, CAM)

@@ -61,6 +61,10 @@ APPEARANCE_MARGIN = 0.05        # render-and-compare gain a near-symmetric twin 
 APPEARANCE_SCORE_SLACK = 0.1    # depth-score loss tolerated for that switch
 APPEARANCE_REFINE_TWINS = 6     # best-looking twins refined by ICP before that comparison
 APPEARANCE_TWIN_ROUNDS = 2      # after a switch, the new pose's twins are compared again (appearance.pick_twin)
+# The crop stage's correspondences tell a pose from its near-symmetric twins when the pose explains at least
+# TWIN_AGREEMENT_MIN of them and every twin TWIN_AGREEMENT_MARGIN fewer: the rendered twin check is skipped.
+TWIN_AGREEMENT_MIN = 0.5
+TWIN_AGREEMENT_MARGIN = 0.25
 
 
 def _reason_kind(reason: str) -> str:
@@ -114,6 +118,15 @@ class PoseResult:
     T_pnp_cam_obj: np.ndarray | None = None   # pose before ICP
     keypoints_uv: np.ndarray | None = None    # (K+1,2) voted keypoints, image pixels
     mask: np.ndarray | None = field(default=None, repr=False)   # (H,W) bool instance mask, image pixels
+
+
+def describe_stage_counts(counts: dict[str, int]) -> str:
+    """One line on how pose hypotheses were found and checked (``PoseEstimator.stage_counts``): what
+    `pose-ros eval` and `pose-ros bench` print, so the fallback's and the twin check's use is seen."""
+    return (f"pose hypotheses: crop stage {counts.get('crop_pnp', 0)}, voted keypoints {counts.get('votes_pnp', 0)}; "
+            f"depth-search fallback ran {counts.get('depth_search', 0)} times, its pose kept "
+            f"{counts.get('depth_search_won', 0)}; near-symmetric twins rendered and compared "
+            f"{counts.get('twin_check', 0)} times, told apart by the crop stage {counts.get('twin_check_skipped', 0)}")
 
 
 def load_meshes_for_model(meshes: Any, obj_ids: Iterable[int]) -> list[Any]:
@@ -225,7 +238,8 @@ class PoseEstimator:
         self.rng = np.random.default_rng(seed)
         self.drops: Counter[str] = Counter()
         # how hypotheses were posed: crop_pnp / votes_pnp (PnP ok on the crop stage's correspondences / the
-        # voted keypoints), depth_search (the fallback ran), depth_search_won (its pose was kept)
+        # voted keypoints), depth_search (the fallback ran), depth_search_won (its pose was kept); twin_check /
+        # twin_check_skipped (near-symmetric twins rendered and compared / told apart by the correspondences)
         self.stage_counts: Counter[str] = Counter()
         self.correspondence = None
         if use_correspondence_stage:
@@ -472,7 +486,11 @@ class PoseEstimator:
             if (self._appearance is not None and rgb is not None and best[4] is not None and best[4].applied
                     and self._near_syms.get(cls)):
                 ta = time.perf_counter()
-                best = self._check_appearance(cls, model, best, rgb, depth, camera, mask, stats, scene)
+                if self._twins_told_apart(cls, best[1], crop_corrs[n], camera):
+                    self.stage_counts["twin_check_skipped"] += 1
+                else:
+                    self.stage_counts["twin_check"] += 1
+                    best = self._check_appearance(cls, model, best, rgb, depth, camera, mask, stats, scene)
                 acc["appearance"] += (time.perf_counter() - ta) * 1e3
             score, T, cov, method, icp, agree = best
             stats.method = method
@@ -711,6 +729,19 @@ class PoseEstimator:
         cov1 = fuse_icp_covariance(cov, icp1.inlier_rmse_m, d) if method.startswith("pnp") \
             else icp_covariance(icp1.inlier_rmse_m, d)
         return (sc1, icp1.T_cam_obj, cov1, method + "+appearance", icp1, ag1)
+
+    def _twins_told_apart(self, cls: int, T_cam_obj: np.ndarray, corr: Any, camera: PinholeCamera) -> bool:
+        """True when the crop stage's correspondences already prefer the pose to each near-symmetric twin by
+        ``TWIN_AGREEMENT_MARGIN`` (the stage saw the handle or the print that tells them apart), so the
+        rendered twin check (~50 ms an instance) has nothing left to decide."""
+        if corr is None or len(corr.uv) < MIN_CORRESPONDENCES:
+            return False
+        d, syms = self.objects[cls - 1].diameter_m, self._symmetries(cls)
+        a_pose = correspondence_agreement(corr, T_cam_obj, camera, d, syms)
+        if a_pose < TWIN_AGREEMENT_MIN:
+            return False
+        a_twin = max(correspondence_agreement(corr, T_cam_obj @ S, camera, d, syms) for S in self._near_syms[cls])
+        return a_pose - a_twin >= TWIN_AGREEMENT_MARGIN
 
     def _score(self, model: Any, T: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera, mask: np.ndarray,
                icp: Any, inlier_ratio: float | None, vote_ratio: float | None, depth_here: bool) -> tuple[float, float]:

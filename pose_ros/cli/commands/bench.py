@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from pose_ros.core.camera import PinholeCamera
     from pose_ros.eval.bop_io import GtInstance
     from pose_ros.eval.detection_matching import count_false_positives
-    from pose_ros.objects.estimator import PoseEstimator
+    from pose_ros.objects.estimator import PoseEstimator, describe_stage_counts
     from pose_ros.objects.model_file import ModelFileError
     from pose_ros.synth.noise import DepthNoiseModel
     from pose_ros.synth.renderer import RgbdRenderer
@@ -108,7 +108,5 @@ def run(args: argparse.Namespace) -> int:
     tot = np.array([t["total"] for t in times])
     print(f"FPS (1000 / mean total): {1000.0 / tot.mean():.1f}; poses found per frame: {np.mean(found):.2f} "
           f"(of {args.objects}); false positives per frame (absent object or ADD(-S) >= 0.1 d): {np.mean(false_pos):.2f}")
-    sc = est.stage_counts
-    print(f"pose hypotheses: crop stage {sc.get('crop_pnp', 0)}, voted keypoints {sc.get('votes_pnp', 0)}; depth-search "
-          f"fallback ran {sc.get('depth_search', 0)} times, its pose kept {sc.get('depth_search_won', 0)}")
+    print(describe_stage_counts(est.stage_counts))
     return 0

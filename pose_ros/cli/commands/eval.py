@@ -286,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pose_ros.eval.bop_results import write_bop_results
     from pose_ros.eval.pose_metrics import plot_recall_curves
-    from pose_ros.objects.estimator import load_meshes_for_model
+    from pose_ros.objects.estimator import describe_stage_counts, load_meshes_for_model
     from pose_ros.objects.model_file import ModelFileError, load_model_file
 
     if args.threads:
@@ -337,10 +337,7 @@ def run(args: argparse.Namespace) -> int:
                           "false_positives_per_frame": res["ppf"]["false_positives_per_frame"]}
     print("mean time per frame [ms]: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
     print(f"drops: {res['drops']}")
-    st = res["stages"]
-    print(f"how pose hypotheses were found: PnP ok on crop-stage correspondences {st.get('crop_pnp', 0)}, on voted "
-          f"keypoints {st.get('votes_pnp', 0)}; depth-search fallback ran {st.get('depth_search', 0)} times, its "
-          f"pose kept {st.get('depth_search_won', 0)}")
+    print(describe_stage_counts(res["stages"]))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"wrote {out}/summary.json, results_*.csv (BOP format), recall_*.png")
     return 0
