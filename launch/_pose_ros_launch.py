@@ -9,7 +9,7 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from pose_ros.launch_specs import SYSTEMS, condition_holds, launch_environment, remappings_for, robot_urdf_for
+from pose_ros.launch_specs import SYSTEMS, condition_holds, launch_environment, parameter_value, remappings_for, robot_urdf_for
 
 
 def _resolve(value: str, share: str) -> str:
@@ -44,10 +44,8 @@ def generate(system_name: str) -> LaunchDescription:
             overrides = dict(spec.params)
             for arg_name, param in spec.arg_params.items():
                 value = args.get(arg_name, "")
-                if value.lower() in ("true", "false"):
-                    overrides[param] = value.lower() == "true"
-                elif value != "":
-                    overrides[param] = _resolve(value, share)
+                if value != "":
+                    overrides[param] = parameter_value(_resolve(value, share))
             for arg_name, param in spec.arg_file_params.items():
                 path = robot_urdf_for(args) if arg_name == "robot" else args[arg_name]
                 with open(_resolve(path, share)) as f:

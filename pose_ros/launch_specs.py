@@ -130,17 +130,24 @@ SYSTEMS: dict[str, SystemSpec] = {
             LaunchArg("gripper_controller", "", "ros2_control forward_command_controller over the two gripper "
                       "joints [left, right] (e.g. gripper_controller): /retarget/gripper_commands is remapped to "
                       "/<name>/commands; empty = no remap"),
+            # Measured with bench-teleop beside a training job on both cores: nice 0 15.7 Hz, command age p95
+            # 134 ms; nice -10 28.6 Hz, p95 81 ms (nodes/process_priority.py; README teleop latency).
+            LaunchArg("nice", "-10", "scheduling priority (Linux nice) of the camera, human_pose and retarget "
+                      "processes, so other work on the computer does not delay joint commands; needs "
+                      "CAP_SYS_NICE or a limits.conf 'nice' entry, else the nodes log how and run at normal "
+                      "priority; 0 = leave as started"),
         ),
         (
             NodeSpec("realsense_camera", "realsense_camera_node", "realsense_camera", "realsense_camera.yaml",
-                     condition="camera==realsense"),
+                     arg_params={"nice": "process_nice"}, condition="camera==realsense"),
             NodeSpec("human_pose", "human_pose_node", "human_pose", "human_pose.yaml",
-                     arg_params={"hands": "hands"}, condition="camera!=replay"),
+                     arg_params={"hands": "hands", "nice": "process_nice"}, condition="camera!=replay"),
             NodeSpec("skeleton_replay", "skeleton_replay_node", "skeleton_replay", "skeleton_replay.yaml",
                      arg_params={"bvh": "bvh_file"}, remappings=(("skeletons", "/human_pose/skeletons"),),
                      condition="camera==replay"),
             NodeSpec("retarget", "retarget_node", "retarget", "retarget.yaml",
-                     arg_params={"robot": "robot_urdf", "mapping": "mapping_file", "engage": "engage_on_start"},
+                     arg_params={"robot": "robot_urdf", "mapping": "mapping_file", "engage": "engage_on_start",
+                                 "nice": "process_nice"},
                      remappings=(("skeletons", "/human_pose/skeletons"),),
                      arg_remappings={"forward_controller": ("~/forward_command", "/{}/commands"),
                                      "trajectory_controller": ("~/joint_trajectory", "/{}/joint_trajectory"),
@@ -178,6 +185,20 @@ def dds_environment(system: SystemSpec, environ: dict[str, str], config_dir: str
 def launch_environment(system: SystemSpec, environ: dict[str, str], config_dir: str) -> dict[str, str]:
     """Everything a launch adds to its nodes' environment: the DDS profile and the BLAS threads."""
     return {**dds_environment(system, environ, config_dir), **blas_environment(environ)}
+
+
+def parameter_value(text: str) -> object:
+    """A launch argument's text as the parameter type it spells (bool, int, float, else str), as
+    `-p name:=value` reads it: `ros2 launch` passes parameters as Python values, and the string "-10"
+    would not set an integer parameter."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def condition_holds(condition: str, args: dict[str, str]) -> bool:

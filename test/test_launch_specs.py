@@ -158,3 +158,27 @@ def test_teleop_remaps_the_commands_to_the_named_ros2_control_controllers():
     assert "~/forward_command:=/forward_position_controller/commands" in entry.args
     # ros2 launch (launch/_pose_ros_launch.py, not importable without `launch`) builds remappings the same way
     assert "remappings=remappings_for(spec, args)" in (ROOT / "launch" / "_pose_ros_launch.py").read_text()
+
+
+def test_teleop_asks_for_a_higher_priority_for_its_chain_and_only_its_chain():
+    from pose_ros.cli.launcher import plan
+
+    def nice_of(system: str, args: dict) -> dict[str, str | None]:
+        out = {}
+        for p in plan(SYSTEMS[system], args):
+            values = [p.command[i + 1] for i, a in enumerate(p.command[:-1]) if a == "-p"]
+            out[p.spec.name] = next((v.split(":=")[1] for v in values if v.startswith("process_nice:=")), None)
+        return out
+
+    assert nice_of("teleop", {"camera": "realsense"}) == {"realsense_camera": "-10", "human_pose": "-10", "retarget": "-10"}
+    assert set(nice_of("teleop", {"camera": "realsense", "nice": "0"}).values()) == {"0"}
+    assert set(nice_of("object_pose", {"camera": "realsense"}).values()) == {None}   # perception: as started
+
+
+def test_launch_argument_text_becomes_the_parameter_type_it_spells():
+    from pose_ros.launch_specs import parameter_value
+
+    assert parameter_value("-10") == -10 and isinstance(parameter_value("-10"), int)
+    assert parameter_value("10.0") == 10.0 and isinstance(parameter_value("10.0"), float)
+    assert parameter_value("True") is True and parameter_value("false") is False
+    assert parameter_value("config/robots/g1.yaml") == "config/robots/g1.yaml"
