@@ -20,11 +20,11 @@ def test_too_late_once_numpy_is_loaded():
     assert limit_blas_threads() is False
 
 
-def _thread_env_after_import(module: str, extra: dict[str, str]) -> str:
+def _thread_env_after_import(module: str, extra: dict[str, str], then: str = "") -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                              "MKL_NUM_THREADS")}
     env.update(extra)
-    code = f"import {module}, os, sys; print(os.environ.get('OPENBLAS_NUM_THREADS'), 'numpy' in sys.modules)"
+    code = f"import os, sys; import {module}; {then}; print(os.environ.get('OPENBLAS_NUM_THREADS'), 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.split()
@@ -36,3 +36,11 @@ def test_a_node_started_on_its_own_gets_one_thread_before_numpy_loads():
     assert threads == "1" and numpy_loaded == "True"
     threads, _ = _thread_env_after_import("pose_ros.nodes.retarget_node", {"OPENBLAS_NUM_THREADS": "2"})
     assert threads == "2"
+
+
+def test_the_pose_ros_command_gets_one_thread_before_its_commands_load_numpy():
+    """`pose-ros bench` / `eval` time the estimator as a node runs it."""
+    threads, numpy_loaded = _thread_env_after_import("pose_ros.cli", {}, then="pose_ros.cli.build_parser()")
+    assert threads == "1" and numpy_loaded == "True"      # the parser imported every command module
+    threads, _ = _thread_env_after_import("pose_ros.cli", {"OMP_NUM_THREADS": "3"})
+    assert threads == "None"

@@ -12,7 +12,11 @@ import importlib
 import pkgutil
 import sys
 
-from pose_ros.cli import commands as _commands
+from pose_ros.nodes.blas_threads import limit_blas_threads
+
+limit_blas_threads()    # before a command module imports NumPy: benches and evals run as the nodes do
+
+from pose_ros.cli import commands as _commands  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,9 @@ wall instead of 3.9 ms (README). torch keeps its own thread setting.
 
 The launches put this into each node's environment (`launch_specs.launch_environment`); a node
 started on its own (`ros2 run`, `python -m pose_ros.nodes...`) gets it from `pose_ros.nodes`'s
-import, which comes before NumPy's in every node module.
+import, which comes before NumPy's in every node module. The `pose-ros` command limits itself the same
+way, so that `pose-ros bench` and `eval` time the estimator as a node runs it (3 demo objects: the
+BLAS threads' spinning had taken ~40% of a frame's time on the loaded 2-core machine).
 """
 from __future__ import annotations
 
