@@ -24,7 +24,7 @@ def _thread_env_after_import(module: str, extra: dict[str, str], then: str = "")
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                              "MKL_NUM_THREADS")}
     env.update(extra)
-    code = f"import os, sys; import {module}; {then}; print(os.environ.get('OPENBLAS_NUM_THREADS'), 'numpy' in sys.modules)"
+    code = f"import os, sys; import {module}; {then or 'pass'}; print(os.environ.get('OPENBLAS_NUM_THREADS'), 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.split()
