@@ -47,6 +47,7 @@ from pathlib import Path
 DEFAULT_IMAGES = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "coco_person_dev"
 LOADS = ("none", "busy", "object_pose")
 DEFAULT_MAX_COMMAND_AGE_S = 0.15    # retarget's max_command_age_s default (nodes/retarget_node.py)
+DESIGN_RATE_HZ, DESIGN_P95_MS = 30.0, 50.0   # DESIGN.md: skeleton + retarget, camera frame -> joint command
 
 
 def _load_choice(value: str) -> str:
@@ -427,8 +428,9 @@ def _measure(args, sequence, running, log_dir, domain: int, loads: list | None =
           f"watchdog trips {final.watchdog_trips}; unmatched command cycles {report['unmatched_cycles']}")
     print(f"  machine: {_machine()}")
     c2c = report["colour_to_command"]
-    ok = report["fresh_command_hz"] >= 25.0 and c2c.p95_ms <= 50.0
-    print(f"  DESIGN target (>= 25 Hz, p95 <= 50 ms on 2 CPU cores): "
+    ok = report["fresh_command_hz"] >= 0.98 * DESIGN_RATE_HZ and c2c.p95_ms <= DESIGN_P95_MS
+    print(f"  DESIGN target (>= {DESIGN_RATE_HZ:g} Hz, p95 <= {DESIGN_P95_MS:g} ms on 2 CPU cores, also beside the object "
+          f"pose node; a rate within 2% of it counts, the window's edges cut frames): "
           f"{'met' if ok else 'NOT met'} ({report['fresh_command_hz']:.1f} Hz, p95 {c2c.p95_ms:.1f} ms)")
     if args.json:
         out = {k: (v.__dict__ if hasattr(v, "__dict__") else v) for k, v in report.items()}
