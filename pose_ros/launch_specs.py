@@ -130,24 +130,29 @@ SYSTEMS: dict[str, SystemSpec] = {
             LaunchArg("gripper_controller", "", "ros2_control forward_command_controller over the two gripper "
                       "joints [left, right] (e.g. gripper_controller): /retarget/gripper_commands is remapped to "
                       "/<name>/commands; empty = no remap"),
-            # Measured with bench-teleop beside a training job on both cores: nice 0 15.7 Hz, command age p95
-            # 134 ms; nice -10 28.6 Hz, p95 81 ms (nodes/process_priority.py; README teleop latency).
-            LaunchArg("nice", "-10", "scheduling priority (Linux nice) of the camera, human_pose and retarget "
-                      "processes, so other work on the computer does not delay joint commands; needs "
-                      "CAP_SYS_NICE or a limits.conf 'nice' entry, else the nodes log how and run at normal "
-                      "priority; 0 = leave as started"),
+            # Measured with bench-teleop beside one busy core (nodes/process_priority.py; README teleop latency):
+            # normal priority 28.8 Hz, p95 86 ms; nice -10 29.6 Hz, p95 71 ms; SCHED_RR 10 30.0 Hz, p95 45 ms.
+            LaunchArg("realtime_priority", "10", "real-time priority (SCHED_RR) of the camera, human_pose and "
+                      "retarget processes, so other work on the computer does not delay joint commands; below a "
+                      "ros2_control loop's; needs CAP_SYS_NICE or a limits.conf 'rtprio' entry, else `nice` "
+                      "applies; 0 = not real-time"),
+            LaunchArg("nice", "-10", "nice value of those processes when they are not real-time; needs CAP_SYS_NICE "
+                      "or a limits.conf 'nice' entry, else the nodes log how and run at normal priority; 0 = leave "
+                      "as started"),
         ),
         (
             NodeSpec("realsense_camera", "realsense_camera_node", "realsense_camera", "realsense_camera.yaml",
-                     arg_params={"nice": "process_nice"}, condition="camera==realsense"),
+                     arg_params={"realtime_priority": "process_realtime_priority", "nice": "process_nice"},
+                     condition="camera==realsense"),
             NodeSpec("human_pose", "human_pose_node", "human_pose", "human_pose.yaml",
-                     arg_params={"hands": "hands", "nice": "process_nice"}, condition="camera!=replay"),
+                     arg_params={"hands": "hands", "realtime_priority": "process_realtime_priority",
+                                 "nice": "process_nice"}, condition="camera!=replay"),
             NodeSpec("skeleton_replay", "skeleton_replay_node", "skeleton_replay", "skeleton_replay.yaml",
                      arg_params={"bvh": "bvh_file"}, remappings=(("skeletons", "/human_pose/skeletons"),),
                      condition="camera==replay"),
             NodeSpec("retarget", "retarget_node", "retarget", "retarget.yaml",
                      arg_params={"robot": "robot_urdf", "mapping": "mapping_file", "engage": "engage_on_start",
-                                 "nice": "process_nice"},
+                                 "realtime_priority": "process_realtime_priority", "nice": "process_nice"},
                      remappings=(("skeletons", "/human_pose/skeletons"),),
                      arg_remappings={"forward_controller": ("~/forward_command", "/{}/commands"),
                                      "trajectory_controller": ("~/joint_trajectory", "/{}/joint_trajectory"),

@@ -163,16 +163,18 @@ def test_teleop_remaps_the_commands_to_the_named_ros2_control_controllers():
 def test_teleop_asks_for_a_higher_priority_for_its_chain_and_only_its_chain():
     from pose_ros.cli.launcher import plan
 
-    def nice_of(system: str, args: dict) -> dict[str, str | None]:
+    def priority_of(system: str, args: dict) -> dict[str, tuple]:
         out = {}
         for p in plan(SYSTEMS[system], args):
-            values = [p.command[i + 1] for i, a in enumerate(p.command[:-1]) if a == "-p"]
-            out[p.spec.name] = next((v.split(":=")[1] for v in values if v.startswith("process_nice:=")), None)
+            values = dict(p.command[i + 1].split(":=", 1) for i, a in enumerate(p.command[:-1]) if a == "-p")
+            out[p.spec.name] = (values.get("process_realtime_priority"), values.get("process_nice"))
         return out
 
-    assert nice_of("teleop", {"camera": "realsense"}) == {"realsense_camera": "-10", "human_pose": "-10", "retarget": "-10"}
-    assert set(nice_of("teleop", {"camera": "realsense", "nice": "0"}).values()) == {"0"}
-    assert set(nice_of("object_pose", {"camera": "realsense"}).values()) == {None}   # perception: as started
+    chain = ("realsense_camera", "human_pose", "retarget")
+    assert priority_of("teleop", {"camera": "realsense"}) == {n: ("10", "-10") for n in chain}
+    assert priority_of("teleop", {"camera": "realsense", "realtime_priority": "0", "nice": "0"}) == \
+        {n: ("0", "0") for n in chain}
+    assert set(priority_of("object_pose", {"camera": "realsense"}).values()) == {(None, None)}   # as started
 
 
 def test_launch_argument_text_becomes_the_parameter_type_it_spells():

@@ -67,22 +67,11 @@ def _start(cmd, log_path):
     return subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
 
 
-def _thread_nice(pid: int) -> set[int]:
-    """Nice values of a process's threads (/proc/<pid>/task/<tid>/stat, field 19)."""
-    out = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            out.add(int(open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()[16]))
-        except OSError:
-            pass                                         # a thread that ended meanwhile
-    return out
-
-
-def _may_lower_nice_to(nice: int) -> bool:
-    """Root, or an RLIMIT_NICE allowance down to ``nice`` (limit 20 - nice)."""
+def _may_raise_priority() -> bool:
+    """Root, or RLIMIT_RTPRIO allowing SCHED_RR 10 (the teleop launch's)."""
     import resource
 
-    return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20 - nice
+    return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_RTPRIO)[0] >= 10
 
 
 def _ns(msg) -> int:
@@ -143,6 +132,7 @@ def test_latency_tracker_traces_commands_to_frames():
 @pytest.mark.ros
 def test_camera_to_joint_commands_and_tracking_loss(tmp_path):
     coco = shared_data_path("coco_person_dev")
+    from pose_ros.nodes.process_priority import thread_scheduling
     from pose_ros.eval.teleop_latency_bench import PersonSequence, TeleopLatencyTracker, load_coco_person
     from pose_ros.human.retarget_mapping import default_mapping_path, load_mapping
     from pose_ros.human.safety import SafetyConfig, TeleopState
@@ -191,7 +181,7 @@ def test_camera_to_joint_commands_and_tracking_loss(tmp_path):
                 # (a starved CPU may pause skeletons > watchdog timeout: hold, then re-engage by itself)
                 assert _engaged_within(probe, 20.0), status().message
                 watchdog0 = status().watchdog_trips
-                nice_now = {name: _thread_nice(p.pid) for name, p in procs.items()}
+                sched_now = {name: set(thread_scheduling(p.pid).values()) for name, p in procs.items()}
 
                 source.stop()                                   # the camera goes away
                 t_stop = node.get_clock().now().nanoseconds
@@ -208,13 +198,13 @@ def test_camera_to_joint_commands_and_tracking_loss(tmp_path):
         rcs = {name: stop_process(p) for name, p in procs.items()}
     logs = {name: (tmp_path / f"{name}.log").read_text() for name in procs}
     assert all(rc == 0 for rc in rcs.values()), {k: logs[k][-1500:] for k in rcs}
-    # the launch's priority (nice -10) on every thread of both nodes, MediaPipe's and rclpy's included;
-    # where this user may not lower nice, the nodes say so and how to grant it, and run as started
-    if _may_lower_nice_to(-10):
-        assert nice_now == {"human_pose": {-10}, "retarget": {-10}}, nice_now
+    # the launch's priority (SCHED_RR 10) on every thread of both nodes, MediaPipe's and rclpy's included;
+    # where this user may not have it, the nodes say so and how to grant it, and take nice -10 or run as started
+    if _may_raise_priority():
+        assert sched_now == {"human_pose": {(0, 10, 2)}, "retarget": {(0, 10, 2)}}, sched_now
     else:
-        assert all("process priority left at normal" in logs[k] and "limits.conf" in logs[k] for k in procs)
-        assert nice_now == {k: {os.getpriority(os.PRIO_PROCESS, 0)} for k in procs}, nice_now
+        assert all("process priority refused" in logs[k] and "limits.conf" in logs[k] for k in procs)
+        assert all(len(v) == 1 and next(iter(v))[2] == 0 for v in sched_now.values()), sched_now
 
     # ---- everything received, checked after the fact ----
     with probe.lock:

@@ -35,14 +35,14 @@ from pose_ros.nodes.image_conversions import (camera_info_to_camera, decode_dept
 from pose_ros.nodes.diagnostics import OK, WARN, DiagnosticReport, NodeDiagnostics, RateMeter, drop_values
 from pose_ros.nodes.drop_log import DropLog
 from pose_ros.nodes.params import ParamSpec, declare_parameters
-from pose_ros.nodes.process_priority import apply_process_nice, nice_parameter
+from pose_ros.nodes.process_priority import apply_process_priority, priority_parameters
 from pose_ros.nodes.qos import CameraSubscriptions, camera_publisher_qos, image_qos_mode, result_qos
 from pose_ros.nodes.runner import run_node
 from pose_ros.nodes.sync import ApproximateTimeSync
 from pose_ros.nodes.topics import COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC
 
 PARAMETERS = [
-    nice_parameter(),
+    *priority_parameters(),
     ParamSpec("color_topic", COLOR_TOPIC, "colour image topic (rgb8/bgr8)"),
     ParamSpec("depth_topic", DEPTH_TOPIC, "depth aligned to colour (16UC1 mm or 32FC1 m)"),
     ParamSpec("info_topic", INFO_TOPIC, "colour camera_info topic"),
@@ -141,7 +141,8 @@ class HumanPoseNode(Node):
     def __init__(self, node_name: str = "human_pose", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self.p = declare_parameters(self, PARAMETERS, apply=self._apply_parameter)
-        apply_process_nice(self, self.p["process_nice"])
+        self.process_priority = apply_process_priority(self, self.p["process_realtime_priority"],
+                                                       self.p["process_nice"])
         image_qos_mode(self.p["image_qos"])   # a wrong value stops the node before MediaPipe loads
         color_type, self.color_in = transport_topic(self.p["color_topic"], image_transport_name(self.p["image_transport"]))
         depth_type, self.depth_in = transport_topic(

@@ -30,7 +30,7 @@ from std_msgs.msg import Header
 from pose_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticReport, NodeDiagnostics, RateMeter
 from pose_ros.nodes.image_conversions import camera_to_camera_info, ns_to_stamp, numpy_to_image
 from pose_ros.nodes.params import ParamSpec, declare_parameters
-from pose_ros.nodes.process_priority import apply_process_nice, nice_parameter
+from pose_ros.nodes.process_priority import apply_process_priority, priority_parameters
 from pose_ros.nodes.qos import camera_publisher_qos
 from pose_ros.nodes.runner import run_node
 from pose_ros.nodes.tf_publisher import BASE_FRAME, TfPublisher, camera_frame_transforms
@@ -41,7 +41,7 @@ RAW_DEPTH_TOPIC = "/camera/camera/depth/image_rect_raw"
 RAW_DEPTH_INFO_TOPIC = "/camera/camera/depth/camera_info"
 
 PARAMETERS = [
-    nice_parameter(),
+    *priority_parameters(),
     ParamSpec("serial_no", "", "device serial number; empty = first device found"),
     ParamSpec("color_width", 640, "colour width in pixels (0 = device default)", min=0, max=4096),
     ParamSpec("color_height", 480, "colour height in pixels (0 = device default)", min=0, max=4096),
@@ -127,7 +127,8 @@ class RealSenseCameraNode(Node):
         from pose_ros.sensors.realsense_device import CameraSupervisor, StampMapper
 
         self.p = declare_parameters(self, PARAMETERS)
-        apply_process_nice(self, self.p["process_nice"])
+        self.process_priority = apply_process_priority(self, self.p["process_realtime_priority"],
+                                                       self.p["process_nice"])
         self.settings = capture_settings_from_params(self.p)
         playback = bool(self.settings.playback_file)
         self._ctx = None

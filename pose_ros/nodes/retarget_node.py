@@ -68,13 +68,13 @@ from visualization_msgs.msg import Marker, MarkerArray
 from pose_ros.msg import HumanSkeletonArray, TeleopStatus
 from pose_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticReport, NodeDiagnostics, RateMeter
 from pose_ros.nodes.params import ParamSpec, declare_parameters
-from pose_ros.nodes.process_priority import apply_process_nice, nice_parameter
+from pose_ros.nodes.process_priority import apply_process_priority, priority_parameters
 from pose_ros.nodes.qos import result_qos
 from pose_ros.nodes.runner import run_node
 from pose_ros.nodes.tf_publisher import TfPublisher, transform_stamped
 
 PARAMETERS = [
-    nice_parameter(),
+    *priority_parameters(),
     ParamSpec("robot_urdf", "", "humanoid URDF; empty = the mapping's robot (default: pose_ros_humanoid)"),
     ParamSpec("mapping_file", "", "retargeting mapping YAML; empty = config/robots/pose_ros_humanoid.yaml"),
     ParamSpec("full_body", False, "also command the legs (the mapping's full_body_groups)"),
@@ -221,7 +221,8 @@ class RetargetNode(Node):
     def __init__(self, node_name: str = "retarget", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self.p = declare_parameters(self, PARAMETERS, check=self._check_parameter, apply=self._apply_parameter)
-        apply_process_nice(self, self.p["process_nice"])
+        self.process_priority = apply_process_priority(self, self.p["process_realtime_priority"],
+                                                       self.p["process_nice"])
         from pose_ros.human.retarget_mapping import default_mapping_path, load_mapping
         from pose_ros.human.retargeter import Retargeter
         from pose_ros.human.safety import SafetyConfig, SafetyLayer

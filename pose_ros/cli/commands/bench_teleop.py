@@ -33,9 +33,10 @@ computer doing other work would see:
   launch object_pose monitor:=false`, the README's object demo), in a ROS domain of its own so its
   camera topics do not mix with the bench camera's.
 
-The chain runs at the teleop launch's priority (argument nice, -10; --nice overrides it, 0 = as
-started): human_pose and retarget through their process_nice parameter, and the bench process itself,
-whose camera stands in for the RealSense node, after the load has started (the load keeps nice 0).
+The chain runs at the teleop launch's priority (arguments realtime_priority 10, SCHED_RR, else nice -10;
+--realtime-priority and --nice override them, 0 = off): human_pose and retarget through their parameters,
+and the bench process itself, whose camera stands in for the RealSense node, after the load has started
+(the load keeps normal priority).
 
 Runs in a private DDS domain (--domain-id) so other ROS graphs on the machine do not interfere.
 """
@@ -128,8 +129,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="retarget's max_command_age_s (default: the launch's, 0.15 s). Under heavy load every solve "
                    "can be stale, the robot holds and never engages; e.g. 5 measures the chain's latency without "
                    "that hold (the report still counts the solves older than 0.15 s)")
+    p.add_argument("--realtime-priority", type=int, default=None,
+                   help="the chain's SCHED_RR priority (launch argument realtime_priority; default: the launch's, "
+                   "10; 0 = not real-time)")
     p.add_argument("--nice", type=int, default=None,
-                   help="the chain's priority (launch argument nice; default: the launch's, -10; 0 = as started)")
+                   help="the chain's nice value when not real-time (launch argument nice; default: the launch's, "
+                   "-10; 0 = as started)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     p.add_argument("--log-dir", type=Path, default=None, help="node logs (default: a temporary folder)")
     p.set_defaults(func=_run)
@@ -175,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
     from pose_ros.cli.launcher import plan
     from pose_ros.eval.teleop_latency_bench import PersonSequence, load_coco_person
     from pose_ros.launch_specs import SYSTEMS, resolve_args
-    from pose_ros.nodes.process_priority import set_process_nice
+    from pose_ros.nodes.process_priority import raise_process_priority
 
     try:
         photo = load_coco_person(args.images, args.image)
@@ -187,8 +192,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.nice is not None and not -20 <= args.nice <= 19:
         print("error: --nice must lie in -20 .. 19")
         return 2
-    if args.nice is not None:
-        overrides["nice"] = str(args.nice)
+    if args.realtime_priority is not None and not 0 <= args.realtime_priority <= 99:
+        print("error: --realtime-priority must lie in 0 .. 99")
+        return 2
+    for name, value in (("nice", args.nice), ("realtime_priority", args.realtime_priority)):
+        if value is not None:
+            overrides[name] = str(value)
     if args.robot:
         overrides["robot"] = args.robot
     if args.mapping:
@@ -222,9 +231,11 @@ def _run(args: argparse.Namespace) -> int:
         log = open(log_dir / f"{name}.log", "w")
         loads.append((name, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(env, **extra)),
                       log))
-    nice = int(resolve_args(SYSTEMS["teleop"], overrides)["nice"])
-    refused = set_process_nice(nice) if nice else None     # the bench camera, as the RealSense node would be
-    print(f"[bench-teleop] chain priority: nice {nice}" + (f" NOT applied: {refused}" if refused else ""))
+    launch_args = resolve_args(SYSTEMS["teleop"], overrides)
+    # the bench camera stands in for the RealSense node: the same priority as the nodes
+    priority, refusals = raise_process_priority(int(launch_args["realtime_priority"]), int(launch_args["nice"]))
+    print(f"[bench-teleop] chain priority (nodes and the bench camera): {priority}"
+          + "".join(f"; refused: {r}" for r in refusals))
     running = []
     for p in procs:
         log = open(log_dir / f"{p.spec.name}.log", "w")
