@@ -63,8 +63,8 @@ APPEARANCE_REFINE_TWINS = 6     # best-looking twins refined by ICP before that 
 APPEARANCE_TWIN_ROUNDS = 2      # after a switch, the new pose's twins are compared again (appearance.pick_twin)
 # The crop stage's correspondences tell a pose from its near-symmetric twins when the pose explains at least
 # TWIN_AGREEMENT_MIN of them and every twin TWIN_AGREEMENT_MARGIN fewer: the rendered twin check is skipped.
-TWIN_AGREEMENT_MIN = 0.5
-TWIN_AGREEMENT_MARGIN = 0.25
+TWIN_AGREEMENT_MIN = 0.7
+TWIN_AGREEMENT_MARGIN = 0.4
 
 
 def _reason_kind(reason: str) -> str:
