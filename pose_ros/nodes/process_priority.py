@@ -9,8 +9,8 @@ a larger share: a negative nice value gives a thread about 1.25x the CPU weight 
 
 Nice still shares: beside one busy process the chain kept ~30 Hz but its p95 stayed at 70 ms. A
 real-time policy (SCHED_RR) runs the chain's threads whenever they are ready, ahead of every normal
-process: 30.0 Hz, p95 45 ms beside a busy core (README). Its priority should stay below a ros2_control
-loop's (which runs SCHED_FIFO, typically 50 and up) so the controller still preempts the teleop chain;
+process: 30.0 Hz, p95 31 ms beside a busy core or the object pose node (README). Its priority should
+stay below a ros2_control loop's (SCHED_FIFO, typically 50 and up) so the controller still preempts it;
 the kernel's real-time throttling (95% of each second by default) keeps a runaway chain from locking
 the machine. The nodes ask for real-time first and fall back to nice when it is refused.
 
