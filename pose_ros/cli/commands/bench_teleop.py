@@ -180,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
     from pose_ros.cli.launcher import plan
     from pose_ros.eval.teleop_latency_bench import PersonSequence, load_coco_person
     from pose_ros.launch_specs import SYSTEMS, resolve_args
-    from pose_ros.nodes.process_priority import raise_process_priority
+    from pose_ros.nodes.process_priority import NICE_MAX, NICE_MIN, RT_PRIORITY_MAX, raise_process_priority
 
     try:
         photo = load_coco_person(args.images, args.image)
@@ -189,11 +189,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {exc}")
         return 2
     overrides = {"camera": "realsense"}
-    if args.nice is not None and not -20 <= args.nice <= 19:
-        print("error: --nice must lie in -20 .. 19")
+    if args.nice is not None and not NICE_MIN <= args.nice <= NICE_MAX:
+        print(f"error: --nice must lie in {NICE_MIN} .. {NICE_MAX}")
         return 2
-    if args.realtime_priority is not None and not 0 <= args.realtime_priority <= 99:
-        print("error: --realtime-priority must lie in 0 .. 99")
+    if args.realtime_priority is not None and not 0 <= args.realtime_priority <= RT_PRIORITY_MAX:
+        print(f"error: --realtime-priority must lie in 0 .. {RT_PRIORITY_MAX}")
         return 2
     for name, value in (("nice", args.nice), ("realtime_priority", args.realtime_priority)):
         if value is not None:
