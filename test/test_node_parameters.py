@@ -1,4 +1,4 @@
-"""Node parameters as users write them: `tracking_max_gap_s: 0` in a YAML file or `-p name:=0` is an
+"""Node parameters as users write them: `score_threshold: 0` in a YAML file or `-p name:=0` is an
 integer to ROS; a float parameter takes it. A value of the wrong type or out of range stops a node
 at start-up with one clear line and exit code 2, never a traceback (real rclpy, real node processes).
 """

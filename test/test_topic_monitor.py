@@ -2,7 +2,8 @@
 topic_monitor process scoring poses published over DDS against published ground truth.
 
 Known answers: the mug's estimate is the truth (right), the box's is 10 cm off (wrong) and
-missing in every other frame (not found), the bottle is 10% visible (not scored).
+missing in every other frame (not found), the bottle is 10% visible (not scored) until it comes into
+view on frame 6 and is posed right from frame 8 on (its appearance latency: at least two frames).
 """
 from __future__ import annotations
 
@@ -58,11 +59,14 @@ def test_monitor_scores_each_object_and_writes_the_timeline(tmp_path):
                                 30.0), (tmp_path / "monitor.log").read_text()[-1500:]
                 t0 = time.time_ns()
                 for k in range(FRAMES):
+                    while time.time_ns() < t0 + k * 100_000_000:    # a frame is not sent before its stamp
+                        time.sleep(0.005)
                     stamp = ns_to_stamp(t0 + k * 100_000_000)
                     gt = ObjectPoseArray(objects=_objects([("mug", T_mug, 1.0), ("box", T_box, 0.9),
-                                                           ("bottle", T_bottle, 0.1)]))
+                                                           ("bottle", T_bottle, 0.1 if k < 6 else 0.9)]))
                     gt.header.stamp = stamp
-                    est = [("mug", T_mug, 0.9)] + ([("box", T_box_wrong, 0.8)] if k % 2 == 0 else [])
+                    est = [("mug", T_mug, 0.9)] + ([("box", T_box_wrong, 0.8)] if k % 2 == 0 else []) \
+                        + ([("bottle", T_bottle, 0.7)] if k >= 8 else [])
                     msg = ObjectPoseArray(objects=_objects(est))
                     msg.header.stamp = stamp
                     # the truth before the estimate, and in every third frame after it (separate
@@ -71,7 +75,8 @@ def test_monitor_scores_each_object_and_writes_the_timeline(tmp_path):
                     first[0].publish(first[1])
                     time.sleep(0.05)
                     second[0].publish(second[1])
-                assert wait_for(lambda: errors.is_file() and len(errors.read_text().splitlines()) >= 2 * FRAMES, 15.0), \
+                assert wait_for(lambda: errors.is_file() and len(errors.read_text().splitlines()) >= 2 * FRAMES + 4,
+                                15.0), \
                     (errors.read_text() if errors.is_file() else "no errors file") + \
                     (tmp_path / "monitor.log").read_text()[-1500:]
                 time.sleep(0.6)                         # one more report after the last pose
@@ -80,8 +85,8 @@ def test_monitor_scores_each_object_and_writes_the_timeline(tmp_path):
     assert rc == 0, (tmp_path / "monitor.log").read_text()[-1500:]
 
     lines = [json.loads(x) for x in errors.read_text().splitlines()]
-    assert len(lines) == 2 * FRAMES                    # mug and box per frame; the 10%-visible bottle not scored
-    assert {x["class"] for x in lines} == {"mug", "box"}
+    assert len(lines) == 2 * FRAMES + 4                # mug and box per frame; the bottle once in view (6-9)
+    assert {x["class"] for x in lines} == {"mug", "box", "bottle"}
     box = [x for x in lines if x["class"] == "box"]
     assert sum(x["found"] for x in box) == FRAMES // 2
     assert all(x["t_err_m"] == pytest.approx(0.10, abs=1e-6) for x in box if x["found"])
@@ -89,7 +94,13 @@ def test_monitor_scores_each_object_and_writes_the_timeline(tmp_path):
     assert len({x["stamp_ns"] for x in lines}) == FRAMES
 
     s = json.loads(summary.read_text())
-    assert s["gt_instances_scored"] == 2 * FRAMES and s["gt_instances_found"] == FRAMES + FRAMES // 2
-    assert s["add_s_recall_0.1d"] == pytest.approx(FRAMES / (FRAMES + FRAMES // 2))
-    assert s["per_class"] == {"box": f"found {FRAMES // 2}/{FRAMES}, 0% right", "mug": f"found {FRAMES}/{FRAMES}, 100% right"}
+    assert s["gt_instances_scored"] == 2 * FRAMES + 4 and s["gt_instances_found"] == FRAMES + FRAMES // 2 + 2
+    assert s["add_s_recall_0.1d"] == pytest.approx((FRAMES + 2) / (FRAMES + FRAMES // 2 + 2))
+    assert s["per_class"] == {"box": f"found {FRAMES // 2}/{FRAMES}, 0% right", "mug": f"found {FRAMES}/{FRAMES}, 100% right",
+                              "bottle": "found 2/4, 100% right"}
+    # mug and box were in view from the run's first frame (start-up, not counted); the bottle came into
+    # view on frame 6 and frame 8's message, sent no earlier than its stamp, was the first to pose it right
+    a = s["appearance"]
+    assert (a["appearances"], a["posed"], a["missed"], a["open"]) == (1, 1, 0, 0)
+    assert 200.0 <= a["delay_ms_p50"] < 5000.0
     assert "per object: box found" in (tmp_path / "monitor.log").read_text()

@@ -10,7 +10,9 @@ stops them with SIGINT and reads the monitor's JSON summary:
 - sustained pose rate: the monitor's rate over its last 100 pose messages (steady state), and
   the camera rate it actually achieved next to it;
 - ADD(-S) < 0.1 d recall over ground-truth instances >= 30% visible (the monitor's rule), counting
-  a missed instance as a failure.
+  a missed instance as a failure;
+- appearance latency (``eval/appearance_latency.py``): from an object coming into view (out of the
+  frame, from behind the passing arm) to the first pose message that has it right.
 
 With `depth_only` the node runs without a network: it ICP-refines the camera's ground truth
 (`init_poses_topic`), which measures the transport + ICP path; its recall is not an accuracy
@@ -26,6 +28,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from pose_ros.eval.appearance_latency import describe_appearances
 
 DEMO_OBJECTS_BY_COUNT = {1: ["mug"], 2: ["mug", "box"], 3: ["mug", "box", "bottle"]}
 GROUND_TRUTH_TOPIC = "/camera/ground_truth/objects"
@@ -65,6 +69,7 @@ class NodeBenchResult:
     gt_instances_found: int
     add_s_recall: float | None            # found with ADD(-S) < 0.1 d / scored
     add_s_recall_of_found: float | None   # ADD(-S) < 0.1 d among the found ones
+    appearance: dict                      # AppearanceLatency.summary() of the monitor
     machine: dict
     summary_file: str
     log_file: str
@@ -96,6 +101,7 @@ class NodeBenchResult:
                          + (" [seeds are the exact GT: not an accuracy figure]" if c["depth_only"] else ""))
         else:
             lines.append("ADD(-S): no ground-truth instance could be scored")
+        lines.append(describe_appearances(self.appearance))
         lines.append(f"monitor summary: {self.summary_file}; node output: {self.log_file}")
         return "\n".join(lines)
 
@@ -174,5 +180,6 @@ def run_node_bench(cfg: NodeBenchConfig, out_dir: str | Path | None = None, verb
         latency_samples=int(lat.get("n", 0)), pose_rate_hz=float(s.get("rates_hz", {}).get("object_poses", 0.0)),
         camera_rate_hz=float(s.get("rates_hz", {}).get("color", 0.0)),
         pose_messages=int(s.get("counts", {}).get("object_poses", 0)), gt_instances_scored=scored,
-        gt_instances_found=found, add_s_recall=recall, add_s_recall_of_found=of_found, machine=machine,
+        gt_instances_found=found, add_s_recall=recall, add_s_recall_of_found=of_found,
+        appearance=dict(s.get("appearance", {})), machine=machine,
         summary_file=str(summary_file), log_file=str(log_file), exit_code=int(code))

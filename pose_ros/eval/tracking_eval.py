@@ -24,6 +24,7 @@ class TrackingEvalResult:
     missing: int                          # of those, no pose of that class at all
     by_source: dict[str, Counter] = field(default_factory=dict)   # "detect"/"track" -> {ok, wrong}
     counters: dict[str, int] = field(default_factory=dict)
+    appearances: list = field(default_factory=list)   # appearance_latency.Appearance: into view -> right pose
 
     @property
     def recall(self) -> float:
@@ -41,6 +42,7 @@ def evaluate_tracking(estimator: Any, tracker_config: Any, seed: int, frames: in
     """
     from pose_ros.objects.detection_worker import InlineDetector
     from pose_ros.core.camera import PinholeCamera
+    from pose_ros.eval.appearance_latency import AppearanceLatency
     from pose_ros.eval.pose_metrics import add_s_error
     from pose_ros.objects.tracking import PoseTracker
     from pose_ros.synth.stream import SyntheticSceneStream
@@ -56,10 +58,14 @@ def evaluate_tracking(estimator: Any, tracker_config: Any, seed: int, frames: in
     tracker = PoseTracker(estimator, tracker_config, detector=detector)
     by_name = {m.name: m for m in models}
     res = TrackingEvalResult(seed, frames, 0, 0, 0, {"detect": Counter(), "track": Counter()})
+    appearance = AppearanceLatency(min_visible)
     for i in range(frames):
         render, depth_m, gts = stream.frame(i / rate_hz)
         poses = tracker.update(render.rgb, depth_m, camera, stamp_s=i / rate_hz)   # stamps, as the node passes
         source = "detect" if tracker.last_detection_frame is not None else "track"
+        stamp_ns = int(round(i * 1e9 / rate_hz))
+        appearance.observe_truth(stamp_ns, {g.name: g.visible_fraction for g in gts})
+        right: set[str] = set()
         for g in gts:
             if g.visible_fraction < min_visible or g.name not in by_name:
                 continue
@@ -72,7 +78,12 @@ def evaluate_tracking(estimator: Any, tracker_config: Any, seed: int, frames: in
             ok = min(add_s_error(m, p.T_cam_obj, g.T_cam_obj) for p in cands) < 0.1 * m.diameter_m
             res.correct += int(ok)
             res.by_source[source]["ok" if ok else "wrong"] += 1
+            if ok:
+                right.add(g.name)
+        # in scene time: a pose counts from the frame it is about (no processing time here)
+        appearance.observe_poses(stamp_ns, stamp_ns, right)
         if progress:
             progress(i)
     res.counters = dict(tracker.counters)
+    res.appearances = appearance.counted()
     return res

@@ -97,20 +97,10 @@ PARAMETERS = [
     ParamSpec("detect_aside", True, "with tracking: full detections run in a separate process while every frame "
               "is tracked, so poses keep the camera rate (new objects appear after one detection time); "
               "false = detect in line, stalling the pose stream for each detection"),
-    ParamSpec("tracking_lost_in_line", False, "with detect_aside: a frame that lost a track is re-detected in "
-              "line, so the object is not missing for a detection time, at the cost of stalling the pose stream "
-              "for it; false = every detection aside (camera-rate poses; a lost object returns a detection later)"),
     ParamSpec("tracking_lost_search_jobs", 4, "with detect_aside: the class of a lost track (or of a detection that "
               "could not be carried onto the newest frame) is looked for alone, between the periodic full detections, "
               "until found or this many detections missed it: one class takes a fraction of a full detection's time; "
               "0 = off (only full detections)", min=0, max=1000),
-    ParamSpec("tracking_hold_lost_frames", 0, "with tracking: a lost track is held (not published) this many "
-              "frames and revived with its id when ICP from its pose finds the object again (an occluder passed); "
-              "0 = off (default: it made the node's poses worse where frames are dropped)", min=0, max=10000),
-    ParamSpec("tracking_max_gap_s", 0.0, "with tracking and detect_aside: poses older than this (stamps of the "
-              "frames processed) are not refined by ICP but re-detected: after a stall the objects have moved; 0 = off "
-              "(default: where merging a detection takes longer than this, tracks never survive it)",
-              min=0.0, max=3600.0),
     ParamSpec("tracking_predict_motion", True, "with tracking: ICP starts from each track's pose moved at its "
               "velocity (measured on the frame stamps), not from its last pose: with a moving camera and dropped "
               "frames the objects are centimetres away by the next processed frame"),
@@ -191,10 +181,7 @@ class ObjectPoseNode(Node):
             self.tracker = PoseTracker(self.estimator, TrackingConfig(
                 redetect_every=int(self.p["tracking_redetect_every"]),
                 twin_check_every=int(self.p["tracking_twin_check_every"]),
-                lost_in_line=bool(self.p["tracking_lost_in_line"]),
                 lost_search_jobs=int(self.p["tracking_lost_search_jobs"]),
-                hold_lost_frames=int(self.p["tracking_hold_lost_frames"]),
-                max_gap_s=float(self.p["tracking_max_gap_s"]),
                 predict_motion=bool(self.p["tracking_predict_motion"])), detector=self.detector)
         self._reset_requested = False
 

@@ -66,7 +66,7 @@ def declare_parameters(node, specs: list[ParamSpec], *, check: Callable[[str, An
             elif isinstance(spec.default, float):
                 descriptor.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
         if isinstance(spec.default, float):
-            # `tracking_max_gap_s: 0` (YAML, or `-p name:=0`) is an INTEGER to ROS, which a DOUBLE parameter
+            # `score_threshold: 0` (YAML, or `-p name:=0`) is an INTEGER to ROS, which a DOUBLE parameter
             # refuses with a type error: accept any number, checked and converted below.
             descriptor.dynamic_typing = True
         if isinstance(spec.default, list) and not spec.default:

@@ -3,7 +3,8 @@
 Subscribes to the camera topics, the ground truth and (when present) the object poses, and
 prints a compact report every few seconds: rates, frame sizes/encodings, objects in view,
 pose error against ground truth (translation, rotation, ADD(-S) / diameter) and end-to-end
-latency (receive time - input stamp). With `summary_file` it also writes the totals as JSON on
+latency (receive time - input stamp), and how long an object coming into view waits for its first
+right pose (``eval/appearance_latency.py``). With `summary_file` it also writes the totals as JSON on
 exit, which is what the latency benchmark and the tests read. /diagnostics: the rates it measures and
 the pose score so far. `report_period_s` is applied live (`ros2 param set`); the other parameters are read
 at start-up and a set is refused with that reason.
@@ -21,6 +22,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from pose_ros.core.transforms import rotation_angle_rad
+from pose_ros.eval.appearance_latency import AppearanceLatency
 from pose_ros.msg import ObjectPoseArray
 from pose_ros.nodes.diagnostics import OK, WARN, DiagnosticReport, NodeDiagnostics
 from pose_ros.nodes.image_conversions import stamp_to_ns
@@ -83,7 +85,8 @@ class TopicMonitorNode(Node):
         self.last_image: dict[str, str] = {}
         self.objects_in_view: list[str] = []
         self.gt_by_stamp: dict[int, ObjectPoseArray] = {}
-        self.poses_waiting_for_gt: dict[int, ObjectPoseArray] = {}   # arrived before their truth
+        self.poses_waiting_for_gt: dict[int, tuple[ObjectPoseArray, int]] = {}   # arrived before their truth (+ when)
+        self.appearance = AppearanceLatency()     # object coming into view -> its first right pose
         self.latencies_ms: list[float] = []
         self.errors: list[dict] = []
         self.unmatched_gt = 0
@@ -151,26 +154,29 @@ class TopicMonitorNode(Node):
         self.gt_by_stamp[stamp_ns] = msg
         while len(self.gt_by_stamp) > 200:
             self.gt_by_stamp.pop(next(iter(self.gt_by_stamp)))
+        self.appearance.observe_truth(stamp_ns, {o.class_name: float(o.score) for o in msg.objects})
         waiting = self.poses_waiting_for_gt.pop(stamp_ns, None)
         if waiting is not None:
-            self._score(waiting, msg)
+            self._score(*waiting, msg)
 
     def _on_poses(self, msg: ObjectPoseArray) -> None:
         self.rates["object_poses"].tick()
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        self.latencies_ms.append((self.get_clock().now().nanoseconds - stamp_ns) / 1e6)
+        receive_ns = self.get_clock().now().nanoseconds
+        self.latencies_ms.append((receive_ns - stamp_ns) / 1e6)
         gt = self.gt_by_stamp.get(stamp_ns)
         if gt is None:
             # The two topics are separate DDS streams: a frame's estimate can overtake its truth.
-            self.poses_waiting_for_gt[stamp_ns] = msg
+            self.poses_waiting_for_gt[stamp_ns] = (msg, receive_ns)
             while len(self.poses_waiting_for_gt) > 200:
                 self.poses_waiting_for_gt.pop(next(iter(self.poses_waiting_for_gt)))
             return
-        self._score(msg, gt)
+        self._score(msg, receive_ns, gt)
 
-    def _score(self, msg: ObjectPoseArray, gt: ObjectPoseArray) -> None:
+    def _score(self, msg: ObjectPoseArray, receive_ns: int, gt: ObjectPoseArray) -> None:
         """One error entry per ground-truth instance that is at least 30% visible."""
         stamp_ns = stamp_to_ns(msg.header.stamp)
+        right: set[str] = set()
         for g in gt.objects:
             if g.score < 0.3:  # mostly hidden objects are not expected to be found
                 continue
@@ -181,8 +187,11 @@ class TopicMonitorNode(Node):
                 self._scored({"stamp_ns": stamp_ns, "class": g.class_name, "found": False})
                 continue
             best = min(cands, key=lambda o: np.linalg.norm(pose_to_T(o.pose.pose)[:3, 3] - T_gt[:3, 3]))
-            self._scored({"stamp_ns": stamp_ns, "class": g.class_name, "found": True,
-                          **self._error(g.class_name, pose_to_T(best.pose.pose), T_gt)})
+            err = self._error(g.class_name, pose_to_T(best.pose.pose), T_gt)
+            self._scored({"stamp_ns": stamp_ns, "class": g.class_name, "found": True, **err})
+            if err.get("add_over_d", np.inf) < 0.1:
+                right.add(g.class_name)
+        self.appearance.observe_poses(stamp_ns, receive_ns, right)
 
     def _scored(self, entry: dict) -> None:
         self.errors.append(entry)
@@ -217,6 +226,7 @@ class TopicMonitorNode(Node):
             "median_t_err_m": float(np.median([e["t_err_m"] for e in found])) if found else None,
             "median_r_err_deg": float(np.median([e["r_err_deg"] for e in found])) if found else None,
             "per_class": _per_class(self.errors),
+            "appearance": self.appearance.summary(),
         }
 
     def report(self) -> None:
@@ -237,6 +247,9 @@ class TopicMonitorNode(Node):
                 f"{s['median_r_err_deg'] if s['median_r_err_deg'] is not None else float('nan'):.1f} deg")
             if s["per_class"]:
                 lines.append("per object: " + "; ".join(f"{k} {v}" for k, v in s["per_class"].items()))
+            a = s["appearance"]
+            if a["posed"]:
+                lines.append(f"into view -> right pose: {a['posed']}/{a['appearances']}, p50 {a['delay_ms_p50']:.0f} ms")
         self.get_logger().info(" | ".join(lines))
         self.write_summary(s)
 

@@ -22,7 +22,7 @@ evidence (and every twin's) falls ``appearance_drop`` below the best the track h
 and the next frame runs the detector.
 
 Detection off the tracking path: given a ``detector`` (``objects/detection_worker.py``), the
-tracker never waits for a detection. Every frame tracks the held poses; when a detection is due
+tracker never waits for a detection. Every frame tracks the current poses; when a detection is due
 (no tracks, a track lost, ``redetect_every``) the frame is submitted to the detector, which works
 in another process while the following frames are tracked. Its results, some frames old when they
 arrive, are moved onto the newest frame (ICP from the detected pose moved as the instance's track,
@@ -38,10 +38,9 @@ detection that could not be carried forward) is looked for alone in the jobs bet
 detection finds it or ``lost_search_jobs`` missed it. The per-instance depth search is most of a
 detection's time, so one class comes back in about a third of a full detection's time with three
 objects; a job asked on the frame the object was lost often finds nothing (the occluder still in
-front), hence the repeats. With ``lost_in_line`` a frame that lost a track still runs the detector in line,
-so a briefly lost object is not missing for a whole detection time. Without a detector, every
-detection runs in line in the frame that needs it. Either way a re-detection replaces a track only
-if the render-and-compare check does not clearly prefer the track (``keep_track_margin``).
+front), hence the repeats. Without a detector, every detection runs in line in the frame that needs
+it. Either way a re-detection replaces a track only if the render-and-compare check does not clearly
+prefer the track (``keep_track_margin``).
 
 Start-up: while the detector process loads (seconds; up to ~10 s on a fresh 2-core machine), frames
 with nothing tracked are detected in line, so a still scene has poses after one detection. When the
@@ -50,32 +49,16 @@ moved: `make demo` on a fresh clone lost every track made from four in-line dete
 which also slowed the detector process's start), the tracker stops detecting in line and waits for the
 detector process, which then detects the newest frame.
 
-Gaps: with the detector aside and given frame stamps, tracks more than ``max_gap_s`` old (a slow in-line detection at start-up,
-while the detector process loads; a starved CPU) are lost and the frame is detected afresh. Counted
-in frames alone, the first frame after a 1-5 s in-line detection looked like the next one, and ICP
-from the old poses could settle beside the moved object (`make demo`: a box 35 deg / 2 cm off, a mug
-turned ~120 deg, for 4 s until the next detection replaced them). Off by default since session 9: on a
-loaded machine merging a detection (ICP hops onto the newest frame) takes longer than the gap, so the
-frame after every merge found its tracks stale, dropped them and asked again: the tracker never tracked
-(`bench-node --objects 3`: "0 poses tracked", every loss 'stale'; 44-49% of visible objects right vs
-61-81% with the rule off).
-
 Motion: ICP starts from the track's pose moved at its velocity (``objects/motion_model.py``),
 measured from its last poses on the frames' stamps when given: with the camera moving and frames
 dropped by a busy node, the object is centimetres from its last pose by the next processed frame.
-A held or freshly detected pose has no velocity of its own (a re-detection keeps its track's).
+A freshly detected pose has no velocity of its own (a re-detection keeps its track's).
 
-Held tracks: most losses are occlusions (an arm passing in front, the object leaving the view for
-a moment), and the object is still where it was when it comes back. A lost track is therefore held
-(not published) for ``hold_lost_frames`` frames, its pose moved each frame as the steadiest track
-moved (a static scene seen by a moving camera), and re-validated by ICP from that pose with the
-same tests that keep a track (fitness against the track's own, depth score, step size) plus the
-render-and-compare evidence where the track has a reference: it comes back in the frame the object
-reappears instead of a detection time later, with its instance id. A detection that finds the
-object replaces the held track. Off by default: offline, where every frame is processed, it helped
-(eval-tracking aside 80.4 -> 82.4%), but in the node, which drops frames, it made the published
-poses worse (`make demo` 20 s: 49% of the found poses right with 30 frames held, 91% with none;
-`bench-node` 25 s: 66 vs 81%); likely a revival allowed a step of up to three frames' worth (15 cm).
+Not done, on purpose (each was tried and made the node's poses worse where frames are dropped):
+holding lost tracks to revive them by ICP (node: 66% vs 80.5% of found poses right; a revival could
+step onto a neighbour), losing tracks after a stamp gap (on a loaded machine no track survived a
+merge), clamping ICP's turn about a mug's axis (53.6% vs 86.1%: an orbiting camera turns it about
+that axis), and re-detecting a lost track in line (stalled the pose stream on every loss).
 """
 from __future__ import annotations
 
@@ -107,18 +90,12 @@ class TrackingConfig:
     twin_score_slack: float = 0.1       # depth-score loss tolerated for that switch
     spin_step_deg: float = 8.0          # with the twin check: turns of +-1, +-2 steps about a turn axis tried (0: off)
     spin_margin: float = 0.05           # evidence a turn needs over the pose to replace it
-    max_spin_step_deg: float = 0.0      # ICP's turn about a turn axis per frame clamped to this (0: off; see _clamp_spin)
     appearance_drop: float = 0.4        # evidence this far below the track's best -> lost
     keep_track_margin: float = 0.1     # a re-detection loses to its track by this much evidence (< 0: never)
-    lost_in_line: bool = False          # detection aside: a frame that lost a track is re-detected in line
     forward_max_hops: int = 8           # detection aside: at most this many ICP hops through the frames since its frame
     forward_buffer_frames: int = 60     # depth frames kept for those hops (at most)
     lost_search_jobs: int = 4           # detector aside: a lost track's class is looked for alone (between the
                                         # periodic detections) until found or this many detections missed it
-    hold_lost_frames: int = 0           # a lost track is held this many frames and revived if ICP finds it (0: off;
-                                        # off by default: it made the node's poses worse, see the module doc)
-    max_gap_s: float = 0.0              # detector aside, frame stamps: tracks older than this are not refined but
-                                        # re-detected (0: off, the default; see the module doc)
     predict_motion: bool = True         # ICP starts from the pose moved at the track's velocity (objects/motion_model.py)
     motion_gain: float = 0.7            # weight of the newest measured velocity
     motion_damping: float = 0.9         # velocity factor per update (a self-fed velocity dies away)
@@ -129,10 +106,6 @@ class TrackingConfig:
             raise ValueError(f"redetect_every must be >= 1; got {self.redetect_every}")
         if not 0.0 < self.min_unoccluded <= 1.0:
             raise ValueError(f"min_unoccluded must be in (0,1]; got {self.min_unoccluded}")
-        if self.hold_lost_frames < 0:
-            raise ValueError(f"hold_lost_frames must be >= 0 (0 = off); got {self.hold_lost_frames}")
-        if not self.max_gap_s >= 0.0:
-            raise ValueError(f"max_gap_s must be >= 0 (0 = off); got {self.max_gap_s}")
         if self.lost_search_jobs < 0:
             raise ValueError(f"lost_search_jobs must be >= 0 (0 = off); got {self.lost_search_jobs}")
         if self.forward_max_hops < 1 or self.forward_buffer_frames < 1:
@@ -173,12 +146,6 @@ class _Job:
                                             # of the frames tracked since (forward hops)
 
 
-@dataclass
-class _Held:
-    track: _Track                           # the last good state, its pose moved with the scene since
-    lost_frame: int
-
-
 class PoseTracker:
     """Stateful wrapper around a PoseEstimator (one per camera stream)."""
 
@@ -191,18 +158,16 @@ class PoseTracker:
         self._missing: dict[int, int] = {}      # class of a lost track not found since -> jobs that looked in vain
         self._reset_frame = 0                   # detections of frames up to this one predate a reset
         self.tracks: list[_Track] = []
-        self.held: list[_Held] = []             # lost tracks waiting to be revived (module doc)
         self._ids_issued: set[int] = set()      # every instance id this tracker has published
         self.frame = 0
         self.since_detect = 0
         self.counters = {"detect": 0, "tracked": 0, "lost": 0, "twin_checks": 0, "twin_switches": 0,
-                         "detect_errors": 0, "detections_dropped": 0, "detections_rejected": 0, "revived": 0, "spin_fixes": 0}
+                         "detect_errors": 0, "detections_dropped": 0, "detections_rejected": 0, "spin_fixes": 0}
         self._twin_turn = 0
         self._force_detect = False
         self._inline_start = True               # detect in line while the detector process starts (see doc)
         self._inline_start_frame = -1           # frame of the last such detection
         self.last_lost_reasons: list[str] = []
-        self._last_stamp_s: float | None = None
         self._now = 0.0                         # the current frame on the tracks' clock (see _set_clock)
         self._stamped: bool | None = None
         self._enabled: set[int] | None = None    # the classes of the previous update
@@ -211,7 +176,6 @@ class PoseTracker:
         """Forget all tracks (e.g. the ROS 'reset tracking' service); a detection still running
         aside is discarded when it arrives (it was asked with the forgotten tracks)."""
         self.tracks = []
-        self.held = []
         self.since_detect = 0
         self._missing = {}
         self._reset_frame = self.frame
@@ -219,22 +183,17 @@ class PoseTracker:
     def seed(self, results: list[PoseResult]) -> None:
         """Start tracking from externally known poses (another detector, a saved scene, a test)."""
         self.tracks = [_Track(r, r.stats.icp_fitness if r.stats.icp_applied else 0.0) for r in results]
-        self.held = []
         self.since_detect = 0
 
     def update(self, rgb: np.ndarray, depth_m: np.ndarray | None, camera: PinholeCamera,
                enabled_classes: Iterable[str | int] | None = None, stamp_s: float | None = None) -> list[PoseResult]:
-        """``stamp_s``: the frame's capture time (used with the detector aside). Frames counted alone cannot tell a stall (a slow
-        in-line detection, a starved CPU, frames dropped meanwhile) from the next frame: ICP from
-        poses ``max_gap_s`` or more old can converge beside the moved object and look fine, so such
-        tracks are lost and the frame is detected afresh, and a detection still running from before
-        the gap is discarded (carried over the gap it has the same problem)."""
+        """``stamp_s``: the frame's capture time: the tracks' clock for their velocities (frames dropped
+        upstream are then accounted for); without it, processed frames count."""
         rgb, depth = self.est._check_inputs(rgb, depth_m, camera)
         enabled = self.est._resolve_classes(enabled_classes)
         self._look_for_newly_enabled(enabled)
         self.last_lost_reasons = []
         self.last_detection_frame = None
-        self._expire_after_gap(stamp_s)         # before counting this frame: as a reset after the previous one
         self.frame += 1
         self._set_clock(stamp_s)
         can_track = depth is not None and bool(np.any(depth > 0))
@@ -247,7 +206,7 @@ class PoseTracker:
         if not need_detect:
             kept, need_detect = self._track_all(rgb, depth, camera, enabled, can_track)
         if need_detect:
-            prev = [t.result for t in self.tracks] + self._held_results()
+            prev = [t.result for t in self.tracks]
             results = self.est.estimate(rgb, depth, camera, enabled_classes=enabled, prev=prev)
             self.counters["detect"] += 1
             self.since_detect = 0
@@ -280,32 +239,19 @@ class PoseTracker:
         self._stamped = stamped
         self._now = float(stamp_s) if stamped else float(self.frame)
 
-    def _expire_after_gap(self, stamp_s: float | None) -> None:
-        """Tracks (and a running detection) from before a gap of more than ``max_gap_s`` are lost (update)."""
-        if stamp_s is None or self.detector is None:
-            return                              # detecting in line, every detection is such a gap: tracking would never run
-        gap = None if self._last_stamp_s is None else stamp_s - self._last_stamp_s
-        self._last_stamp_s = stamp_s
-        if gap is None or not self.cfg.max_gap_s > 0 or gap <= self.cfg.max_gap_s:
-            return
-        for tr in self.tracks:
-            self._lost(f"stale {gap:.2f} s")
-        self.reset()                            # also discards a detection asked before the gap
-
     def _merge_now(self, results: list[PoseResult], kept: list[_Track], rgb: np.ndarray, depth: np.ndarray | None,
                    camera: PinholeCamera) -> list[_Track]:
         """Tracks after a detection of this very frame."""
         by_id = {t.result.instance_id: t for t in kept}
         new_tracks: list[_Track] = []
         for r in results:
-            old = self._prior_track(r, by_id, depth, camera)
+            old = self._prior_track(r, by_id)
             keep_old = old is not None and self._track_looks_better(old, r, rgb, depth, camera)
             if old is None:
                 r = self._unused_id(r, _other_ids(r, results, by_id, (t.result.instance_id for t in new_tracks)))
             new_tracks.append(old if keep_old else _from_detection(r, old, self._now))
         # Tracked objects the network missed this frame (e.g. heavily occluded) stay tracked.
         new_tracks.extend(by_id.values())
-        self._drop_held_found(new_tracks)
         return new_tracks
 
     def _update_detecting_aside(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera,
@@ -328,12 +274,10 @@ class PoseTracker:
         starting = starting and self._inline_start
         if starting:
             self._inline_start_frame = self.frame
-        if (starting or (lost_any and self.cfg.lost_in_line)) and done is None:
-            # A lost object would be missing for a whole detection time: find it in this frame. (With
-            # no tracks at all there is no pose stream to stall, but no loss either: that goes aside,
-            # unless the detector process is still starting.)
+        if starting and done is None:
+            # The detector process is still loading: detect in line meanwhile (module doc).
             results = self.est.estimate(rgb, depth, camera, enabled_classes=enabled,
-                                        prev=[t.result for t in kept] + self._held_results())
+                                        prev=[t.result for t in kept])
             self.counters["detect"] += 1
             self.last_detection_frame = self.frame
             self.tracks = self._merge_now(results, kept, rgb, depth, camera)
@@ -358,8 +302,7 @@ class PoseTracker:
         classes = set(enabled) if full else set(self._missing) & enabled
         if not classes or self.detector.busy or not self.detector.ready:
             return                              # (a frame queued while the process starts would be stale)
-        if self.detector.submit(self.frame, rgb, depth, camera, classes,
-                                [t.result for t in self.tracks] + self._held_results()):
+        if self.detector.submit(self.frame, rgb, depth, camera, classes, [t.result for t in self.tracks]):
             self._force_detect = False
             if full:
                 self.since_detect = 0
@@ -388,8 +331,7 @@ class PoseTracker:
 
     def _track_all(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera, enabled: set[int],
                    can_track: bool) -> tuple[list[_Track], bool]:
-        """(tracks of the enabled classes moved onto this frame, revived held ones included; whether
-        any was lost)."""
+        """(tracks of the enabled classes moved onto this frame; whether any was lost)."""
         kept: list[_Track] = []
         lost_any = False
         for tr in self.tracks:
@@ -401,52 +343,15 @@ class PoseTracker:
                 self._note_missing(tr.result.class_id)
                 if not can_track:
                     self._lost("no depth")
-                self._hold(tr)
             else:
                 kept.append(new)
-        if can_track and self.held:
-            kept += self._revive_held(kept, rgb, depth, camera, enabled)
         return kept, lost_any
-
-    def _hold(self, tr: _Track) -> None:
-        if self.cfg.hold_lost_frames > 0:
-            self.held = [h for h in self.held if h.track.result.instance_id != tr.result.instance_id]
-            # A held pose is moved with the scene (_revive_held), not by its own velocity.
-            self.held.append(_Held(replace(tr, t=None, velocity=None), self.frame))
-
-    def _held_results(self) -> list[PoseResult]:
-        """Held poses, passed to detections as ``prev`` so that a re-found object keeps its id."""
-        return [h.track.result for h in self.held]
-
-    def _revive_held(self, kept: list[_Track], rgb: np.ndarray, depth: np.ndarray, camera: PinholeCamera,
-                     enabled: set[int]) -> list[_Track]:
-        """Held tracks found again on this frame (module doc); the others stay held until they expire."""
-        _, motion = _scene_motion(kept, {t.result.instance_id: t.result.T_cam_obj for t in self.tracks})
-        still, revived = [], []
-        for h in self.held:
-            if self.frame - h.lost_frame > self.cfg.hold_lost_frames or self._held_elsewhere(h.track.result, kept):
-                continue
-            if motion is not None:
-                h.track = replace(h.track, result=replace(h.track.result, T_cam_obj=motion @ h.track.result.T_cam_obj))
-            if h.track.result.class_id not in enabled or self._held_elsewhere(h.track.result, revived):
-                still.append(h)
-                continue
-            new = self._track_one(h.track, depth, camera, frames=min(self.frame - h.lost_frame, 3), count_loss=False)
-            if new is None or not self._looks_as_before(new.result, new.ref_appearance, rgb, depth, camera):
-                still.append(h)
-                continue
-            new.result.stats.method = "icp_revived"
-            self.counters["revived"] += 1
-            revived.append(new)
-        self.held = still
-        return revived
 
     def _looks_as_before(self, r: PoseResult, ref_appearance: float | None, rgb: np.ndarray, depth: np.ndarray,
                          camera: PinholeCamera) -> bool:
         """Whether a pose ICP moved without a detection looks on this frame within ``appearance_drop``
         of its reference (when there is one): ICP alone can settle on a similar surface nearby. A
-        revived held track is compared with its best; a detection carried forward with its look on its
-        own frame (hops through frames where a box shows one face slid it along that face: right on its
+        detection carried forward is compared with its look on its own frame (hops through frames where a box shows one face slid it along that face: right on its
         frame, 0.13 d off after 20 frames in the demo stream)."""
         if ref_appearance is None:
             return True
@@ -459,24 +364,14 @@ class PoseTracker:
         return any(t.result.class_id == r.class_id and t.result.instance_id != r.instance_id and
                    np.linalg.norm(t.result.T_cam_obj[:3, 3] - r.T_cam_obj[:3, 3]) < 0.5 * d for t in tracks)
 
-    def _prior_track(self, r: PoseResult, by_id: dict[int, _Track], depth: np.ndarray | None,
-                     camera: PinholeCamera) -> _Track | None:
-        """The track a detection would replace: its instance's live track (taken out of ``by_id``),
-        else its held track moved onto this frame by ICP. A detection of a half-occluded object can
-        pick a wrong near-symmetric turn that the track, seen whole before, had right; the detection
-        confirms the object is there, so the held pose needs only ICP to converge, not the full
-        revival tests, to be compared with it."""
+    def _prior_track(self, r: PoseResult, by_id: dict[int, _Track]) -> _Track | None:
+        """The track a detection would replace: its instance's live track (taken out of ``by_id``)."""
         old = by_id.get(r.instance_id)
         if old is not None and old.result.class_id != r.class_id:
-            old = None                  # another object's id (ids from another process): not this one's track
-        elif old is not None:
+            return None                 # another object's id (ids from another process): not this one's track
+        if old is not None:
             del by_id[r.instance_id]
-        held = next((h for h in self.held if h.track.result.instance_id == r.instance_id
-                     and h.track.result.class_id == r.class_id), None)
-        if old is not None or held is None or depth is None:
-            return old
-        return self._track_one(held.track, depth, camera, frames=min(self.frame - held.lost_frame, 3),
-                               count_loss=False, confirmed=True)
+        return old
 
     def _unused_id(self, r: PoseResult, reserved: set[int]) -> PoseResult:
         """A new object keeps a new id: the detector process's estimator counts ids on its own, so
@@ -485,8 +380,7 @@ class PoseTracker:
         under way (a renamed object must not take one: it replaced that object's track)."""
         if r.instance_id not in self._ids_issued and r.instance_id not in reserved:
             return r
-        taken = (self._ids_issued | reserved | {r.instance_id} | {t.result.instance_id for t in self.tracks}
-                 | {h.track.result.instance_id for h in self.held})
+        taken = self._ids_issued | reserved | {r.instance_id} | {t.result.instance_id for t in self.tracks}
         new_id = max(taken) + 1
         self._ids_issued.add(new_id)
         return replace(r, instance_id=new_id)
@@ -495,12 +389,6 @@ class PoseTracker:
         results = [t.result for t in self.tracks]
         self._ids_issued.update(r.instance_id for r in results)
         return results
-
-    def _drop_held_found(self, tracks: list[_Track]) -> None:
-        """A detection found these objects: their held tracks are done."""
-        ids = {t.result.instance_id for t in tracks}
-        self.held = [h for h in self.held
-                     if h.track.result.instance_id not in ids and not self._held_elsewhere(h.track.result, tracks)]
 
     def _merge_detection(self, done: Any, kept: list[_Track], rgb: np.ndarray, depth: np.ndarray | None,
                          camera: PinholeCamera, enabled: set[int], can_track: bool) -> list[_Track]:
@@ -535,7 +423,7 @@ class PoseTracker:
                 r = replace(moved.result, stats=replace(moved.result.stats, source=r.stats.source,
                                                         method=r.stats.method + "+icp_forward"))
                 velocity = moved.velocity
-            old = self._prior_track(r, by_id, depth, camera)
+            old = self._prior_track(r, by_id)
             if old is not None and self._track_looks_better(old, r, rgb, depth, camera):
                 by_id[r.instance_id] = old
                 continue
@@ -545,7 +433,6 @@ class PoseTracker:
                 r = self._unused_id(r, _other_ids(r, done.results, by_id))
             by_id[r.instance_id] = _from_detection(r, old, self._now, velocity, ref_appearance)
         tracks = list(by_id.values())
-        self._drop_held_found(tracks)
         self._update_missing(kept, tracks, job.classes)
         return tracks
 
@@ -665,31 +552,6 @@ class PoseTracker:
         return replace(r, T_cam_obj=icp.T_cam_obj, score=float(score), stats=stats,
                        covariance=icp_covariance(icp.inlier_rmse_m, self.est.objects[r.class_id - 1].diameter_m))
 
-    def _clamp_spin(self, r: PoseResult, icp: Any, frames: int) -> Any:
-        """ICP's turn about the model's turn axis, clamped to ``max_spin_step_deg`` per frame: on a body
-        of revolution it is nearly unconstrained, and with the handle half hidden ICP swung the demo
-        mug by up to 20 deg from one frame to the next (the object had not turned); the appearance
-        check (``_refine_spin``) corrects what is left. Off by default: a camera orbiting an upright
-        mug turns it about that very axis in the camera frame, and where frames are dropped (the
-        node) the clamp kept the track from following (bench-node: 53.6% of found poses right)."""
-        from scipy.spatial.transform import Rotation
-
-        axis = self.est.turn_axis(r.class_id)
-        limit = np.radians(self.cfg.max_spin_step_deg) * max(frames, 1)
-        if axis is None or not limit > 0:
-            return icp
-        # Swing-twist split of the correction in the model frame: twist = its part about the axis.
-        x, y, z, w = Rotation.from_matrix(r.T_cam_obj[:3, :3].T @ icp.T_cam_obj[:3, :3]).as_quat()
-        along = float(np.dot([x, y, z], axis))
-        twist = 2.0 * np.arctan2(along, w)
-        twist = (twist + np.pi) % (2 * np.pi) - np.pi
-        if abs(twist) <= limit:
-            return icp
-        excess = R_from_axis_angle(axis, np.sign(twist) * limit - twist)
-        T = icp.T_cam_obj.copy()
-        T[:3, :3] = icp.T_cam_obj[:3, :3] @ excess
-        return replace(icp, T_cam_obj=T)
-
     def _refine_spin(self, tr: _Track, evidence: float, rgb: np.ndarray, depth: np.ndarray,
                      camera: PinholeCamera) -> _Track:
         """Correct a small turn about the model's turn axis (the mug's): ICP on a body of revolution
@@ -718,11 +580,10 @@ class PoseTracker:
         return replace(tr, result=new, ref_appearance=max(tr.ref_appearance or -np.inf, a))
 
     def _track_one(self, tr: _Track, depth: np.ndarray, camera: PinholeCamera, frames: int = 1,
-                   count_loss: bool = True, confirmed: bool = False) -> _Track | None:
+                   count_loss: bool = True) -> _Track | None:
         """ICP from the track's pose onto this frame; ``frames``: how many frames old that pose is;
-        ``count_loss``: a failure counts as a lost track (not for held ones: they are lost already; not for
-        a detection carried forward: that counts as a dropped detection);
-        ``confirmed``: a detection says the object is here, so fitness and score may be low (occlusion)."""
+        ``count_loss``: a failure counts as a lost track (not for a detection carried forward: that
+        counts as a dropped detection)."""
         from pose_ros.objects.icp import refine_pose_icp
 
         lost = self._lost if count_loss else (lambda reason: None)
@@ -736,7 +597,6 @@ class PoseTracker:
         if not icp.applied:
             lost(f"icp: {icp.reason}")
             return None
-        icp = self._clamp_spin(r, icp, frames)
         if icp.correction_translation_m > self.cfg.max_translation_step_m * min(max(frames, 1), 3):
             lost(f"jump {icp.correction_translation_m:.3f} m")
             return None
@@ -745,14 +605,14 @@ class PoseTracker:
         seen, score = _depth_score(model, icp, depth, camera)
         unoccluded = 1.0 - seen.occluded / max(seen.visible, 1)
         fitness = icp.fitness / max(unoccluded, self.cfg.min_unoccluded)
-        if not confirmed and unoccluded < self.cfg.min_unoccluded:
+        if unoccluded < self.cfg.min_unoccluded:
             lost(f"occluded {1 - unoccluded:.0%}")
             return None
-        if not confirmed and tr.ref_fitness > 0 and fitness < (1.0 - self.cfg.max_fitness_drop) * tr.ref_fitness:
+        if tr.ref_fitness > 0 and fitness < (1.0 - self.cfg.max_fitness_drop) * tr.ref_fitness:
             lost(f"fitness drop {tr.ref_fitness:.2f} -> {fitness:.2f}")
             return None
         agree = seen.score
-        if not confirmed and score < self.cfg.min_score:
+        if score < self.cfg.min_score:
             lost(f"score {score:.2f}")
             return None
         spec = self.est.objects[r.class_id - 1]

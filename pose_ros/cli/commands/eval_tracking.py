@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from pose_ros.eval.appearance_latency import describe_appearances, summarise_appearances
     from pose_ros.eval.tracking_eval import evaluate_tracking
     from pose_ros.objects.estimator import PoseEstimator
     from pose_ros.objects.tracking import TrackingConfig
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         model = args.model or resolve("models/demo_objects.pt")
         est = PoseEstimator(model, meshes=args.meshes or meshes_dir(), threads=args.threads)
         total = correct = missing = 0
+        appearances = []
         print(f"{'seed':>4} {'visible GT':>10} {'ADD(-S)':>8} {'missing':>7}  detect ok/wrong  track ok/wrong  counters")
         for seed in args.seeds:
             with tqdm(total=args.frames, desc=f"seed {seed}", unit="frame", leave=False) as bar:
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             total += r.visible_gt
             correct += r.correct
             missing += r.missing
+            appearances += r.appearances
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -73,4 +76,5 @@ def run(args: argparse.Namespace) -> int:
           f"{'off' if args.no_motion_prediction else 'on'}, detection "
           + ("in line)" if args.detect_latency is None else f"aside, results {args.detect_latency} frames late, "
                                                               f"lost classes looked for alone {cfg.lost_search_jobs}x)"))
+    print(f"{describe_appearances(summarise_appearances(appearances))} (scene time, at {args.rate:g} frames/s)")
     return 0
