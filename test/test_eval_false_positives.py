@@ -84,6 +84,35 @@ def test_count_false_positives_cases(models):
     assert count_false_positives(gt, [r], models, False) == (0, 0)
 
 
+def test_operating_points_trade_recall_for_fewer_false_positives(models):
+    """Recall and false positives per frame at each threshold: a right pose scored 0.8, a wrong one 0.45
+    and an absent object's pose 0.35 in one frame; a right pose scored 0.5 in another."""
+    from pose_ros.eval.operating_points import OperatingPoints, describe_operating_points
+
+    MUG, BOX, BOTTLE = 1, 2, 3
+    T_mug, T_box, T_far = _T(-0.1), _T(0.12, angle=1.1), _T(0.0, 0.1)
+    gt1 = [GtInstance(MUG, T_mug), GtInstance(BOX, T_box)]
+    res1 = [_result(models, MUG, T_mug, 0.8), _result(models, BOX, _shift(T_box, 0.05), 0.45),
+            _result(models, BOTTLE, T_far, 0.35)]
+    gt2 = [GtInstance(BOX, T_box)]
+    res2 = [_result(models, BOX, T_box, 0.5)]
+    op = OperatingPoints([0.4, 0.3, 0.6], models)
+    op.add_frame(gt1, gt1, res1)
+    op.add_frame(gt2, gt2, res2)
+    rows = {r["threshold"]: r for r in op.report()}
+    assert list(rows) == [0.3, 0.4, 0.6]
+    assert rows[0.3]["add_s_recall"] == pytest.approx(2 / 3) and rows[0.3]["false_positives_per_frame"] == 1.0
+    assert rows[0.4]["add_s_recall"] == pytest.approx(2 / 3) and rows[0.4]["false_positives_per_frame"] == 0.5
+    assert rows[0.6]["add_s_recall"] == pytest.approx(1 / 3) and rows[0.6]["false_positives_per_frame"] == 0.0
+    assert describe_operating_points(op.report()).startswith(">= 0.3: 66.7% / 1.00; >= 0.4: 66.7% / 0.50")
+    # a barely visible instance left out of recall is still no false positive when posed right
+    op = OperatingPoints([0.3], models)
+    op.add_frame([], gt2, res2)
+    assert op.report()[0]["false_positives_per_frame"] == 0.0 and op.instances == 0
+    with pytest.raises(ValueError):
+        OperatingPoints([], models)
+
+
 def test_comparison_table_rows(models):
     from pose_ros.cli.commands.eval import comparison_table
     from pose_ros.eval.pose_metrics import PoseRecord, evaluate_poses

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["match_estimates", "count_false_positives"]
+__all__ = ["match_estimates", "count_false_positives", "result_pose"]
 
 
 def match_estimates(gt: list[Any], results: list[Any], use_icp: bool) -> list[Any]:
@@ -21,7 +21,7 @@ def match_estimates(gt: list[Any], results: list[Any], use_icp: bool) -> list[An
     """
     out: list[Any] = [None] * len(gt)
     for r in sorted(results, key=lambda r: -r.score):
-        T = _pose(r, use_icp)
+        T = result_pose(r, use_icp)
         if T is None:                     # no PnP pose (found by the depth search only)
             continue
         best, best_d = None, np.inf
@@ -44,13 +44,13 @@ def count_false_positives(gt: list[Any], results: list[Any], models: dict[int, A
     from pose_ros.eval.pose_metrics import add_s_error
 
     matched = match_estimates(gt, results, use_icp)
-    n_pub = sum(_pose(r, use_icp) is not None for r in results)
+    n_pub = sum(result_pose(r, use_icp) is not None for r in results)
     pairs = [(g, r) for g, r in zip(gt, matched) if r is not None]
-    right = sum(add_s_error(models[int(g.obj_id)], _pose(r, use_icp), g.T_cam_obj) < 0.1 * models[int(g.obj_id)].diameter_m
+    right = sum(add_s_error(models[int(g.obj_id)], result_pose(r, use_icp), g.T_cam_obj) < 0.1 * models[int(g.obj_id)].diameter_m
                 for g, r in pairs)
     return n_pub - len(pairs), len(pairs) - right
 
 
-def _pose(result: Any, use_icp: bool) -> np.ndarray | None:
+def result_pose(result: Any, use_icp: bool) -> np.ndarray | None:
     """The final pose, or the PnP pose before ICP (None where the depth search alone found it)."""
     return result.T_cam_obj if use_icp else getattr(result, "T_pnp_cam_obj", None)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pose_ros.eval.detection_matching import count_false_positives, match_estimates
+from pose_ros.eval.operating_points import DEFAULT_THRESHOLDS, OperatingPoints, describe_operating_points
 
 __all__ = ["count_false_positives", "match_estimates", "evaluate_split", "comparison_table", "format_table"]
 
@@ -111,6 +112,7 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
     add_rows: dict[str, list] = {"icp": [], "no_icp": []}
     times: list[dict[str, float]] = []
     fp_counts: dict[str, list[tuple[int, int]]] = {"icp": [], "no_icp": []}
+    points = OperatingPoints([score_threshold] + [t for t in DEFAULT_THRESHOLDS if t > score_threshold], models)
     ppf = _PpfRunner(models) if ppf_baseline else None
     visib = _Visibility(models)
     frames = iter_dataset_frames(split_dir, layout)
@@ -129,9 +131,10 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
             _write_overlay(overlays_dir / f"{f.scene_id:06d}_{f.im_id:06d}.png", f, results, est, models)
         if ppf is not None:
             ppf.frame(f, gt, vsd)
+        all_gt = [g for g in f.gt if g.obj_id in models]
         for mode, use_icp in (("icp", True), ("no_icp", False)):
-            fp_counts[mode].append(count_false_positives([g for g in f.gt if g.obj_id in models], results, models,
-                                                         use_icp))
+            fp_counts[mode].append(count_false_positives(all_gt, results, models, use_icp))
+        points.add_frame(gt, all_gt, results)
         for mode, use_icp in (("icp", True), ("no_icp", False)):
             for r in results:
                 if not use_icp and r.T_pnp_cam_obj is None:
@@ -157,7 +160,8 @@ def evaluate_split(split_dir: Path, model_path: Path, meshes: Any, max_frames: i
                            "false_positives": {m: {"per_frame": float(np.mean([a + b for a, b in c])),
                                                    "absent_object_per_frame": float(np.mean([a for a, _ in c])),
                                                    "wrong_pose_per_frame": float(np.mean([b for _, b in c]))}
-                                               for m, c in fp_counts.items()}}
+                                               for m, c in fp_counts.items()},
+                           "operating_points": points.report()}
     if ppf is not None and ppf.records:
         out["ppf"] = ppf.report(vsd)
     for mode in ("icp", "no_icp"):
@@ -331,6 +335,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"false positives per frame at score >= {args.score_threshold}: {fp['icp']['per_frame']:.2f} "
           f"(object not in view {fp['icp']['absent_object_per_frame']:.2f}, wrong pose of an object in view "
           f"{fp['icp']['wrong_pose_per_frame']:.2f}); PnP only: {fp['no_icp']['per_frame']:.2f}")
+    summary["operating_points"] = res["operating_points"]
+    print("with ICP, score >= threshold: ADD(-S) / false positives per frame: "
+          + describe_operating_points(res["operating_points"]))
     print(comparison_table(res))
     if "ppf" in res:
         summary["ppf"] = {"overall": res["ppf"]["report"].overall, "ms_per_object": res["ppf"]["ms_per_object"],
