@@ -113,6 +113,30 @@ def test_zero_and_nan_depth_fall_back_to_pnp_with_lowered_score(estimator, scene
         assert np.isfinite(r.T_cam_obj).all() and np.isfinite(r.score)
 
 
+def test_depth_search_takes_the_crop_correspondences_as_its_2d_evidence(estimator, scenes):
+    """Forced onto every instance (``depth_search_below`` above any score), the depth search ranks its
+    hypotheses by the crop stage's correspondences: the first stage's keypoint votes are not computed at
+    all, and the search still lands most poses."""
+    from pose_ros.objects.estimator import PoseEstimator
+
+    models, frames = scenes
+    by_id = {m.obj_id: m for m in models}
+    est = PoseEstimator(MODEL, meshes=REPO / "meshes", score_threshold=0.2, depth_search_below=1.01)
+    assert est.correspondence is not None
+    ok = total = 0
+    for rgb, depth, gt, _, _ in frames[:2]:
+        res = est.estimate(rgb, depth, CAM)
+        assert est.last_timing_ms["voting"] == 0.0
+        for oid, T_gt, vis in gt:
+            if vis < 0.5:
+                continue
+            total += 1
+            r = _match(res, oid, T_gt)
+            ok += r is not None and _adds_ok(by_id[oid], r.T_cam_obj, T_gt)
+    assert est.stage_counts["depth_search"] >= est.stage_counts["crop_pnp"] >= 4
+    assert total >= 4 and ok / total >= 0.6, f"{ok}/{total}"
+
+
 def test_empty_scene_and_object_out_of_view(estimator, scenes):
     from pose_ros.synth.renderer import RgbdRenderer
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 __all__ = ["DEFAULT_THRESHOLDS", "OperatingPoints", "describe_operating_points"]
 
-DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DEFAULT_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 class OperatingPoints:

@@ -258,7 +258,7 @@ def _colour_correlation(cols: np.ndarray, obs: np.ndarray, sel: np.ndarray, min_
 
 def _keypoint_agreement(R: np.ndarray, t: np.ndarray, keypoints_m: np.ndarray, kp_uv: np.ndarray,
                         kp_sigma_px: np.ndarray, camera: PinholeCamera) -> np.ndarray:
-    """(H,) mean over voted keypoints of exp(-d^2 / 2 sigma^2): the network's 2D evidence."""
+    """(H,) mean over the 2D evidence points (crop correspondences or voted keypoints) of exp(-d^2 / 2 sigma^2)."""
     pc = np.einsum("hij,kj->hki", R, keypoints_m) + t[:, None, :]
     z = np.maximum(pc[..., 2], 1e-3)
     uv = np.stack([camera.fx * pc[..., 0] / z + camera.cx, camera.fy * pc[..., 1] / z + camera.cy], -1)
@@ -424,10 +424,11 @@ def depth_pose_search(model: Any, mask: np.ndarray, depth_m: np.ndarray, camera:
     """ICP-refined candidate poses (best first) as [(T_init, IcpResult)]; [] without enough depth.
 
     ``extra_rotations`` (e.g. the PnP rotation) join the grid as hypotheses. ``keypoints`` =
-    (keypoints_m (K,3), voted uv (K,2), sigma px (K,)) of the valid votes adds the network's 2D
-    keypoint evidence to the hypothesis score (weight ``kp_weight``): depth alone cannot tell
-    texture-defined flips apart (a box turned 180 deg), the keypoints can, even when too coarse
-    for PnP. Collapsed/uninformative votes score all hypotheses alike and change nothing.
+    (model points (K,3), image points (K,2), sigma px (K,)): the network's 2D evidence (the crop
+    stage's correspondences, or the first stage's voted keypoints) added to the hypothesis score
+    (weight ``kp_weight``): depth alone cannot tell texture-defined flips apart (a box turned 180
+    deg), these can, even when too coarse for a pose of their own. Collapsed/uninformative ones
+    score all hypotheses alike and change nothing.
     ``rgb`` (H,W,3 uint8) adds the correlation of the model's colours with the image
     (``colour_weight``) for textured models, the other evidence that tells such flips apart.
     ``verify(T_cam_obj) -> score`` (a render-and-compare check, higher is better) ranks the
