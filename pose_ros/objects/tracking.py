@@ -204,7 +204,7 @@ class PoseTracker:
         self._force_detect = False
         kept: list[_Track] = []
         if not need_detect:
-            kept, need_detect = self._track_all(rgb, depth, camera, enabled, can_track)
+            kept, need_detect = self._track_all(depth, camera, enabled, can_track)
         if need_detect:
             prev = [t.result for t in self.tracks]
             results = self.est.estimate(rgb, depth, camera, enabled_classes=enabled, prev=prev)
@@ -257,7 +257,7 @@ class PoseTracker:
     def _update_detecting_aside(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera,
                                 enabled: set[int], can_track: bool) -> list[PoseResult]:
         """One frame with the detector working aside (module doc): never waits for a detection."""
-        kept, lost_any = self._track_all(rgb, depth, camera, enabled, can_track)
+        kept, lost_any = self._track_all(depth, camera, enabled, can_track)
         self.counters["tracked"] += len(kept)
         done = self.detector.poll()
         if done is not None and done.frame <= self._reset_frame:
@@ -329,7 +329,7 @@ class PoseTracker:
                 if self._missing[c] >= self.cfg.lost_search_jobs:
                     del self._missing[c]
 
-    def _track_all(self, rgb: np.ndarray, depth: np.ndarray | None, camera: PinholeCamera, enabled: set[int],
+    def _track_all(self, depth: np.ndarray | None, camera: PinholeCamera, enabled: set[int],
                    can_track: bool) -> tuple[list[_Track], bool]:
         """(tracks of the enabled classes moved onto this frame; whether any was lost)."""
         kept: list[_Track] = []
@@ -351,8 +351,9 @@ class PoseTracker:
                          camera: PinholeCamera) -> bool:
         """Whether a pose ICP moved without a detection looks on this frame within ``appearance_drop``
         of its reference (when there is one): ICP alone can settle on a similar surface nearby. A
-        detection carried forward is compared with its look on its own frame (hops through frames where a box shows one face slid it along that face: right on its
-        frame, 0.13 d off after 20 frames in the demo stream)."""
+        detection carried forward is compared with its look on its own frame (hops through frames where
+        a box shows one face slid it along that face: right on its frame, 0.13 d off after 20 frames in
+        the demo stream)."""
         if ref_appearance is None:
             return True
         a = self.est.appearance_evidence(r.class_id, r.T_cam_obj, rgb, depth, camera)
