@@ -50,12 +50,12 @@ class AppearanceLatency:
         self.events: list[Appearance] = []
         self._visible: set[str] = set()               # classes at least min_visible on the last frame
         self._hidden_since: dict[str, int] = {}       # class -> stamp it went below min_visible
-        self._open: dict[str, Appearance] = {}        # class -> its latest appearance, not yet posed
+        self._open: dict[str, Appearance] = {}        # class -> its latest appearance
         self._first_pose_stamp_ns: int | None = None
 
     def observe_truth(self, stamp_ns: int, visible: dict[str, float]) -> None:
         """One ground-truth frame: visible fraction per class (classes absent from it are not visible)."""
-        for name in set(visible) | self._visible | set(self._hidden_since):
+        for name in set(visible) | self._visible:
             now_visible = visible.get(name, 0.0) >= self.min_visible
             if now_visible and name not in self._visible:
                 self._visible.add(name)

@@ -47,7 +47,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from pose_ros.core.camera import PinholeCamera
-from pose_ros.objects.correspondence_pose import MIN_CORRESPONDENCES, correspondence_agreement
+from pose_ros.objects.correspondence_pose import (MIN_CORRESPONDENCES, correspondence_agreement,
+                                                  instance_depth_reference)
 from pose_ros.objects.covariance import fuse_icp_covariance, icp_covariance
 from pose_ros.objects.pnp import PnpConfig, solve_pnp
 from pose_ros.objects.voting import VotingConfig, split_instances, vote_keypoints
@@ -465,7 +466,7 @@ class PoseEstimator:
                 # 2D evidence for the search's hypotheses: the crop stage's correspondences (up to 150
                 # points, a median 5-15 mm off on held-out crops, against 30-55 px for the first
                 # stage's votes), else those votes; sigma at least 10% of the object's projected size
-                z = max(float(np.median(depth[mask][depth[mask] > 0])), 0.1)
+                z = max(instance_depth_reference(depth, mask), 0.1)      # (depth_here: >= 20 valid pixels)
                 floor = 0.1 * camera.fx * spec.diameter_m / z
                 kps = None
                 if crop_hints:
@@ -556,8 +557,7 @@ class PoseEstimator:
                   acc: Counter) -> tuple[list[Any], list[Any]]:
         """Second stage for every kept instance in one batch: pose results and correspondences (None
         where it did not run)."""
-        from pose_ros.objects.correspondence_pose import (correspondences_from_maps, instance_depth_reference,
-                                                          pose_from_correspondences)
+        from pose_ros.objects.correspondence_pose import correspondences_from_maps, pose_from_correspondences
 
         out: list[Any] = [None] * len(kept)
         corrs: list[Any] = [None] * len(kept)
