@@ -339,6 +339,27 @@ def test_plane_aligned_hypotheses_find_the_box_the_grid_misses(demo_models):
     assert ok[True] == 9 and ok[True] >= ok[False] + 2, ok
 
 
+def test_face_directions_of_a_scanned_size_mesh_are_counted_on_a_sample():
+    """A box meshed as finely as a scanned object (12,288 faces) still gives its six face normals, the
+    same ones the full count gives; a sphere as fine gives none (not planar)."""
+    from types import SimpleNamespace
+
+    from pose_ros.objects.depth_search import _model_planes, _normal_clusters
+
+    box = trimesh.creation.box((0.2, 0.1, 0.05))
+    for _ in range(5):
+        box = box.subdivide()
+    assert len(box.faces) > 5000
+    planes = _model_planes(SimpleNamespace(mesh=box), 0.6)
+    assert planes is not None and len(planes) == 6
+    assert np.allclose(np.sort(np.abs(planes).max(1)), 1.0, atol=1e-6)
+    full = _normal_clusters(np.asarray(box.face_normals), np.asarray(box.area_faces), min_frac=0.03, max_clusters=12,
+                            max_deg=5.0, max_candidates=2000)
+    assert sorted(map(tuple, np.round(planes, 6))) == sorted(tuple(np.round(c, 6)) for c, _ in full)
+    sphere = trimesh.creation.icosphere(subdivisions=5, radius=0.05)
+    assert len(sphere.faces) > 5000 and _model_planes(SimpleNamespace(mesh=sphere), 0.6) is None
+
+
 def test_axis_aligned_hypotheses_put_the_mug_axis_on_its_side_view(demo_models):
     """The mug's twins that are not half turns share its axis (model z), the bottle's declared axis
     counts as continuous and the box (half turns only) has none; for the mug seen from the side the

@@ -114,14 +114,15 @@ def test_zero_and_nan_depth_fall_back_to_pnp_with_lowered_score(estimator, scene
 
 
 def test_depth_search_takes_the_crop_correspondences_as_its_2d_evidence(estimator, scenes):
-    """Forced onto every instance (``depth_search_below`` above any score), the depth search ranks its
+    """Forced onto every instance (thresholds above any score), the depth search ranks its
     hypotheses by the crop stage's correspondences: the first stage's keypoint votes are not computed at
     all, and the search still lands most poses."""
     from pose_ros.objects.estimator import PoseEstimator
 
     models, frames = scenes
     by_id = {m.obj_id: m for m in models}
-    est = PoseEstimator(MODEL, meshes=REPO / "meshes", score_threshold=0.2, depth_search_below=1.01)
+    est = PoseEstimator(MODEL, meshes=REPO / "meshes", score_threshold=0.2, depth_search_below=1.01,
+                        search_below_probability=1.01)
     assert est.correspondence is not None
     ok = total = 0
     for rgb, depth, gt, _, _ in frames[:2]:
@@ -135,6 +136,46 @@ def test_depth_search_takes_the_crop_correspondences_as_its_2d_evidence(estimato
             ok += r is not None and _adds_ok(by_id[oid], r.T_cam_obj, T_gt)
     assert est.stage_counts["depth_search"] >= est.stage_counts["crop_pnp"] >= 4
     assert total >= 4 and ok / total >= 0.6, f"{ok}/{total}"
+
+
+def test_the_crop_poses_calibrated_score_decides_on_the_depth_search(estimator, scenes):
+    """With a calibration the fallback runs for the crop poses it rates probably wrong, and only for
+    them: a crop pose published without the search scores at least ``search_below_probability``, one
+    the search ran for and could not beat scores below it, and most crop poses skip the search."""
+    _, frames = scenes
+    assert estimator.calibration is not None
+    bar = estimator.search_below_probability
+    before = dict(estimator.stage_counts)
+    kept = 0
+    for rgb, depth, _, _, _ in frames:
+        for r in estimator.estimate(rgb, depth, CAM):
+            if r.stats.method.startswith("depth_search"):
+                assert r.stats.depth_searched
+            if r.stats.method != "pnp+icp":         # found by the search, or turned round by the twin check
+                continue
+            assert (r.score < bar) == r.stats.depth_searched, (r.score, r.stats.depth_searched)
+            kept += not r.stats.depth_searched
+    searched = estimator.stage_counts["depth_search"] - before.get("depth_search", 0)
+    crop_poses = estimator.stage_counts["crop_pnp"] - before.get("crop_pnp", 0)
+    assert kept >= 6 and searched < crop_poses / 2, (kept, searched, crop_poses)
+
+
+def test_the_depth_search_skips_instances_too_small_to_pin_a_pose_down(scenes):
+    """Coverage is the mask's share of a disc of the object's diameter at its depth (a disc of that
+    size covers 1); forced onto every instance, the search still does not run below
+    ``search_min_coverage``, and says so in its counters."""
+    from pose_ros.objects.estimator import PoseEstimator, _disc_coverage
+
+    vv, uu = np.mgrid[0:CAM.height, 0:CAM.width]
+    disc = (uu - 320) ** 2 + (vv - 240) ** 2 <= 50 ** 2          # 600 px * 0.1 m / 0.6 m = 100 px across
+    assert _disc_coverage(disc, 0.1, 0.6, CAM) == pytest.approx(1.0, abs=0.02)
+    assert _disc_coverage(disc, 0.1, 0.3, CAM) == pytest.approx(0.25, abs=0.01)
+    _, frames = scenes
+    est = PoseEstimator(MODEL, meshes=REPO / "meshes", score_threshold=0.2, depth_search_below=1.01,
+                        search_below_probability=1.01, search_min_coverage=1.5)
+    rgb, depth, _, _, _ = frames[0]
+    est.estimate(rgb, depth, CAM)
+    assert est.stage_counts["depth_search"] == 0 and est.stage_counts["depth_search_too_small"] >= 3
 
 
 def test_empty_scene_and_object_out_of_view(estimator, scenes):

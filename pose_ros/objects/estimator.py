@@ -4,12 +4,13 @@ Why one object: the ROS node, the CLI (`eval`, `bench`) and the tests all call e
 is measured offline is what runs on the robot. The estimator is stateless between frames except for
 counters (drops by reason, last per-stage timings); ``tracking.PoseTracker`` adds state.
 
-Depth-driven search: when PnP fails or its pose scores below ``depth_search_below``, the
+Depth-driven search: when PnP fails or its pose is probably wrong (calibrated score below
+``search_below_probability``; without a calibration, pose score below ``depth_search_below``), the
 instance's mask, depth and 2D evidence (the crop stage's correspondences, else the first stage's
 voted keypoints) drive ``depth_search.depth_pose_search`` (rotation grid scored against depth, mask
 and that evidence, then ICP); the better-scoring pose wins. With a weak
 network this is what finds most poses; with a good one PnP+ICP scores high and the search is
-skipped (it costs ~50-150 ms per instance on 2 CPU cores).
+skipped (it costs 0.3-1.5 s per instance on one CPU core).
 
 Class hypotheses (``class_hypotheses``): an object whose pixels the network splits between classes is
 also tried whole as its likeliest classes (``_instances``); the pose check picks the reading.
@@ -75,6 +76,13 @@ def _reason_kind(reason: str) -> str:
     return re.sub(r"[-+]?\d+(?:\.\d+)?", "#", reason.split(" (")[0])[:60]
 
 
+def _disc_coverage(mask: np.ndarray, diameter_m: float, z_m: float, camera: PinholeCamera) -> float:
+    """Mask pixels over the area of a disc of the object's diameter at depth ``z_m``: how much of
+    the object a region can show (an unoccluded compact object covers ~0.5-0.8 of that disc)."""
+    r_px = 0.5 * camera.fx * diameter_m / z_m
+    return float(np.count_nonzero(mask)) / max(np.pi * r_px * r_px, 1.0)
+
+
 class EstimatorInputError(ValueError):
     """Invalid arguments to PoseEstimator.estimate (shapes, dtypes, camera/image mismatch)."""
 
@@ -104,6 +112,7 @@ class PoseStats:
     uncalibrated_score: float = float("nan")  # scoring.pose_score before the calibration replaced it
     source: str = "network"               # "network" | "tracking"
     method: str = ""                      # "pnp" | "pnp+icp" | "depth_search+icp" | "icp_tracking"
+    depth_searched: bool = False          # the depth-search fallback ran for this hypothesis (won or not)
     time_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -127,7 +136,8 @@ def describe_stage_counts(counts: dict[str, int]) -> str:
     `pose-ros eval` and `pose-ros bench` print, so the fallback's and the twin check's use is seen."""
     return (f"pose hypotheses: crop stage {counts.get('crop_pnp', 0)}, voted keypoints {counts.get('votes_pnp', 0)}; "
             f"depth-search fallback ran {counts.get('depth_search', 0)} times, its pose kept "
-            f"{counts.get('depth_search_won', 0)}; near-symmetric twins rendered and compared "
+            f"{counts.get('depth_search_won', 0)}, not run for {counts.get('depth_search_too_small', 0)} too small to "
+            f"pin a pose down; near-symmetric twins rendered and compared "
             f"{counts.get('twin_check', 0)} times, told apart by the crop stage {counts.get('twin_check_skipped', 0)}")
 
 
@@ -164,7 +174,9 @@ class PoseEstimator:
                  score_threshold: float = 0.3, icp_config: Any = None, pnp_config: PnpConfig | None = None,
                  voting_config: VotingConfig | None = None, min_instance_pixels: int = 12,
                  allow_mesh_mismatch: bool = False, threads: int | None = None, seed: int = 0,
-                 depth_search: bool = True, depth_search_below: float = 0.8, appearance_check: bool = True,
+                 depth_search: bool = True, depth_search_below: float = 0.8,
+                 search_below_probability: float = 0.5, search_min_coverage: float = 0.05,
+                 appearance_check: bool = True,
                  depth_search_config: Any = None, depth_objectness: bool = True, objectness_config: Any = None,
                  use_score_calibration: bool = True, use_correspondence_stage: bool = True,
                  class_hypotheses: int = 2, min_class_share: float = 0.2,
@@ -197,7 +209,9 @@ class PoseEstimator:
         self.voting_config = voting_config or VotingConfig()
         self.min_instance_pixels = int(min_instance_pixels)
         self.depth_search = bool(depth_search)
-        self.depth_search_below = float(depth_search_below)
+        self.depth_search_below = float(depth_search_below)          # pose score, models without a calibration
+        self.search_below_probability = float(search_below_probability)  # calibrated score, models with one
+        self.search_min_coverage = float(search_min_coverage)     # ``_disc_coverage`` an instance needs for the search
         self.depth_search_config = depth_search_config      # None: DepthSearchConfig() defaults
         self.appearance_check = bool(appearance_check)
         self.depth_objectness = bool(depth_objectness)
@@ -240,7 +254,8 @@ class PoseEstimator:
         self.rng = np.random.default_rng(seed)
         self.drops: Counter[str] = Counter()
         # how hypotheses were posed: crop_pnp / votes_pnp (PnP ok on the crop stage's correspondences / the
-        # voted keypoints), depth_search (the fallback ran), depth_search_won (its pose was kept); twin_check /
+        # voted keypoints), depth_search (the fallback ran), depth_search_won (its pose was kept),
+        # depth_search_too_small (not run: the instance covers too little of the object); twin_check /
         # twin_check_skipped (near-symmetric twins rendered and compared / told apart by the correspondences)
         self.stage_counts: Counter[str] = Counter()
         self.correspondence = None
@@ -453,8 +468,25 @@ class PoseEstimator:
                 sc, ag = self._score(model, T, depth, camera, mask, icp, inlier_ratio, stats.vote_inlier_ratio, depth_here)
                 best = (sc, T, cov, "pnp+icp" if icp is not None and icp.applied else "pnp", icp, ag)
                 acc["scoring"] += (time.perf_counter() - tsc) * 1e3
-            if (self.use_icp and self.depth_search and depth_here
-                    and (best is None or best[0] < self.depth_search_below)):
+            searchable = self.use_icp and self.depth_search and depth_here
+            # With a calibration the PnP pose's probability of being right decides on the search (the pose
+            # score alone sent right poses to it 3 times in 4); its features then serve the final score too.
+            scored, p_right = None, float("nan")
+            if searchable and best is not None and self.calibration is not None:
+                tc = time.perf_counter()
+                scored, p_right = best, self._calibrated_score(cls, model, best, rgb, depth, camera, mask, stats,
+                                                               inlier_ratio, crop_corrs[n])
+                acc["scoring"] += (time.perf_counter() - tc) * 1e3
+            run_search = searchable and (best is None or (p_right < self.search_below_probability if scored is not None
+                                                          else best[0] < self.depth_search_below))
+            if run_search:
+                # A fragment covering a few percent of the object's size cannot pin a pose down (BOP does not
+                # count objects under 10% visible); searching such clutter was most of the fallback's runs.
+                z = max(instance_depth_reference(depth, mask), 0.1)      # (depth_here: >= 20 valid pixels)
+                if _disc_coverage(mask, spec.diameter_m, z, camera) < self.search_min_coverage:
+                    run_search = False
+                    self.stage_counts["depth_search_too_small"] += 1
+            if run_search:
                 from pose_ros.objects.depth_search import depth_pose_search
 
                 crop_hints = crop_corrs[n] is not None and len(crop_corrs[n].uv) >= MIN_CORRESPONDENCES
@@ -462,11 +494,11 @@ class PoseEstimator:
                     vr, kp_uv, kp_cov = self._votes(vec[cls - 1], m_out, f, stats, acc)
                 ts = time.perf_counter()
                 self.stage_counts["depth_search"] += 1
+                stats.depth_searched = True
                 extra = [pnp.T_cam_obj[:3, :3]] if pnp.ok else None
                 # 2D evidence for the search's hypotheses: the crop stage's correspondences (up to 150
                 # points, a median 5-15 mm off on held-out crops, against 30-55 px for the first
                 # stage's votes), else those votes; sigma at least 10% of the object's projected size
-                z = max(instance_depth_reference(depth, mask), 0.1)      # (depth_here: >= 20 valid pixels)
                 floor = 0.1 * camera.fx * spec.diameter_m / z
                 kps = None
                 if crop_hints:
@@ -500,31 +532,21 @@ class PoseEstimator:
                     self.stage_counts["twin_check"] += 1
                     best = self._check_appearance(cls, model, best, rgb, depth, camera, mask, stats, scene)
                 acc["appearance"] += (time.perf_counter() - ta) * 1e3
-            score, T, cov, method, icp, agree = best
-            stats.method = method
-            stats.depth_agreement = float(agree)
-            if icp is not None:
-                stats.icp_applied = bool(icp.applied)
-                stats.icp_fitness = float(icp.fitness)
-                stats.icp_rmse_m = float(icp.inlier_rmse_m)
-                stats.icp_iterations = int(icp.iterations)
-                stats.icp_correction_translation_m = float(icp.correction_translation_m)
-                stats.icp_correction_rotation_rad = float(icp.correction_rotation_rad)
-                stats.icp_reason = icp.reason
+            score, T = best[0], best[1]
+            self._describe(stats, best)
             if depth_here and (self.calibration is not None or self.collect_features):
                 tc = time.perf_counter()
-                if crop_corrs[n] is not None:
-                    stats.crop_agreement = correspondence_agreement(crop_corrs[n], T, camera, spec.diameter_m,
-                                                                    self._symmetries(cls))
-                stats.features = self._pose_features(model, T, rgb, depth, camera, mask, stats, inlier_ratio)
+                if scored is not best:
+                    p_right = self._calibrated_score(cls, model, best, rgb, depth, camera, mask, stats, inlier_ratio,
+                                                     crop_corrs[n])
                 stats.uncalibrated_score = float(score)
                 if self.calibration is not None:
-                    score = self.calibration.score(stats.features)
+                    score = p_right
                 acc["scoring"] += (time.perf_counter() - tc) * 1e3
             if score < self.score_threshold:
                 self.drops["low_score"] += 1
                 continue
-            results.append(PoseResult(spec.name, cls, spec.obj_id, -1, T, float(score), cov, stats,
+            results.append(PoseResult(spec.name, cls, spec.obj_id, -1, T, float(score), best[2], stats,
                                       T_pnp_cam_obj=pnp.T_cam_obj if pnp.ok else None, keypoints_uv=kp_uv,
                                       mask=mask))
             result_group.append(group_of[n])
@@ -584,6 +606,32 @@ class PoseEstimator:
                 self.stage_counts["crop_pnp"] += 1
         acc["crop_pnp"] += (time.perf_counter() - t1) * 1e3
         return out, corrs
+
+    def _describe(self, stats: PoseStats, best: tuple) -> None:
+        """Copy how a pose was found (method, depth agreement, ICP outcome) into its stats."""
+        _, _, _, method, icp, agree = best
+        stats.method = method
+        stats.depth_agreement = float(agree)
+        if icp is not None:
+            stats.icp_applied = bool(icp.applied)
+            stats.icp_fitness = float(icp.fitness)
+            stats.icp_rmse_m = float(icp.inlier_rmse_m)
+            stats.icp_iterations = int(icp.iterations)
+            stats.icp_correction_translation_m = float(icp.correction_translation_m)
+            stats.icp_correction_rotation_rad = float(icp.correction_rotation_rad)
+            stats.icp_reason = icp.reason
+
+    def _calibrated_score(self, cls: int, model: Any, best: tuple, rgb: np.ndarray | None, depth: np.ndarray,
+                          camera: PinholeCamera, mask: np.ndarray, stats: PoseStats, inlier_ratio: float,
+                          corr: Any) -> float:
+        """Fill ``stats`` (how the pose was found, crop agreement, calibration features) for the pose in
+        ``best``; returns its calibrated probability of being right (NaN without a calibration)."""
+        self._describe(stats, best)
+        if corr is not None:
+            stats.crop_agreement = correspondence_agreement(corr, best[1], camera, self.objects[cls - 1].diameter_m,
+                                                            self._symmetries(cls))
+        stats.features = self._pose_features(model, best[1], rgb, depth, camera, mask, stats, inlier_ratio)
+        return self.calibration.score(stats.features) if self.calibration is not None else float("nan")
 
     def _symmetries(self, cls: int) -> list[np.ndarray]:
         """The object's symmetry transforms (identity first), as the crop stage's training saw them."""
