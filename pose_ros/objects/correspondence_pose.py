@@ -154,12 +154,13 @@ class CorrespondenceStage:
     """The crop network of a model file, ready to run on the instances of a frame."""
 
     def __init__(self, raw_entry: dict, device: str = "cpu") -> None:
+        from pose_ros.objects.batchnorm_folding import fold_batch_norms
         from pose_ros.objects.correspondence_net import CorrespondenceConfig, CorrespondenceNet
 
         self.config = CorrespondenceConfig.from_dict(raw_entry["config"])
-        self.net = CorrespondenceNet(self.config)
-        self.net.load_state_dict(raw_entry["state_dict"])
-        self.net.eval().to(device)
+        net = CorrespondenceNet(self.config)
+        net.load_state_dict(raw_entry["state_dict"])
+        self.net = fold_batch_norms(net).to(device)             # inference only: BatchNorms folded
         self.device = device
         self.training_info = dict(raw_entry.get("training", {}))
 
