@@ -235,6 +235,7 @@ class PoseEstimator:
             objectness_config = ObjectnessConfig()
         self.objectness_config = objectness_config
         self._appearance: Any = None
+        self._near_syms: dict[int, list[np.ndarray]] = {}
         if self.appearance_check and self.use_icp:
             from pose_ros.objects.appearance import AppearanceScorer
             from pose_ros.objects.model_file import near_symmetries_for
@@ -603,7 +604,7 @@ class PoseEstimator:
                 self.drops["crop:too_few_correspondences"] += 1
                 continue
             out[i] = pose_from_correspondences(corr, spec.keypoints_m[-1], camera, spec.diameter_m, depth,
-                                               self.pnp_config)
+                                               self.pnp_config, wide_band=self._twin_free(kept[i][0]))
             if out[i].ok:
                 self.stage_counts["crop_pnp"] += 1
         acc["crop_pnp"] += (time.perf_counter() - t1) * 1e3
@@ -701,6 +702,11 @@ class PoseEstimator:
                 new = boost & ~np.isin(lab, np.unique(lab[found & boost]))
                 class_map[new] = (p[1:].argmax(0) + 1)[new]
         return class_map
+
+    def _twin_free(self, class_id: int) -> bool:
+        """No near-symmetric twins for the appearance check to tell apart (known only with the check on):
+        the crop stage's RANSAC may then use its wide band (``pose_from_correspondences``)."""
+        return self._appearance is not None and not self._near_syms.get(class_id)
 
     def has_twins(self, class_id: int) -> bool:
         """True if the appearance check applies to this class (textured, near-symmetric shape)."""
