@@ -149,8 +149,11 @@ def pose_from_correspondences(c: Correspondences, centre_m: np.ndarray, camera: 
             if r.ok:
                 from pose_ros.objects.covariance import icp_covariance
 
-                resid = np.linalg.norm(c.X_m[ok] @ r.T_cam_obj[:3, :3].T + r.T_cam_obj[:3, 3] - P, axis=1)
-                res = PnpResult(True, "ok", r.T_cam_obj, np.nonzero(ok)[0][resid < thr],
+                inliers = r.inliers
+                if band > thr:           # inliers at the narrow band: their share is a calibrated-score feature
+                    resid = np.linalg.norm(c.X_m[ok] @ r.T_cam_obj[:3, :3].T + r.T_cam_obj[:3, 3] - P, axis=1)
+                    inliers = np.nonzero(resid < thr)[0]
+                res = PnpResult(True, "ok", r.T_cam_obj, np.nonzero(ok)[0][inliers],
                                 float("nan"), icp_covariance(r.rmse_m, diameter_m), int(ok.sum()))
                 reason = check_plausible(r.T_cam_obj, camera, np.vstack([c.X_m, centre_m[None]]), diameter_m,
                                          config or PnpConfig())
